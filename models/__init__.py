@@ -1,0 +1,17 @@
+"""SQLAlchemy models of the directory. This package never imports scim_server."""
+
+from models.base import Base, utcnow
+from models.directory import Group, GroupMember, User, UserValue
+from models.outbox import OutboxEvent
+from models.tokens import ApiToken
+
+__all__ = [
+    "ApiToken",
+    "Base",
+    "Group",
+    "GroupMember",
+    "OutboxEvent",
+    "User",
+    "UserValue",
+    "utcnow",
+]

@@ -1,0 +1,35 @@
+"""SCIM 2.0 provisioning server: the canonical directory, with Graph sync to Microsoft 365."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from scim_server import config
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, instance_relative_config=True)
+    settings = config.load(app.instance_path)
+    app.config.update(settings.to_flask())
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
+    if test_config:
+        app.config.update(test_config)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
+        Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+
+    from flask_migrate import Migrate
+
+    from scim_server.api import register
+    from scim_server.cli import register_commands
+    from scim_server.db import db
+
+    db.init_app(app)
+    Migrate(app, db, directory=str(Path(__file__).parent / "migrations"), render_as_batch=True)
+    register(app)
+    register_commands(app)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return app

@@ -1,0 +1,81 @@
+"""HTTP layer: blueprints under /scim/v2 and the cross-cutting concerns (auth, content type,
+errors) in one place."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from scim_server import auth
+from scim_server.api.http import scim_json
+from scim_server.errors import Forbidden, InternalError, PayloadTooLarge, ScimError, Unauthorized
+
+log = logging.getLogger("scim_server.api")
+PREFIX = "/scim/v2"
+READ_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def register(app: Flask) -> None:
+    from scim_server.api import bulk, discovery, resources
+
+    app.register_blueprint(resources.bp, url_prefix=PREFIX)
+    app.register_blueprint(discovery.bp, url_prefix=PREFIX)
+    app.register_blueprint(bulk.bp, url_prefix=PREFIX)
+
+    @app.before_request
+    def _authenticate() -> Response | None:
+        g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        if not request.path.startswith(PREFIX):
+            return None
+        principal = auth.authenticate(request.headers.get("Authorization"))
+        if principal is None:
+            response = scim_json(Unauthorized("A valid bearer token is required.").to_scim(), 401)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="SCIM"'
+            return response
+        # POST /.search reads; it is a POST only to keep the filter out of URLs.
+        is_search = request.method == "POST" and request.path.rstrip("/").endswith("/.search")
+        if principal.read_only and request.method not in READ_METHODS and not is_search:
+            return scim_json(Forbidden("This token is read-only.").to_scim(), 403)
+        g.principal = principal
+        return None
+
+    @app.after_request
+    def _request_id(response: Response) -> Response:
+        response.headers.setdefault("X-Request-Id", g.get("request_id", ""))
+        return response
+
+    @app.errorhandler(ScimError)
+    def _scim_error(exc: ScimError) -> Response:
+        return scim_json(exc.to_scim(), exc.status)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        if status == 413:
+            body = PayloadTooLarge("The request body is too large.").to_scim()
+        else:
+            body = ScimError(exc.description or exc.name).to_scim()
+            body["status"] = str(status)
+            body.pop("scimType", None)
+            if status == 400:
+                body["scimType"] = "invalidSyntax"
+        response = scim_json(body, status)
+        if status == 405 and exc.get_response().headers.get("Allow"):
+            response.headers["Allow"] = exc.get_response().headers["Allow"]
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        # Never a traceback to the client: log it under the request id and answer plainly.
+        rid = g.get("request_id", "-")
+        log.exception("unhandled error, request_id=%s", rid)
+        from scim_server.db import db
+
+        db.session.rollback()
+        err = InternalError(f"Internal server error. Request id: {rid}.")
+        body: dict[str, Any] = err.to_scim()
+        return scim_json(body, 500)

@@ -1,0 +1,109 @@
+"""Request envelopes validated with marshmallow: PatchOp, SearchRequest and BulkRequest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+
+from scim_server.errors import InvalidSyntax, InvalidValue
+
+
+class _Envelope(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    schemas = fields.List(fields.String(), load_default=list)
+
+
+class PatchOperation(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    op = fields.String(required=True)
+    path = fields.String(load_default=None, allow_none=True)
+    value = fields.Raw(load_default=None, allow_none=True)
+
+
+class PatchRequest(_Envelope):
+    # RFC 7644 §3.5.2: "Operations" is required and holds at least one operation.
+    Operations = fields.List(
+        fields.Nested(PatchOperation), required=True, validate=validate.Length(min=1)
+    )
+
+
+class SearchRequest(_Envelope):
+    attributes = fields.Raw(load_default=None)
+    excludedAttributes = fields.Raw(load_default=None)
+    filter = fields.String(load_default=None, allow_none=True)
+    sortBy = fields.String(load_default=None, allow_none=True)
+    sortOrder = fields.String(load_default=None, allow_none=True)
+    startIndex = fields.Integer(load_default=None, allow_none=True, strict=False)
+    count = fields.Integer(load_default=None, allow_none=True, strict=False)
+
+
+class BulkOperation(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    method = fields.String(required=True)
+    bulkId = fields.String(load_default=None, allow_none=True)
+    version = fields.String(load_default=None, allow_none=True)
+    path = fields.String(required=True)
+    data = fields.Raw(load_default=None, allow_none=True)
+
+
+class BulkRequest(_Envelope):
+    failOnErrors = fields.Integer(load_default=None, allow_none=True)
+    Operations = fields.List(fields.Nested(BulkOperation), required=True)
+
+
+def _lower_keys_named(body: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """RFC 7643 §2.1: attribute names are case-insensitive, message attributes included."""
+    canonical = {n.lower(): n for n in names}
+    return {canonical.get(k.lower(), k): v for k, v in body.items()}
+
+
+def load(schema: Schema, body: Any, syntax_error: bool = True) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidSyntax("The request body must be a JSON object.")
+    body = _lower_keys_named(body, tuple(schema.fields))
+    try:
+        result: dict[str, Any] = schema.load(body)
+    except ValidationError as exc:
+        message = "; ".join(
+            f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in _flatten(exc.messages).items()
+        )
+        if syntax_error:
+            raise InvalidSyntax(f"Malformed request: {message}") from None
+        raise InvalidValue(f"Invalid request: {message}") from None
+    return result
+
+
+def _flatten(messages: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(messages, dict):
+        return {prefix or "body": messages}
+    out: dict[str, Any] = {}
+    for key, value in messages.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            out.update(_flatten(value, name))
+        else:
+            out[name] = value
+    return out
+
+
+def patch_operations(body: Any) -> list[dict[str, Any]]:
+    data = load(PatchRequest(), body)
+    ops = data["Operations"]
+    assert isinstance(ops, list)
+    return ops
+
+
+def search_request(body: Any) -> dict[str, Any]:
+    return load(SearchRequest(), body, syntax_error=False)
+
+
+def bulk_request(body: Any) -> dict[str, Any]:
+    return load(BulkRequest(), body)

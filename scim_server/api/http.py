@@ -1,0 +1,57 @@
+"""Small HTTP helpers shared by the views: SCIM JSON responses, query parameters."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Response, current_app, request
+
+from scim_server.errors import InvalidSyntax, InvalidValue
+
+SCIM_CONTENT_TYPE = "application/scim+json"
+
+
+def scim_json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    response = Response(
+        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        status=status,
+        content_type=SCIM_CONTENT_TYPE,
+    )
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def base_url() -> str:
+    return request.host_url.rstrip("/") + "/scim/v2"
+
+
+def json_body() -> Any:
+    raw = request.get_data(cache=True)
+    if not raw:
+        raise InvalidSyntax("The request body is empty.")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidSyntax("The request body is not valid JSON.") from None
+
+
+def int_param(raw: Any, name: str) -> int | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise InvalidValue(f"{name} must be an integer, got {raw!r}.") from None
+
+
+def paging(start_raw: Any, count_raw: Any) -> tuple[int, int]:
+    """RFC 7644 §3.4.2.4: startIndex < 1 means 1; count < 0 means 0; count is capped at the
+    advertised maximum page size."""
+    start = int_param(start_raw, "startIndex") or 1
+    count = int_param(count_raw, "count")
+    maximum = int(current_app.config["SCIM_MAX_PAGE_SIZE"])
+    if count is None:
+        count = int(current_app.config["SCIM_DEFAULT_PAGE_SIZE"])
+    return max(start, 1), min(max(count, 0), maximum)

@@ -1,0 +1,212 @@
+"""Thin views for /Users, /Groups and /.search (RFC 7644 §3.2 to §3.6)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Response, request
+
+from scim_server import directory
+from scim_server.api import envelopes
+from scim_server.api.http import base_url, json_body, paging, scim_json
+from scim_server.errors import InvalidFilter, InvalidValue, NotImplementedScim
+from scim_server.mapping import etag
+from scim_server.scim import projection as proj
+from scim_server.scim.schema import GROUP_TYPE, LIST_RESPONSE, USER_TYPE, ResourceType
+
+bp = Blueprint("resources", __name__)
+
+
+@dataclass(frozen=True)
+class Kind:
+    rtype: ResourceType
+    get: Callable[[str, str, proj.Projection], tuple[dict[str, Any], int]]
+    create: Callable[[dict[str, Any], str], tuple[dict[str, Any], int]]
+    replace: Callable[[str, dict[str, Any], str | None], int]
+    patch: Callable[[str, list[dict[str, Any]], str | None, str], int]
+    delete: Callable[[str, str | None], None]
+
+
+KINDS = {
+    "Users": Kind(
+        USER_TYPE,
+        directory.get_user,
+        directory.create_user,
+        directory.replace_user,
+        directory.patch_user,
+        directory.delete_user,
+    ),
+    "Groups": Kind(
+        GROUP_TYPE,
+        directory.get_group,
+        directory.create_group,
+        directory.replace_group,
+        directory.patch_group,
+        directory.delete_group,
+    ),
+}
+
+
+def _projection(rtype: ResourceType, source: dict[str, Any] | None = None) -> proj.Projection:
+    src = source if source is not None else request.args
+    return proj.parse(rtype, src.get("attributes"), src.get("excludedAttributes"))
+
+
+def _resource_response(doc: dict[str, Any], version: int, status: int = 200) -> Response:
+    headers = {"ETag": etag(version)}
+    if status == 201:
+        headers["Location"] = doc["meta"]["location"]
+    return scim_json(doc, status, headers)
+
+
+def _render(kind: Kind, ident: str, status: int = 200) -> Response:
+    doc, version = kind.get(ident, base_url(), _projection(kind.rtype))
+    return _resource_response(doc, version, status)
+
+
+def _list(kind_names: list[str], params: dict[str, Any]) -> Response:
+    start, count = paging(params.get("startIndex"), params.get("count"))
+    order = (params.get("sortOrder") or "ascending").lower()
+    if order not in ("ascending", "descending"):
+        raise InvalidValue("sortOrder must be 'ascending' or 'descending'.")
+    query = directory.ListQuery(
+        filter=params.get("filter") or None,
+        sort_by=params.get("sortBy") or None,
+        descending=order == "descending",
+        start_index=start,
+        count=count,
+    )
+    if len(kind_names) == 1:
+        kind = KINDS[kind_names[0]]
+        total, docs = directory.list_resources(
+            kind.rtype.name, query, base_url(), _projection(kind.rtype, params)
+        )
+    else:
+        total, docs = _list_all(query, params)
+    body: dict[str, Any] = {"schemas": [LIST_RESPONSE], "totalResults": total}
+    # RFC 7644 §3.4.2.4: count=0 asks only for totalResults.
+    if count > 0:
+        body.update(startIndex=start, itemsPerPage=len(docs), Resources=docs)
+    return scim_json(body)
+
+
+def _list_all(
+    query: directory.ListQuery, params: dict[str, Any]
+) -> tuple[int, list[dict[str, Any]]]:
+    """Root-level search (RFC 7644 §3.4.3): users, then groups, paged as one list. A filter
+    naming an attribute only one type has matches nothing of the other type."""
+    totals: dict[str, int] = {}
+    errors: list[InvalidFilter] = []
+    for name in ("Users", "Groups"):
+        kind = KINDS[name]
+        try:
+            totals[name], _ = directory.list_resources(
+                kind.rtype.name,
+                _with(query, start_index=1, count=0),
+                base_url(),
+                _projection(kind.rtype, params),
+            )
+        except InvalidFilter as exc:
+            errors.append(exc)
+    if not totals:
+        raise errors[0]
+    docs: list[dict[str, Any]] = []
+    skip = query.start_index - 1
+    for name, total in totals.items():
+        if skip >= total:
+            skip -= total
+            continue
+        want = query.count - len(docs)
+        if want <= 0:
+            break
+        kind = KINDS[name]
+        _, page = directory.list_resources(
+            kind.rtype.name,
+            _with(query, start_index=skip + 1, count=want),
+            base_url(),
+            _projection(kind.rtype, params),
+        )
+        docs.extend(page)
+        skip = 0
+    return sum(totals.values()), docs
+
+
+def _with(query: directory.ListQuery, **changes: Any) -> directory.ListQuery:
+    return directory.ListQuery(**{**query.__dict__, **changes})
+
+
+@bp.get("/<any(Users, Groups):resource>")
+def list_resources(resource: str) -> Response:
+    return _list([resource], dict(request.args))
+
+
+@bp.post("/<any(Users, Groups):resource>/.search")
+def search_resources(resource: str) -> Response:
+    return _list([resource], envelopes.search_request(json_body()))
+
+
+@bp.post("/.search")
+def search_all() -> Response:
+    return _list(["Users", "Groups"], envelopes.search_request(json_body()))
+
+
+@bp.post("/<any(Users, Groups):resource>")
+def create(resource: str) -> Response:
+    kind = KINDS[resource]
+    doc, version = kind.create(_body(), base_url())
+    if request.args.get("attributes") or request.args.get("excludedAttributes"):
+        doc = proj.apply(doc, kind.rtype, _projection(kind.rtype))
+    return _resource_response(doc, version, 201)
+
+
+@bp.get("/<any(Users, Groups):resource>/<ident>")
+def get(resource: str, ident: str) -> Response:
+    kind = KINDS[resource]
+    doc, version = kind.get(ident, base_url(), _projection(kind.rtype))
+    # RFC 7644 §3.14: If-None-Match with the current version is 304 Not Modified.
+    if_none = request.headers.get("If-None-Match")
+    if if_none and (
+        if_none.strip() == "*" or etag(version) in [t.strip() for t in if_none.split(",")]
+    ):
+        return Response(status=304, headers={"ETag": etag(version)})
+    return _resource_response(doc, version)
+
+
+@bp.put("/<any(Users, Groups):resource>/<ident>")
+def replace(resource: str, ident: str) -> Response:
+    kind = KINDS[resource]
+    kind.replace(ident, _body(), request.headers.get("If-Match"))
+    return _render(kind, ident)
+
+
+@bp.patch("/<any(Users, Groups):resource>/<ident>")
+def patch(resource: str, ident: str) -> Response:
+    kind = KINDS[resource]
+    operations = envelopes.patch_operations(json_body())
+    version = kind.patch(ident, operations, request.headers.get("If-Match"), base_url())
+    wants_body = request.args.get("attributes") or request.args.get("excludedAttributes")
+    # Groups answer 204 (Entra's advice for large groups) unless a projection asks for a body.
+    if resource == "Groups" and not wants_body:
+        return Response(status=204, headers={"ETag": etag(version)})
+    return _render(kind, ident)
+
+
+@bp.delete("/<any(Users, Groups):resource>/<ident>")
+def delete(resource: str, ident: str) -> Response:
+    KINDS[resource].delete(ident, request.headers.get("If-Match"))
+    return Response(status=204)
+
+
+def _body() -> dict[str, Any]:
+    body = json_body()
+    if not isinstance(body, dict):
+        raise InvalidValue("The request body must be a JSON object.")
+    return body
+
+
+@bp.route("/Me", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+def me() -> Response:
+    # RFC 7644 §3.11: a provider without an authenticated-subject alias answers 501.
+    raise NotImplementedScim("/Me is not supported: bearer tokens are not bound to a user.")

@@ -1,0 +1,125 @@
+"""The `scim-server` command: serve, tokens, and the database (`scim-server db upgrade`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from flask import Flask
+from flask.cli import FlaskGroup, with_appcontext
+
+
+def upgrade_schema() -> None:
+    """Create or upgrade the schema to the newest Alembic revision."""
+    from flask_migrate import upgrade
+
+    upgrade()
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int, help="gunicorn processes")
+@click.option("--threads", default=8, show_default=True, type=int, help="threads per process")
+@with_appcontext
+def serve(host: str, port: int, workers: int, threads: int) -> None:
+    """Run the SCIM server with gunicorn. The SCIM base URL is http://HOST:PORT/scim/v2."""
+    from gunicorn.app.base import BaseApplication
+
+    from scim_server import create_app
+
+    upgrade_schema()
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("threads", threads)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("accesslog", "-")
+            self.cfg.set("timeout", 120)
+
+        def load(self) -> Flask:
+            return create_app()
+
+    click.echo(f"SCIM base URL: http://{host}:{port}/scim/v2", err=True)
+    Server().run()
+
+
+@click.group("token")
+def token() -> None:
+    """Manage bearer tokens (stored hashed; shown once at creation)."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--read-only", is_flag=True, help="GET and search only; writes get 403.")
+@with_appcontext
+def token_create(name: str, read_only: bool) -> None:
+    """Create a token and print it alone on the last line."""
+    from scim_server import auth
+
+    upgrade_schema()
+    row, secret = auth.create_token(name, read_only=read_only)
+    click.echo(
+        f"Created token {row.id} {name!r}{' (read-only)' if read_only else ''}. It is shown once:",
+        err=True,
+    )
+    click.echo(secret)
+
+
+@token.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def token_list(as_json: bool) -> None:
+    from scim_server import auth
+
+    upgrade_schema()
+    rows: list[dict[str, Any]] = [
+        {
+            "id": t.id,
+            "name": t.name,
+            "prefix": t.prefix,
+            "read_only": t.read_only,
+            "created_at": t.created_at.isoformat() + "Z",
+            "revoked_at": t.revoked_at.isoformat() + "Z" if t.revoked_at else None,
+        }
+        for t in auth.list_tokens()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        state = "revoked" if r["revoked_at"] else ("read-only" if r["read_only"] else "read-write")
+        click.echo(f"{r['id']:>4}  {r['name']:<24} {r['prefix']}…  {state:<10} {r['created_at']}")
+
+
+@token.command("revoke")
+@click.argument("ident")
+@with_appcontext
+def token_revoke(ident: str) -> None:
+    """Revoke a token by id or by name."""
+    from scim_server import auth
+
+    upgrade_schema()
+    row = auth.revoke_token(ident)
+    if row is None:
+        click.echo(f"No active token {ident!r}.", err=True)
+        sys.exit(1)
+    click.echo(f"Revoked token {row.id} {row.name!r}.")
+
+
+def register_commands(app: Flask) -> None:
+    app.cli.add_command(serve)
+    app.cli.add_command(token)
+
+
+def main() -> None:
+    from scim_server import create_app
+
+    cli = FlaskGroup(
+        create_app=create_app, add_default_commands=False, help="SCIM 2.0 server for Microsoft 365."
+    )
+    cli.main(prog_name="scim-server")

@@ -1,0 +1,444 @@
+"""Use cases of the directory. Each write is one transaction holding the change and its
+outbox event; only this module commits. Views call these functions and serialise."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from argon2 import PasswordHasher
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from models import Group, GroupMember, User, UserValue, utcnow
+from scim_server import mapping, outbox
+from scim_server.db import db
+from scim_server.errors import Conflict, NotFound, PreconditionFailed
+from scim_server.scim import projection as proj
+from scim_server.scim.filter_parser import parse_filter
+from scim_server.scim.filter_sql import sort_column, to_sql
+from scim_server.scim.patch import MemberChange, apply_patch
+from scim_server.scim.resource import canonicalize
+from scim_server.scim.schema import ENTERPRISE, GROUP, GROUP_TYPE, USER, USER_TYPE
+
+_hasher = PasswordHasher()
+CHUNK = 500  # ids per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), CHUNK):
+        yield items[i : i + CHUNK]
+
+
+def check_if_match(if_match: str | None, version: int) -> None:
+    """RFC 7644 §3.14: a stale If-Match is 412 Precondition Failed."""
+    if not if_match:
+        return
+    tags = [t.strip() for t in if_match.split(",")]
+    current = mapping.etag(version)
+    if "*" in tags or current in tags or current.removeprefix("W/") in tags:
+        return
+    raise PreconditionFailed(f"The resource has changed: its version is now {current}.")
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    filter: str | None
+    sort_by: str | None
+    descending: bool
+    start_index: int
+    count: int
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _user_docs(
+    users: Sequence[User], base_url: str, projection: proj.Projection
+) -> list[dict[str, Any]]:
+    """Render a page of users with one query per related table, never one per user."""
+    ids = [u.id for u in users]
+    values: dict[str, list[UserValue]] = {i: [] for i in ids}
+    if ids:
+        rows = db.session.scalars(
+            select(UserValue)
+            .where(UserValue.user_id.in_(ids))
+            .order_by(UserValue.user_id, UserValue.attr, UserValue.position)
+        )
+        for row in rows:
+            values[row.user_id].append(row)
+    groups: dict[str, list[tuple[str, str]]] = {i: [] for i in ids}
+    if ids and projection.wants(USER, "groups"):
+        for member_id, gid, gname in db.session.execute(
+            select(GroupMember.member_id, Group.id, Group.display_name)
+            .join(Group, Group.id == GroupMember.group_id)
+            .where(GroupMember.member_id.in_(ids))
+            .order_by(Group.display_name_ci)
+        ):
+            groups[member_id].append((gid, gname))
+    manager_ids = {u.manager_id for u in users if u.manager_id}
+    managers: dict[str, str] = {}
+    if manager_ids and projection.wants(ENTERPRISE, "manager"):
+        managers = {
+            mid: name or uname
+            for mid, name, uname in db.session.execute(
+                select(User.id, User.display_name, User.user_name).where(User.id.in_(manager_ids))
+            )
+        }
+    return [
+        proj.apply(
+            mapping.user_to_doc(
+                u,
+                mapping.UserExtras(values[u.id], groups[u.id], managers.get(u.manager_id or "")),
+                base_url,
+            ),
+            USER_TYPE,
+            projection,
+        )
+        for u in users
+    ]
+
+
+def _members_of(group_ids: Sequence[str]) -> dict[str, list[tuple[str, str, str | None]]]:
+    out: dict[str, list[tuple[str, str, str | None]]] = {g: [] for g in group_ids}
+    if not group_ids:
+        return out
+    member_group = Group.__table__.alias("member_group")
+    rows = db.session.execute(
+        select(
+            GroupMember.group_id,
+            GroupMember.member_id,
+            GroupMember.member_type,
+            func.coalesce(
+                GroupMember.display,
+                User.display_name,
+                User.user_name,
+                member_group.c.display_name,
+            ),
+        )
+        .outerjoin(User, User.id == GroupMember.member_id)
+        .outerjoin(member_group, member_group.c.id == GroupMember.member_id)
+        .where(GroupMember.group_id.in_(group_ids))
+        .order_by(GroupMember.group_id, GroupMember.member_id)
+    )
+    for gid, mid, mtype, display in rows:
+        out[gid].append((mid, mtype, display))
+    return out
+
+
+def _group_docs(
+    groups: Sequence[Group], base_url: str, projection: proj.Projection
+) -> list[dict[str, Any]]:
+    members = _members_of([g.id for g in groups]) if projection.wants(GROUP, "members") else {}
+    return [
+        proj.apply(mapping.group_to_doc(g, members.get(g.id), base_url), GROUP_TYPE, projection)
+        for g in groups
+    ]
+
+
+def get_user(
+    user_id: str, base_url: str, projection: proj.Projection
+) -> tuple[dict[str, Any], int]:
+    user = _load_user(user_id)
+    return _user_docs([user], base_url, projection)[0], user.version
+
+
+def get_group(
+    group_id: str, base_url: str, projection: proj.Projection
+) -> tuple[dict[str, Any], int]:
+    group = _load_group(group_id)
+    return _group_docs([group], base_url, projection)[0], group.version
+
+
+def _load_user(user_id: str) -> User:
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"User {user_id} not found.")
+    return user
+
+
+def _load_group(group_id: str) -> Group:
+    group = db.session.get(Group, group_id)
+    if group is None:
+        raise NotFound(f"Group {group_id} not found.")
+    return group
+
+
+def list_resources(
+    resource: str, query: ListQuery, base_url: str, projection: proj.Projection
+) -> tuple[int, list[dict[str, Any]]]:
+    """Filter, count and page in the database: nothing loads a whole table."""
+    model: type[User] | type[Group] = User if resource == "User" else Group
+    rtype = USER_TYPE if resource == "User" else GROUP_TYPE
+    where = to_sql(parse_filter(query.filter), rtype) if query.filter else None
+    count_q = select(func.count()).select_from(model)
+    if where is not None:
+        count_q = count_q.where(where)
+    total = int(db.session.scalar(count_q) or 0)
+    if query.count == 0 or total == 0:
+        return total, []
+    page = select(model)
+    if where is not None:
+        page = page.where(where)
+    if query.sort_by:
+        column = sort_column(rtype, query.sort_by)
+        page = page.order_by(column.desc() if query.descending else column.asc())
+    # RFC 7644 §3.4.2.4: a stable order across pages; the primary key breaks ties.
+    page = page.order_by(model.id).offset(query.start_index - 1).limit(query.count)
+    rows = list(db.session.scalars(page))
+    if resource == "User":
+        return total, _user_docs(rows, base_url, projection)  # type: ignore[arg-type]
+    return total, _group_docs(rows, base_url, projection)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- users
+
+
+def _ensure_unique_user_name(user_name: str, user_id: str | None) -> None:
+    q = select(User.id).where(User.user_name_ci == user_name.lower())
+    if user_id:
+        q = q.where(User.id != user_id)
+    if db.session.scalar(q) is not None:
+        raise Conflict(f"A user with userName {user_name!r} already exists.")
+
+
+def _write_values(user_id: str, doc: dict[str, Any]) -> None:
+    db.session.execute(delete(UserValue).where(UserValue.user_id == user_id))
+    rows = [dict(r, user_id=user_id) for r in mapping.doc_to_user_values(doc)]
+    if rows:
+        db.session.execute(insert(UserValue), rows)
+
+
+def _commit() -> None:
+    try:
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        # A concurrent writer won the race on a unique index.
+        raise Conflict("The resource conflicts with an existing one (uniqueness).") from exc
+
+
+def create_user(body: dict[str, Any], base_url: str) -> tuple[dict[str, Any], int]:
+    doc = canonicalize(body, USER_TYPE)
+    password = doc.pop("password", None)
+    _ensure_unique_user_name(doc["userName"], None)
+    now = utcnow()
+    user = User(
+        id=str(uuid.uuid4()),
+        created=now,
+        last_modified=now,
+        version=1,
+        **mapping.doc_to_user_columns(doc),
+    )
+    if password is not None:
+        user.password_hash = hash_password(password)
+    db.session.add(user)
+    db.session.flush()
+    _write_values(user.id, doc)
+    outbox.record(db.session, "User", user.id, "created", {"version": 1})
+    _commit()
+    return get_user(user.id, base_url, proj.parse(USER_TYPE, None, None))[0], user.version
+
+
+def _save_user(user: User, doc: dict[str, Any], password: str | None, event: str) -> None:
+    _ensure_unique_user_name(doc["userName"], user.id)
+    for column, value in mapping.doc_to_user_columns(doc).items():
+        setattr(user, column, value)
+    if password is not None:
+        user.password_hash = hash_password(password)
+    user.version += 1
+    user.last_modified = utcnow()
+    _write_values(user.id, doc)
+    outbox.record(
+        db.session,
+        "User",
+        user.id,
+        event,
+        {"version": user.version, "password_changed": password is not None},
+    )
+    _commit()
+
+
+def replace_user(user_id: str, body: dict[str, Any], if_match: str | None) -> int:
+    user = _load_user(user_id)
+    check_if_match(if_match, user.version)
+    doc = canonicalize(body, USER_TYPE)
+    password = doc.pop("password", None)
+    _save_user(user, doc, password, "replaced")
+    return user.version
+
+
+def patch_user(
+    user_id: str, operations: list[dict[str, Any]], if_match: str | None, base_url: str
+) -> int:
+    user = _load_user(user_id)
+    check_if_match(if_match, user.version)
+    current = _user_docs([user], base_url, proj.parse(USER_TYPE, None, None))[0]
+    result = apply_patch(current, operations, USER_TYPE)
+    _save_user(user, result.doc, result.password, "patched")
+    return user.version
+
+
+def delete_user(user_id: str, if_match: str | None) -> None:
+    user = _load_user(user_id)
+    check_if_match(if_match, user.version)
+    db.session.execute(delete(GroupMember).where(GroupMember.member_id == user_id))
+    db.session.execute(delete(UserValue).where(UserValue.user_id == user_id))
+    db.session.delete(user)
+    outbox.record(db.session, "User", user_id, "deleted", {"userName": user.user_name})
+    _commit()
+
+
+# ---------------------------------------------------------------- groups
+
+
+def _ensure_unique_group_name(name: str, group_id: str | None) -> None:
+    q = select(Group.id).where(Group.display_name_ci == name.lower())
+    if group_id:
+        q = q.where(Group.id != group_id)
+    if db.session.scalar(q) is not None:
+        raise Conflict(f"A group named {name!r} already exists.")
+
+
+def _existing_members(ids: Sequence[str], group_id: str) -> dict[str, str]:
+    """Member id → "User" | "Group" for the ids that exist; unknown ids are dropped
+    (adding a member that does not exist is a no-op, as Entra and Okta expect)."""
+    found: dict[str, str] = {}
+    wanted = [i for i in dict.fromkeys(ids) if i != group_id]
+    for chunk in _chunks(wanted):
+        found.update(
+            {i: "User" for i in db.session.scalars(select(User.id).where(User.id.in_(chunk)))}
+        )
+        found.update(
+            {i: "Group" for i in db.session.scalars(select(Group.id).where(Group.id.in_(chunk)))}
+        )
+    return found
+
+
+def _apply_members(group_id: str, change: MemberChange) -> dict[str, Any]:
+    """Apply a membership change with set-based SQL; the group's members are never loaded."""
+    removed: list[str] = []
+    if change.replace_all:
+        db.session.execute(delete(GroupMember).where(GroupMember.group_id == group_id))
+    elif change.remove:
+        removed = sorted(change.remove)
+        for chunk in _chunks(removed):
+            db.session.execute(
+                delete(GroupMember).where(
+                    GroupMember.group_id == group_id, GroupMember.member_id.in_(chunk)
+                )
+            )
+    existing = _existing_members(list(change.add), group_id)
+    to_add = list(existing)
+    if to_add and not change.replace_all:
+        present: set[str] = set()
+        for chunk in _chunks(to_add):
+            present.update(
+                db.session.scalars(
+                    select(GroupMember.member_id).where(
+                        GroupMember.group_id == group_id, GroupMember.member_id.in_(chunk)
+                    )
+                )
+            )
+        to_add = [i for i in to_add if i not in present]
+    if to_add:
+        db.session.execute(
+            insert(GroupMember),
+            [
+                {
+                    "group_id": group_id,
+                    "member_id": i,
+                    "member_type": existing[i],
+                    "display": change.display.get(i),
+                }
+                for i in to_add
+            ],
+        )
+    return {"replace_all": change.replace_all, "added": to_add, "removed": removed}
+
+
+def create_group(body: dict[str, Any], base_url: str) -> tuple[dict[str, Any], int]:
+    doc = canonicalize(body, GROUP_TYPE)
+    _ensure_unique_group_name(doc["displayName"], None)
+    now = utcnow()
+    group = Group(
+        id=str(uuid.uuid4()),
+        display_name=doc["displayName"],
+        display_name_ci=doc["displayName"].lower(),
+        external_id=doc.get("externalId"),
+        created=now,
+        last_modified=now,
+        version=1,
+    )
+    db.session.add(group)
+    db.session.flush()
+    members = _apply_members(group.id, _member_change(doc))
+    outbox.record(db.session, "Group", group.id, "created", {"version": 1, **members})
+    _commit()
+    return get_group(group.id, base_url, proj.parse(GROUP_TYPE, None, None))[0], group.version
+
+
+def _member_change(doc: dict[str, Any]) -> MemberChange:
+    change = MemberChange(replace_all=True)
+    for member in doc.get("members") or ():
+        change.put(member)
+    return change
+
+
+def _save_group(group: Group, doc: dict[str, Any], change: MemberChange | None, event: str) -> None:
+    _ensure_unique_group_name(doc["displayName"], group.id)
+    members = _apply_members(group.id, change) if change else {}
+    # One UPDATE statement, so concurrent member adds never lose a version bump.
+    db.session.execute(
+        update(Group)
+        .where(Group.id == group.id)
+        .values(
+            display_name=doc["displayName"],
+            display_name_ci=doc["displayName"].lower(),
+            external_id=doc.get("externalId"),
+            version=Group.version + 1,
+            last_modified=utcnow(),
+        )
+    )
+    outbox.record(db.session, "Group", group.id, event, {"version": group.version + 1, **members})
+    _commit()
+
+
+def replace_group(group_id: str, body: dict[str, Any], if_match: str | None) -> int:
+    group = _load_group(group_id)
+    check_if_match(if_match, group.version)
+    doc = canonicalize(body, GROUP_TYPE)
+    _save_group(group, doc, _member_change(doc), "replaced")
+    return _version_of(Group, group_id)
+
+
+def patch_group(
+    group_id: str, operations: list[dict[str, Any]], if_match: str | None, base_url: str
+) -> int:
+    group = _load_group(group_id)
+    check_if_match(if_match, group.version)
+    current = mapping.group_to_doc(group, None, base_url)
+    result = apply_patch(current, operations, GROUP_TYPE)
+    _save_group(group, result.doc, result.members, "patched")
+    return _version_of(Group, group_id)
+
+
+def _version_of(model: type[Group] | type[User], ident: str) -> int:
+    db.session.expire_all()
+    return int(db.session.scalar(select(model.version).where(model.id == ident)) or 0)
+
+
+def delete_group(group_id: str, if_match: str | None) -> None:
+    group = _load_group(group_id)
+    check_if_match(if_match, group.version)
+    db.session.execute(delete(GroupMember).where(GroupMember.group_id == group_id))
+    db.session.execute(delete(GroupMember).where(GroupMember.member_id == group_id))
+    db.session.delete(group)
+    outbox.record(db.session, "Group", group_id, "deleted", {"displayName": group.display_name})
+    _commit()

@@ -1,0 +1,205 @@
+"""Pure mapping between directory rows and SCIM documents (RFC 7643 shapes).
+
+A document uses canonical attribute names; the enterprise extension is nested under its URN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from models import Group, User, UserValue
+from scim_server.scim.schema import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA
+
+# SCIM attribute → User column, for single-valued simple attributes.
+USER_SIMPLE = {
+    "userName": "user_name",
+    "externalId": "external_id",
+    "displayName": "display_name",
+    "nickName": "nick_name",
+    "profileUrl": "profile_url",
+    "title": "title",
+    "userType": "user_type",
+    "preferredLanguage": "preferred_language",
+    "locale": "locale",
+    "timezone": "timezone",
+}
+USER_NAME = {
+    "formatted": "name_formatted",
+    "familyName": "name_family",
+    "givenName": "name_given",
+    "middleName": "name_middle",
+    "honorificPrefix": "name_prefix",
+    "honorificSuffix": "name_suffix",
+}
+ENTERPRISE_SIMPLE = {
+    "employeeNumber": "employee_number",
+    "costCenter": "cost_center",
+    "organization": "organization",
+    "division": "division",
+    "department": "department",
+}
+MULTI_VALUED = (
+    "emails",
+    "phoneNumbers",
+    "ims",
+    "photos",
+    "addresses",
+    "entitlements",
+    "roles",
+    "x509Certificates",
+)
+ADDRESS = {
+    "formatted": "formatted",
+    "streetAddress": "street_address",
+    "locality": "locality",
+    "region": "region",
+    "postalCode": "postal_code",
+    "country": "country",
+}
+
+
+def etag(version: int) -> str:
+    return f'W/"{version}"'
+
+
+def iso(moment: datetime) -> str:
+    return moment.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class UserExtras:
+    """What a User document needs beyond its own row: its values, groups and manager."""
+
+    values: list[UserValue]
+    groups: list[tuple[str, str]]  # (group id, displayName)
+    manager_display: str | None
+
+
+def user_to_doc(user: User, extras: UserExtras, base_url: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {"schemas": [USER_SCHEMA], "id": user.id}
+    for attr, column in USER_SIMPLE.items():
+        value = getattr(user, column)
+        if value is not None:
+            doc[attr] = value
+    name = {a: getattr(user, c) for a, c in USER_NAME.items() if getattr(user, c) is not None}
+    if name:
+        doc["name"] = name
+    if user.active is not None:
+        doc["active"] = user.active
+    for value in extras.values:
+        doc.setdefault(value.attr, []).append(_value_to_doc(value))
+    if extras.groups:
+        doc["groups"] = [
+            {"value": gid, "$ref": f"{base_url}/Groups/{gid}", "display": gname, "type": "direct"}
+            for gid, gname in extras.groups
+        ]
+    ent = {
+        a: getattr(user, c) for a, c in ENTERPRISE_SIMPLE.items() if getattr(user, c) is not None
+    }
+    if user.manager_id:
+        manager: dict[str, Any] = {
+            "value": user.manager_id,
+            "$ref": f"{base_url}/Users/{user.manager_id}",
+        }
+        if extras.manager_display:
+            manager["displayName"] = extras.manager_display
+        ent["manager"] = manager
+    if ent:
+        doc["schemas"].append(ENTERPRISE_SCHEMA)
+        # The extension object names its schema too, as scim2-models (and so scim2-tester)
+        # write and read it; RFC 7643 clients ignore the extra member.
+        doc[ENTERPRISE_SCHEMA] = {"schemas": [ENTERPRISE_SCHEMA], **ent}
+    doc["meta"] = {
+        "resourceType": "User",
+        "created": iso(user.created),
+        "lastModified": iso(user.last_modified),
+        "location": f"{base_url}/Users/{user.id}",
+        "version": etag(user.version),
+    }
+    return doc
+
+
+def _value_to_doc(row: UserValue) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if row.attr == "addresses":
+        out = {a: getattr(row, c) for a, c in ADDRESS.items() if getattr(row, c) is not None}
+    elif row.value is not None:
+        out["value"] = row.value
+    if row.display is not None:
+        out["display"] = row.display
+    if row.type is not None:
+        out["type"] = row.type
+    if row.primary is not None:
+        out["primary"] = row.primary
+    return out
+
+
+def doc_to_user_columns(doc: dict[str, Any]) -> dict[str, Any]:
+    """Every column a full replace writes; absent attributes become NULL (RFC 7644 §3.5.1)."""
+    cols: dict[str, Any] = {c: doc.get(a) for a, c in USER_SIMPLE.items()}
+    cols["user_name_ci"] = doc["userName"].lower()
+    name = doc.get("name") or {}
+    cols.update({c: name.get(a) for a, c in USER_NAME.items()})
+    cols["active"] = doc.get("active")
+    ent = doc.get(ENTERPRISE_SCHEMA) or {}
+    cols.update({c: ent.get(a) for a, c in ENTERPRISE_SIMPLE.items()})
+    manager = ent.get("manager")
+    cols["manager_id"] = manager.get("value") if isinstance(manager, dict) else None
+    return cols
+
+
+def doc_to_user_values(doc: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    """Rows for user_values. `value_ci` is the lower-cased value that filters compare."""
+    for attr in MULTI_VALUED:
+        for position, item in enumerate(doc.get(attr) or ()):
+            row: dict[str, Any] = {
+                "attr": attr,
+                "position": position,
+                "value": item.get("value"),
+                "type": item.get("type"),
+                "primary": item.get("primary"),
+                "display": item.get("display"),
+            }
+            value = item.get("value")
+            # Only short values are indexed: certificates and photo URLs need no lookup.
+            row["value_ci"] = value.lower()[:512] if isinstance(value, str) else None
+            if attr == "addresses":
+                row.update({c: item.get(a) for a, c in ADDRESS.items()})
+            yield row
+
+
+def group_to_doc(
+    group: Group, members: list[tuple[str, str, str | None]] | None, base_url: str
+) -> dict[str, Any]:
+    """members: (id, type, display) rows, or None when the caller chose not to load them."""
+    doc: dict[str, Any] = {
+        "schemas": [GROUP_SCHEMA],
+        "id": group.id,
+        "displayName": group.display_name,
+    }
+    if group.external_id is not None:
+        doc["externalId"] = group.external_id
+    if members:
+        doc["members"] = [_member(mid, mtype, display, base_url) for mid, mtype, display in members]
+    doc["meta"] = {
+        "resourceType": "Group",
+        "created": iso(group.created),
+        "lastModified": iso(group.last_modified),
+        "location": f"{base_url}/Groups/{group.id}",
+        "version": etag(group.version),
+    }
+    return doc
+
+
+def _member(mid: str, mtype: str, display: str | None, base_url: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "value": mid,
+        "$ref": f"{base_url}/{'Users' if mtype == 'User' else 'Groups'}/{mid}",
+        "type": mtype,
+    }
+    if display is not None:
+        out["display"] = display
+    return out

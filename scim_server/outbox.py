@@ -1,0 +1,88 @@
+"""The outbox: change events written in the same transaction as the change itself.
+
+Consumers (the Graph sync) claim events with `claim()`: per resource, only the oldest
+pending event is claimable, so changes to one user or group are applied in order while
+different resources proceed in parallel. On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets several
+workers claim at once without blocking each other; a lease (`locked_until`) returns the
+events of a crashed worker to the queue.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased, scoped_session
+
+from models import OutboxEvent, utcnow
+
+
+def record(
+    session: Session | scoped_session[Any],
+    resource_type: str,
+    resource_id: str,
+    event: str,
+    payload: dict[str, Any],
+) -> None:
+    session.add(
+        OutboxEvent(
+            resource_type=resource_type, resource_id=resource_id, event=event, payload=payload
+        )
+    )
+
+
+def claim(
+    session: Session, worker: str, limit: int = 20, lease_seconds: int = 60
+) -> list[OutboxEvent]:
+    """Claim up to `limit` events, each the head of its resource's queue. Commits."""
+    now = utcnow()
+    earlier = aliased(OutboxEvent)
+    query = (
+        select(OutboxEvent)
+        .where(
+            OutboxEvent.status == "pending",
+            or_(OutboxEvent.locked_until.is_(None), OutboxEvent.locked_until < now),
+            ~exists().where(
+                and_(
+                    earlier.resource_type == OutboxEvent.resource_type,
+                    earlier.resource_id == OutboxEvent.resource_id,
+                    earlier.status == "pending",
+                    earlier.id < OutboxEvent.id,
+                )
+            ),
+        )
+        .order_by(OutboxEvent.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=OutboxEvent)
+    events = list(session.scalars(query))
+    if events:
+        session.execute(
+            update(OutboxEvent)
+            .where(OutboxEvent.id.in_([e.id for e in events]))
+            .values(locked_by=worker, locked_until=now + timedelta(seconds=lease_seconds))
+        )
+    session.commit()
+    return events
+
+
+def heartbeat(session: Session, worker: str, lease_seconds: int = 60) -> int:
+    """Extend the leases this worker holds; returns how many."""
+    result = session.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.locked_by == worker, OutboxEvent.status == "pending")
+        .values(locked_until=utcnow() + timedelta(seconds=lease_seconds))
+    )
+    session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def complete(session: Session, event_id: int) -> None:
+    session.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.id == event_id)
+        .values(status="done", locked_by=None, locked_until=None)
+    )
+    session.commit()

@@ -1,0 +1,1 @@
+"""Pure SCIM logic: schemas, filters, PATCH and attribute projection. No database, no Flask."""

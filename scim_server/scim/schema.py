@@ -1,0 +1,351 @@
+"""The SCIM schemas this server implements (RFC 7643 §4, §8.7), as data.
+
+One definition drives /Schemas, case-insensitive attribute lookup, projection by
+`attributes`/`excludedAttributes`, and type checks of incoming values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
+ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
+LIST_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+SEARCH_REQUEST = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
+BULK_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
+ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
+SPC_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"
+RESOURCE_TYPE_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:ResourceType"
+SCHEMA_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Schema"
+
+
+@dataclass(frozen=True)
+class Attribute:
+    name: str
+    type: str = "string"
+    multi_valued: bool = False
+    required: bool = False
+    case_exact: bool = False
+    mutability: str = "readWrite"
+    returned: str = "default"
+    uniqueness: str = "none"
+    description: str = ""
+    sub_attributes: tuple[Attribute, ...] = ()
+    canonical_values: tuple[str, ...] = ()
+    reference_types: tuple[str, ...] = ()
+
+    def sub(self, name: str) -> Attribute | None:
+        lowered = name.lower()
+        for attr in self.sub_attributes:
+            if attr.name.lower() == lowered:
+                return attr
+        return None
+
+    def to_scim(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "type": self.type,
+            "multiValued": self.multi_valued,
+            "description": self.description or self.name,
+            "required": self.required,
+            "caseExact": self.case_exact,
+            "mutability": self.mutability,
+            "returned": self.returned,
+            "uniqueness": self.uniqueness,
+        }
+        if self.canonical_values:
+            out["canonicalValues"] = list(self.canonical_values)
+        if self.reference_types:
+            out["referenceTypes"] = list(self.reference_types)
+        if self.sub_attributes:
+            out["subAttributes"] = [a.to_scim() for a in self.sub_attributes]
+        return out
+
+
+@dataclass(frozen=True)
+class Schema:
+    id: str
+    name: str
+    description: str
+    attributes: tuple[Attribute, ...]
+    _index: dict[str, Attribute] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for attr in self.attributes:
+            self._index[attr.name.lower()] = attr
+
+    def attr(self, name: str) -> Attribute | None:
+        """RFC 7643 §2.1: attribute names are case-insensitive."""
+        return self._index.get(name.lower())
+
+    def to_scim(self, base_url: str) -> dict[str, Any]:
+        return {
+            "schemas": [SCHEMA_SCHEMA],
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "attributes": [a.to_scim() for a in self.attributes],
+            "meta": {"resourceType": "Schema", "location": f"{base_url}/Schemas/{self.id}"},
+        }
+
+
+def _s(name: str, **kw: Any) -> Attribute:
+    return Attribute(name=name, **kw)
+
+
+def _multi(
+    name: str,
+    types: tuple[str, ...],
+    value_type: str = "string",
+    *,
+    value_case_exact: bool = False,
+    extra: tuple[Attribute, ...] = (),
+    description: str = "",
+    reference_types: tuple[str, ...] = (),
+) -> Attribute:
+    value = (
+        ()
+        if value_type == "none"
+        else (
+            _s(
+                "value",
+                type=value_type,
+                case_exact=value_case_exact,
+                reference_types=reference_types,
+            ),
+        )
+    )
+    return _s(
+        name,
+        type="complex",
+        multi_valued=True,
+        description=description,
+        sub_attributes=(
+            *value,
+            *extra,
+            _s("display", description="A human-readable name, primarily used for display."),
+            _s("type", canonical_values=types),
+            _s("primary", type="boolean"),
+        ),
+    )
+
+
+ID = _s(
+    "id",
+    case_exact=True,
+    mutability="readOnly",
+    returned="always",
+    uniqueness="server",
+    description="Unique identifier for the SCIM resource, assigned by the service provider.",
+)
+EXTERNAL_ID = _s("externalId", case_exact=True, description="Identifier issued by the client.")
+META = _s(
+    "meta",
+    type="complex",
+    mutability="readOnly",
+    description="Resource metadata.",
+    sub_attributes=(
+        _s("resourceType", case_exact=True, mutability="readOnly"),
+        _s("created", type="dateTime", mutability="readOnly"),
+        _s("lastModified", type="dateTime", mutability="readOnly"),
+        _s("location", type="reference", mutability="readOnly", reference_types=("uri",)),
+        _s("version", case_exact=True, mutability="readOnly"),
+    ),
+)
+COMMON = (ID, EXTERNAL_ID, META)
+
+ADDRESS_PARTS = tuple(
+    _s(n) for n in ("formatted", "streetAddress", "locality", "region", "postalCode", "country")
+)
+
+USER = Schema(
+    id=USER_SCHEMA,
+    name="User",
+    description="User Account",
+    attributes=(
+        _s(
+            "userName",
+            required=True,
+            uniqueness="server",
+            description="Unique identifier for the User, case-insensitive.",
+        ),
+        _s(
+            "name",
+            type="complex",
+            sub_attributes=tuple(
+                _s(n)
+                for n in (
+                    "formatted",
+                    "familyName",
+                    "givenName",
+                    "middleName",
+                    "honorificPrefix",
+                    "honorificSuffix",
+                )
+            ),
+        ),
+        _s("displayName"),
+        _s("nickName"),
+        _s("profileUrl", type="reference", reference_types=("external",)),
+        _s("title"),
+        _s("userType"),
+        _s("preferredLanguage"),
+        _s("locale"),
+        _s("timezone"),
+        _s("active", type="boolean"),
+        _s(
+            "password",
+            mutability="writeOnly",
+            returned="never",
+            case_exact=True,
+            description="Write-only; stored as an argon2 hash.",
+        ),
+        _multi("emails", ("work", "home", "other")),
+        _multi("phoneNumbers", ("work", "home", "mobile", "fax", "pager", "other")),
+        _multi("ims", ("aim", "gtalk", "icq", "xmpp", "msn", "skype", "qq", "yahoo")),
+        _multi(
+            "photos",
+            ("photo", "thumbnail"),
+            "reference",
+            value_case_exact=True,
+            reference_types=("external",),
+        ),
+        _multi("addresses", ("work", "home", "other"), "none", extra=ADDRESS_PARTS),
+        _s(
+            "groups",
+            type="complex",
+            multi_valued=True,
+            mutability="readOnly",
+            description="Groups the user belongs to, computed from group memberships.",
+            sub_attributes=(
+                _s("value", mutability="readOnly"),
+                _s(
+                    "$ref",
+                    type="reference",
+                    mutability="readOnly",
+                    reference_types=("User", "Group"),
+                ),
+                _s("display", mutability="readOnly"),
+                _s("type", mutability="readOnly", canonical_values=("direct", "indirect")),
+            ),
+        ),
+        _multi("entitlements", ()),
+        _multi("roles", ()),
+        _multi("x509Certificates", (), "binary", value_case_exact=True),
+    ),
+)
+
+ENTERPRISE = Schema(
+    id=ENTERPRISE_SCHEMA,
+    name="EnterpriseUser",
+    description="Enterprise User",
+    attributes=(
+        _s("employeeNumber"),
+        _s("costCenter"),
+        _s("organization"),
+        _s("division"),
+        _s("department"),
+        _s(
+            "manager",
+            type="complex",
+            sub_attributes=(
+                _s("value", case_exact=True),
+                _s("$ref", type="reference", reference_types=("User",)),
+                # Computed from the manager's record; returned on request only, so a client that
+                # wrote `manager` reads back exactly what it wrote.
+                _s("displayName", mutability="readOnly", returned="request"),
+            ),
+        ),
+    ),
+)
+
+GROUP = Schema(
+    id=GROUP_SCHEMA,
+    name="Group",
+    description="Group",
+    attributes=(
+        _s("displayName", required=True, uniqueness="server"),
+        _s(
+            "members",
+            type="complex",
+            multi_valued=True,
+            sub_attributes=(
+                _s("value", case_exact=True, mutability="immutable"),
+                _s(
+                    "$ref",
+                    type="reference",
+                    mutability="immutable",
+                    reference_types=("User", "Group"),
+                ),
+                # RFC 7643 §2.4: display is immutable; when the client gives none, the server shows
+                # the member's current name.
+                _s("display", mutability="immutable"),
+                _s("type", mutability="immutable", canonical_values=("User", "Group")),
+            ),
+        ),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    name: str
+    endpoint: str
+    schema: Schema
+    extensions: tuple[Schema, ...] = ()
+
+    def all_schemas(self) -> tuple[Schema, ...]:
+        return (self.schema, *self.extensions)
+
+    def to_scim(self, base_url: str) -> dict[str, Any]:
+        return {
+            "schemas": [RESOURCE_TYPE_SCHEMA],
+            "id": self.name,
+            "name": self.name,
+            "endpoint": self.endpoint,
+            "description": self.schema.description,
+            "schema": self.schema.id,
+            "schemaExtensions": [{"schema": e.id, "required": False} for e in self.extensions],
+            "meta": {
+                "resourceType": "ResourceType",
+                "location": f"{base_url}/ResourceTypes/{self.name}",
+            },
+        }
+
+
+USER_TYPE = ResourceType("User", "/Users", USER, (ENTERPRISE,))
+GROUP_TYPE = ResourceType("Group", "/Groups", GROUP)
+RESOURCE_TYPES = {"User": USER_TYPE, "Group": GROUP_TYPE}
+SCHEMAS = {s.id: s for s in (USER, ENTERPRISE, GROUP)}
+
+
+def resolve(rtype: ResourceType, path: str) -> tuple[Schema, Attribute, Attribute | None] | None:
+    """Resolve `attr`, `attr.sub` or `urn:...:attr.sub` against a resource type.
+
+    Returns (schema, attribute, sub_attribute) with canonical names, or None if unknown.
+    Common attributes (id, externalId, meta) resolve against the core schema.
+    """
+    schema = rtype.schema
+    rest = path
+    lowered = path.lower()
+    for candidate in rtype.all_schemas():
+        prefix = candidate.id.lower() + ":"
+        if lowered.startswith(prefix):
+            schema, rest = candidate, path[len(prefix) :]
+            break
+    head, _, tail = rest.partition(".")
+    attr = schema.attr(head)
+    if attr is None and schema is rtype.schema:
+        attr = next((a for a in COMMON if a.name.lower() == head.lower()), None)
+    if attr is None:
+        return None
+    if not tail:
+        return schema, attr, None
+    sub = attr.sub(tail)
+    if sub is None:
+        return None
+    return schema, attr, sub

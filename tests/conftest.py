@@ -1,0 +1,179 @@
+"""One database per test session (SQLite by default, PostgreSQL when SCIM_TEST_DATABASE_URL
+is set), built with the real Alembic migrations; every test starts from empty tables."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+
+from models import Base
+from scim_server import create_app
+from scim_server.config import normalise_database_url
+
+SCIM = "application/scim+json"
+
+
+def _postgres_database(url: str) -> str:
+    """A fresh database beside the one named in the URL, so a run never touches real data."""
+    base = sa.make_url(normalise_database_url(url))
+    name = f"scim_test_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_postgres_database(url: str) -> None:
+    target = sa.make_url(url)
+    admin = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("SCIM_TEST_DATABASE_URL")
+    if external:
+        url = _postgres_database(external)
+        yield url
+        _drop_postgres_database(url)
+    else:
+        path: Path = tmp_path_factory.mktemp("db") / "scim.sqlite3"
+        yield f"sqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+def app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+    app = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": database_url,
+            "SCIM_BULK_MAX_OPERATIONS": 50,
+            "SCIM_BULK_MAX_PAYLOAD_SIZE": 200_000,
+            "SCIM_MAX_PAGE_SIZE": 200,
+        }
+    )
+    from scim_server.cli import upgrade_schema
+    from scim_server.db import db
+
+    with app.app_context():
+        upgrade_schema()
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _empty_tables(request: pytest.FixtureRequest) -> Iterator[None]:
+    if "app" not in request.fixturenames:
+        yield
+        return
+    app: Flask = request.getfixturevalue("app")
+    from scim_server.db import db
+
+    with app.app_context():
+        tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+        if db.engine.dialect.name == "postgresql":
+            db.session.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                db.session.execute(sa.text(f"DELETE FROM {table}"))
+        db.session.commit()
+    yield
+
+
+def _token(app: Flask, name: str, read_only: bool = False) -> str:
+    from scim_server import auth
+
+    with app.app_context():
+        _, secret = auth.create_token(name, read_only=read_only)
+    return secret
+
+
+class ScimClient:
+    """A test client that speaks SCIM JSON with a bearer token."""
+
+    def __init__(self, client: FlaskClient, token: str | None) -> None:
+        self.client = client
+        self.token = token
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        **kw: Any,
+    ) -> Any:
+        h = {"Content-Type": SCIM}
+        if self.token:
+            h["Authorization"] = f"Bearer {self.token}"
+        h.update(headers or {})
+        url = path if path.startswith("/scim") else "/scim/v2" + path
+        return self.client.open(url, method=method, json=body, headers=h, **kw)
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> Any:
+        return self.request("POST", path, body, **kw)
+
+    def put(self, path: str, body: Any = None, **kw: Any) -> Any:
+        return self.request("PUT", path, body, **kw)
+
+    def patch(self, path: str, body: Any = None, **kw: Any) -> Any:
+        return self.request("PATCH", path, body, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.request("DELETE", path, **kw)
+
+    # factories
+    def user(self, user_name: str = "bjensen", **attrs: Any) -> dict[str, Any]:
+        body = {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": user_name,
+            **attrs,
+        }
+        response = self.post("/Users", body)
+        assert response.status_code == 201, response.get_json()
+        return dict(response.get_json())
+
+    def group(
+        self, name: str = "Admins", members: list[str] | None = None, **attrs: Any
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "displayName": name,
+            **attrs,
+        }
+        if members is not None:
+            body["members"] = [{"value": m} for m in members]
+        response = self.post("/Groups", body)
+        assert response.status_code == 201, response.get_json()
+        return dict(response.get_json())
+
+
+@pytest.fixture
+def scim(app: Flask) -> ScimClient:
+    return ScimClient(app.test_client(), _token(app, "test"))
+
+
+@pytest.fixture
+def scim_read_only(app: Flask) -> ScimClient:
+    return ScimClient(app.test_client(), _token(app, "reader", read_only=True))
+
+
+@pytest.fixture
+def anonymous(app: Flask) -> ScimClient:
+    return ScimClient(app.test_client(), None)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import logging
+
+import pytest
+from flask import Flask
+
+from scim_server import create_app
+from tests.conftest import ScimClient
+
+
+def test_me_is_501(scim: ScimClient) -> None:
+    response = scim.get("/Me")
+    assert response.status_code == 501
+    assert response.get_json()["status"] == "501"
+
+
+def test_unknown_route_is_scim_404(scim: ScimClient) -> None:
+    response = scim.get("/Nope")
+    assert response.status_code == 404
+    assert response.get_json()["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
+
+
+def test_500_carries_request_id_and_no_traceback(
+    database_url: str, app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = create_app({"TESTING": False, "SQLALCHEMY_DATABASE_URI": database_url})
+
+    @broken.get("/scim/v2/Boom")
+    def boom() -> str:
+        raise RuntimeError("secret internals")
+
+    from scim_server import auth
+
+    with broken.app_context():
+        _, token = auth.create_token("boom")
+    with caplog.at_level(logging.ERROR):
+        response = broken.test_client().get(
+            "/scim/v2/Boom", headers={"Authorization": f"Bearer {token}"}
+        )
+    assert response.status_code == 500
+    body = response.get_json()
+    assert body["status"] == "500"
+    request_id = response.headers["X-Request-Id"]
+    assert request_id in body["detail"]
+    assert "secret internals" not in response.get_data(as_text=True)
+    assert "Traceback" not in response.get_data(as_text=True)
+    assert request_id in caplog.text and "secret internals" in caplog.text

@@ -1,0 +1,153 @@
+"""Listing, filtering, sorting and paging (RFC 7644 §3.4.2, §3.4.3)."""
+
+from __future__ import annotations
+
+from tests.conftest import ScimClient
+
+
+def _names(response) -> list[str]:  # type: ignore[no-untyped-def]
+    return [r["userName"] for r in response.get_json()["Resources"]]
+
+
+def test_filter_username_any_case(scim: ScimClient) -> None:
+    scim.user("Alice@Example.com")
+    scim.user("bob@example.com")
+    response = scim.get('/Users?filter=USERNAME eq "alice@example.COM"')
+    assert response.status_code == 200
+    assert _names(response) == ["Alice@Example.com"]
+
+
+def test_bad_filter_is_400_invalid_filter(scim: ScimClient) -> None:
+    for bad in ["userName eq", 'userName zz "a"', 'nosuch eq "a"', '(userName eq "a"']:
+        response = scim.get(f"/Users?filter={bad}")
+        assert response.status_code == 400, bad
+        assert response.get_json()["scimType"] == "invalidFilter", bad
+
+
+def test_escaped_quotes_in_filter(scim: ScimClient) -> None:
+    scim.user("q", displayName='say "hi"')
+    response = scim.get('/Users?filter=displayName eq "say \\"hi\\""')
+    assert _names(response) == ["q"]
+
+
+def test_value_path_filter_same_value(scim: ScimClient) -> None:
+    scim.user("work", emails=[{"value": "w@x.com", "type": "work", "primary": True}])
+    scim.user(
+        "mixed",
+        emails=[
+            {"value": "w2@x.com", "type": "work"},
+            {"value": "h@x.com", "type": "home", "primary": True},
+        ],
+    )
+    response = scim.get('/Users?filter=emails[type eq "work" and primary eq true]')
+    assert _names(response) == ["work"]
+    by_value = scim.get('/Users?filter=emails[type eq "work"].value eq "W2@x.com"')
+    assert _names(by_value) == ["mixed"]
+
+
+def test_sort_and_paging_are_stable(scim: ScimClient) -> None:
+    for name in ["d", "b", "e", "a", "c"]:
+        scim.user(name)
+    asc = scim.get("/Users?sortBy=userName&sortOrder=ascending")
+    assert _names(asc) == ["a", "b", "c", "d", "e"]
+    desc = scim.get("/Users?sortBy=userName&sortOrder=descending")
+    assert _names(desc) == ["e", "d", "c", "b", "a"]
+    pages = [scim.get(f"/Users?startIndex={s}&count=2") for s in (1, 3, 5)]
+    seen = [n for p in pages for n in _names(p)]
+    assert sorted(seen) == ["a", "b", "c", "d", "e"]
+    first = pages[0].get_json()
+    assert first["totalResults"] == 5
+    assert first["startIndex"] == 1
+    assert first["itemsPerPage"] == 2
+
+
+def test_count_zero_returns_only_total(scim: ScimClient) -> None:
+    scim.user("a")
+    body = scim.get("/Users?count=0").get_json()
+    assert body["totalResults"] == 1
+    assert "Resources" not in body
+
+
+def test_page_size_is_capped_at_the_advertised_maximum(scim: ScimClient) -> None:
+    maximum = scim.get("/ServiceProviderConfig").get_json()["filter"]["maxResults"]
+    response = scim.get(f"/Users?count={maximum + 50}")
+    assert response.status_code == 200
+    assert response.get_json()["itemsPerPage"] <= maximum
+
+
+def test_bad_paging_values(scim: ScimClient) -> None:
+    assert scim.get("/Users?count=abc").status_code == 400
+    assert scim.get("/Users?sortOrder=sideways").status_code == 400
+    body = scim.get("/Users?startIndex=-4").get_json()
+    assert body["startIndex"] == 1
+
+
+def test_search_per_type_and_at_root(scim: ScimClient) -> None:
+    user = scim.user("alice")
+    scim.group("Admins", members=[user["id"]])
+    response = scim.post(
+        "/Users/.search",
+        {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+            "filter": 'userName sw "ali"',
+            "attributes": ["userName"],
+            "startIndex": 1,
+            "count": 10,
+        },
+    )
+    assert response.status_code == 200
+    assert response.get_json()["Resources"] == [
+        {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "id": user["id"],
+            "userName": "alice",
+        }
+    ]
+    root = scim.post(
+        "/.search", {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]}
+    )
+    kinds = sorted(r["meta"]["resourceType"] for r in root.get_json()["Resources"])
+    assert kinds == ["Group", "User"]
+    only_groups = scim.post("/.search", {"filter": 'displayName eq "admins"'})
+    assert [r["displayName"] for r in only_groups.get_json()["Resources"]] == ["Admins"]
+
+
+def test_groups_filter_members_and_excluded_members(scim: ScimClient) -> None:
+    a = scim.user("a")
+    group = scim.group("Team", members=[a["id"]])
+    scim.group("Empty")
+    response = scim.get(f'/Groups?filter=id eq "{group["id"]}" and members eq "{a["id"]}"')
+    assert [g["displayName"] for g in response.get_json()["Resources"]] == ["Team"]
+    listed = scim.get('/Groups?filter=displayName eq "team"&excludedAttributes=members').get_json()
+    assert listed["totalResults"] == 1
+    assert "members" not in listed["Resources"][0]
+
+
+def test_filter_meta_last_modified(scim: ScimClient) -> None:
+    scim.user("a")
+    assert (
+        scim.get('/Users?filter=meta.lastModified gt "2000-01-01T00:00:00Z"').get_json()[
+            "totalResults"
+        ]
+        == 1
+    )
+    assert (
+        scim.get('/Users?filter=meta.lastModified gt "2999-01-01T00:00:00Z"').get_json()[
+            "totalResults"
+        ]
+        == 0
+    )
+
+
+def test_enterprise_filter_by_urn(scim: ScimClient) -> None:
+    ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+    scim.user("a", **{ent: {"employeeNumber": "42"}})
+    scim.user("b")
+    response = scim.get(f'/Users?filter={ent}:employeeNumber eq "42"')
+    assert _names(response) == ["a"]
+
+
+def test_disabled_user_still_listed(scim: ScimClient) -> None:
+    scim.user("off", active=False)
+    assert _names(scim.get('/Users?filter=userName eq "off"')) == ["off"]
+    assert _names(scim.get("/Users?filter=active eq false")) == ["off"]

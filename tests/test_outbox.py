@@ -1,0 +1,106 @@
+"""Every write records an outbox event in the same transaction; workers claim in order."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from sqlalchemy.orm import Session
+
+from models import OutboxEvent
+from scim_server import outbox
+from tests.conftest import ScimClient
+
+
+def _events(app: Flask) -> list[tuple[str, str, str]]:
+    from scim_server.db import db
+
+    with app.app_context():
+        rows = db.session.scalars(sa.select(OutboxEvent).order_by(OutboxEvent.id))
+        return [(r.resource_type, r.resource_id, r.event) for r in rows]
+
+
+def test_each_write_records_one_event(scim: ScimClient, app: Flask) -> None:
+    user = scim.user("a")
+    scim.patch(
+        f"/Users/{user['id']}",
+        {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "title", "value": "x"}],
+        },
+    )
+    group = scim.group("G", members=[user["id"]])
+    scim.delete(f"/Users/{user['id']}")
+    assert _events(app) == [
+        ("User", user["id"], "created"),
+        ("User", user["id"], "patched"),
+        ("Group", group["id"], "created"),
+        ("User", user["id"], "deleted"),
+    ]
+
+
+def test_failed_write_records_nothing(scim: ScimClient, app: Flask) -> None:
+    scim.user("a")
+    assert scim.post("/Users", {"userName": "A"}).status_code == 409
+    assert len(_events(app)) == 1
+
+
+def test_password_never_in_outbox(scim: ScimClient, app: Flask) -> None:
+    scim.user("a", password="Very-secret-1")
+    from scim_server.db import db
+
+    with app.app_context():
+        payloads = [str(p) for p in db.session.scalars(sa.select(OutboxEvent.payload))]
+    assert all("Very-secret-1" not in p for p in payloads)
+
+
+def test_claim_takes_only_the_head_of_each_resource(scim: ScimClient, app: Flask) -> None:
+    a = scim.user("a")
+    scim.put(f"/Users/{a['id']}", {"userName": "a", "title": "t"})
+    b = scim.user("b")
+    from scim_server.db import db
+
+    with app.app_context():
+        first = outbox.claim(db.session, "w1")
+        assert [(e.resource_id, e.event) for e in first] == [
+            (a["id"], "created"),
+            (b["id"], "created"),
+        ]
+        # a's second event waits until its first is done.
+        assert outbox.claim(db.session, "w2") == []
+        outbox.complete(db.session, first[0].id)
+        second = outbox.claim(db.session, "w2")
+        assert [(e.resource_id, e.event) for e in second] == [(a["id"], "replaced")]
+
+
+@pytest.mark.skipif(
+    not os.environ.get("SCIM_TEST_DATABASE_URL"),
+    reason="SKIP LOCKED needs PostgreSQL; this run is on SQLite",
+)
+def test_concurrent_workers_skip_locked_rows(scim: ScimClient, app: Flask) -> None:
+    for i in range(6):
+        scim.user(f"u{i}")
+    from scim_server.db import db
+
+    with app.app_context():
+        engine = db.engine
+    # Worker 1 holds its claim open (no commit) while worker 2 claims: SKIP LOCKED means
+    # worker 2 neither blocks nor takes worker 1's rows.
+    with Session(engine) as s1, Session(engine) as s2:
+        locked = s1.scalars(
+            sa.select(OutboxEvent)
+            .order_by(OutboxEvent.id)
+            .limit(3)
+            .with_for_update(skip_locked=True)
+        ).all()
+        result: list[list[int]] = []
+        t = threading.Thread(target=lambda: result.append([e.id for e in outbox.claim(s2, "w2")]))
+        t.start()
+        t.join(timeout=10)
+        assert not t.is_alive(), "the second worker blocked on locked rows"
+        assert set(result[0]).isdisjoint({e.id for e in locked})
+        assert len(result[0]) == 3
+        s1.rollback()

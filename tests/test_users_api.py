@@ -1,0 +1,269 @@
+"""/Users end to end through the HTTP layer (RFC 7644 §3.3 to §3.6, §3.14)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from tests.conftest import ScimClient
+
+ENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+
+def test_create_returns_201_location_etag_and_full_resource(scim: ScimClient) -> None:
+    response = scim.post(
+        "/Users",
+        {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENT],
+            "userName": "bjensen@example.com",
+            "name": {"givenName": "Barbara", "familyName": "Jensen"},
+            "emails": [{"value": "bjensen@example.com", "type": "work", "primary": True}],
+            "phoneNumbers": [{"value": "555-555-8377", "type": "work"}],
+            "addresses": [
+                {
+                    "type": "work",
+                    "streetAddress": "100 Universal City Plaza",
+                    "locality": "Hollywood",
+                    "country": "US",
+                }
+            ],
+            ENT: {"employeeNumber": "701984", "department": "Tour Operations"},
+            "password": "t1meMa$heen",
+        },
+    )
+    assert response.status_code == 201
+    assert response.content_type == "application/scim+json"
+    body = response.get_json()
+    assert response.headers["Location"] == body["meta"]["location"]
+    assert response.headers["ETag"] == body["meta"]["version"]
+    assert body["meta"]["resourceType"] == "User"
+    assert body["name"] == {"givenName": "Barbara", "familyName": "Jensen"}
+    assert body["emails"] == [{"value": "bjensen@example.com", "type": "work", "primary": True}]
+    assert body["addresses"][0]["locality"] == "Hollywood"
+    assert body[ENT]["employeeNumber"] == "701984"
+    assert ENT in body["schemas"]
+    assert "password" not in body  # returned: never
+
+
+def test_password_is_stored_as_argon2_hash(scim: ScimClient, app) -> None:  # type: ignore[no-untyped-def]
+    user = scim.user("pw", password="S3cret-pass!")
+    from scim_server.db import db
+
+    with app.app_context():
+        stored = db.session.execute(
+            sa.text("SELECT password_hash FROM users WHERE id = :id"), {"id": user["id"]}
+        ).scalar_one()
+    assert stored.startswith("$argon2id$")
+    assert "S3cret-pass!" not in stored
+
+
+def test_username_unique_without_regard_to_case(scim: ScimClient) -> None:
+    scim.user("Alice")
+    response = scim.post("/Users", {"userName": "ALICE"})
+    assert response.status_code == 409
+    body = response.get_json()
+    assert body["scimType"] == "uniqueness"
+    assert body["status"] == "409"
+    assert body["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
+
+
+def test_missing_username_is_400_invalid_value(scim: ScimClient) -> None:
+    response = scim.post("/Users", {"displayName": "x"})
+    assert response.status_code == 400
+    assert response.get_json()["scimType"] == "invalidValue"
+
+
+def test_wrong_type_is_400_and_nothing_stored(scim: ScimClient) -> None:
+    response = scim.post("/Users", {"userName": "x", "active": "maybe"})
+    assert response.status_code == 400
+    assert scim.get("/Users?count=0").get_json()["totalResults"] == 0
+
+
+def test_malformed_json_is_400_invalid_syntax(scim: ScimClient) -> None:
+    response = scim.client.post(
+        "/scim/v2/Users",
+        data="{not json",
+        headers={"Authorization": f"Bearer {scim.token}", "Content-Type": "application/scim+json"},
+    )
+    assert response.status_code == 400
+    assert response.get_json()["scimType"] == "invalidSyntax"
+
+
+def test_get_by_id_and_404(scim: ScimClient) -> None:
+    user = scim.user()
+    response = scim.get(f"/Users/{user['id']}")
+    assert response.status_code == 200
+    assert response.get_json()["userName"] == "bjensen"
+    missing = scim.get("/Users/does-not-exist")
+    assert missing.status_code == 404
+    assert missing.get_json()["status"] == "404"
+
+
+def test_put_replaces_everything_and_bumps_version(scim: ScimClient) -> None:
+    user = scim.user(
+        displayName="Babs", title="Tour Guide", emails=[{"value": "a@example.com", "type": "work"}]
+    )
+    response = scim.put(f"/Users/{user['id']}", {"userName": "bjensen", "nickName": "B"})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["nickName"] == "B"
+    assert "displayName" not in body and "title" not in body and "emails" not in body
+    assert body["meta"]["version"] != user["meta"]["version"]
+    assert body["meta"]["created"] == user["meta"]["created"]
+
+
+def test_patch_answers_200_with_the_resource(scim: ScimClient) -> None:
+    user = scim.user()
+    response = scim.patch(
+        f"/Users/{user['id']}",
+        {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [
+                {
+                    "op": "add",
+                    "path": "emails",
+                    "value": [{"value": "b@example.com", "type": "work", "primary": True}],
+                },
+                {"op": "replace", "path": "name.givenName", "value": "Barbara"},
+            ],
+        },
+    )
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["emails"][0]["value"] == "b@example.com"
+    assert body["name"]["givenName"] == "Barbara"
+    assert response.headers["ETag"] == body["meta"]["version"]
+
+
+def test_patch_is_atomic(scim: ScimClient) -> None:
+    user = scim.user(displayName="Before")
+    response = scim.patch(
+        f"/Users/{user['id']}",
+        {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [
+                {"op": "replace", "path": "displayName", "value": "After"},
+                {"op": "replace", "path": 'emails[type eq "work"].value', "value": "x@example.com"},
+            ],
+        },
+    )
+    assert response.status_code == 400
+    assert response.get_json()["scimType"] == "noTarget"
+    assert scim.get(f"/Users/{user['id']}").get_json()["displayName"] == "Before"
+
+
+def test_patch_without_operations_is_400(scim: ScimClient) -> None:
+    user = scim.user()
+    response = scim.patch(
+        f"/Users/{user['id']}", {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"]}
+    )
+    assert response.status_code == 400
+    assert response.get_json()["scimType"] == "invalidSyntax"
+
+
+def test_delete_then_404(scim: ScimClient) -> None:
+    user = scim.user()
+    assert scim.delete(f"/Users/{user['id']}").status_code == 204
+    assert scim.get(f"/Users/{user['id']}").status_code == 404
+    assert scim.delete(f"/Users/{user['id']}").status_code == 404
+
+
+def test_if_match_stale_is_412_and_current_succeeds(scim: ScimClient) -> None:
+    user = scim.user()
+    etag = user["meta"]["version"]
+    ok = scim.put(
+        f"/Users/{user['id']}", {"userName": "bjensen", "title": "A"}, headers={"If-Match": etag}
+    )
+    assert ok.status_code == 200
+    stale = scim.put(
+        f"/Users/{user['id']}", {"userName": "bjensen", "title": "B"}, headers={"If-Match": etag}
+    )
+    assert stale.status_code == 412
+    assert stale.get_json()["status"] == "412"
+    stale_patch = scim.patch(
+        f"/Users/{user['id']}",
+        {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "title", "value": "C"}],
+        },
+        headers={"If-Match": etag},
+    )
+    assert stale_patch.status_code == 412
+    assert scim.delete(f"/Users/{user['id']}", headers={"If-Match": etag}).status_code == 412
+    assert scim.get(f"/Users/{user['id']}").get_json()["title"] == "A"
+
+
+def test_if_none_match_is_304(scim: ScimClient) -> None:
+    user = scim.user()
+    response = scim.get(f"/Users/{user['id']}", headers={"If-None-Match": user["meta"]["version"]})
+    assert response.status_code == 304
+    changed = scim.get(f"/Users/{user['id']}", headers={"If-None-Match": 'W/"999"'})
+    assert changed.status_code == 200
+
+
+def test_groups_attribute_is_computed_and_read_only(scim: ScimClient) -> None:
+    user = scim.user()
+    group = scim.group("Staff", members=[user["id"]])
+    body = scim.get(f"/Users/{user['id']}").get_json()
+    assert body["groups"] == [
+        {
+            "value": group["id"],
+            "$ref": f"http://localhost/scim/v2/Groups/{group['id']}",
+            "display": "Staff",
+            "type": "direct",
+        }
+    ]
+    # readOnly values sent by a client are ignored (RFC 7643 §2.2).
+    scim.put(f"/Users/{user['id']}", {"userName": "bjensen", "groups": []})
+    assert len(scim.get(f"/Users/{user['id']}").get_json()["groups"]) == 1
+
+
+def test_manager_display_name_comes_from_the_manager_on_request(scim: ScimClient) -> None:
+    boss = scim.user("boss", displayName="The Boss")
+    user = scim.user("worker", **{ENT: {"manager": {"value": boss["id"], "displayName": "x"}}})
+    # returned: "request" — a client reads back what it wrote, unless it asks for more.
+    default = scim.get(f"/Users/{user['id']}").get_json()[ENT]["manager"]
+    assert set(default) == {"value", "$ref"}
+    manager = scim.get(
+        f"/Users/{user['id']}?attributes={ENT}:manager.displayName,{ENT}:manager.value"
+    ).get_json()[ENT]["manager"]
+    assert manager["value"] == boss["id"]
+    assert manager["displayName"] == "The Boss"
+    assert default["$ref"].endswith(f"/Users/{boss['id']}")
+
+
+def test_unknown_attributes_are_ignored(scim: ScimClient) -> None:
+    response = scim.post("/Users", {"userName": "x", "favouriteColour": "blue"})
+    assert response.status_code == 201
+    assert "favouriteColour" not in response.get_json()
+
+
+def test_attributes_and_excluded_attributes_on_get(scim: ScimClient) -> None:
+    user = scim.user(
+        displayName="B",
+        name={"givenName": "Bar", "familyName": "J"},
+        emails=[{"value": "a@example.com", "type": "work"}],
+    )
+    only = scim.get(f"/Users/{user['id']}?attributes=userName,name.givenName").get_json()
+    assert set(only) == {"schemas", "id", "userName", "name"}
+    assert only["name"] == {"givenName": "Bar"}
+    excluded = scim.get(f"/Users/{user['id']}?excludedAttributes=emails,name.familyName").get_json()
+    assert "emails" not in excluded
+    assert excluded["name"] == {"givenName": "Bar"}
+    assert excluded["id"] == user["id"]  # returned: always
+    sub = scim.get(f"/Users/{user['id']}?attributes=emails.value").get_json()
+    assert sub["emails"] == [{"value": "a@example.com"}]
+
+
+def test_password_never_returned_even_when_asked(scim: ScimClient) -> None:
+    user = scim.user(password="Xyzzy-123456")
+    body = scim.get(f"/Users/{user['id']}?attributes=password,userName").get_json()
+    assert "password" not in body
+
+
+def test_entra_test_connection_filter_on_random_guid(scim: ScimClient) -> None:
+    response = scim.get(
+        '/Users?filter=userName eq "3f4c2a8e-0bd5-4c9b-9d8e-2f1a3b4c5d6e"&aadOptscim062020'
+    )
+    assert response.status_code == 200
+    assert response.get_json()["totalResults"] == 0
+    assert response.get_json()["Resources"] == []
