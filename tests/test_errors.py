@@ -31,13 +31,18 @@ def test_500_carries_request_id_and_no_traceback(
         raise RuntimeError("secret internals")
 
     from scim_server import auth
+    from scim_server.db import db
 
     with broken.app_context():
         _, token = auth.create_token("boom")
-    with caplog.at_level(logging.ERROR):
-        response = broken.test_client().get(
-            "/scim/v2/Boom", headers={"Authorization": f"Bearer {token}"}
-        )
+    try:
+        with caplog.at_level(logging.ERROR):
+            response = broken.test_client().get(
+                "/scim/v2/Boom", headers={"Authorization": f"Bearer {token}"}
+            )
+    finally:
+        with broken.app_context():
+            db.engine.dispose()
     assert response.status_code == 500
     body = response.get_json()
     assert body["status"] == "500"
