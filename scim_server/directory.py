@@ -188,7 +188,10 @@ def list_resources(
         page = page.where(where)
     if query.sort_by:
         column = sort_column(rtype, query.sort_by)
-        page = page.order_by(column.desc() if query.descending else column.asc())
+        # RFC 7644 §3.4.2.3: resources without a value sort last ascending, first descending.
+        page = page.order_by(
+            column.desc().nulls_first() if query.descending else column.asc().nulls_last()
+        )
     # RFC 7644 §3.4.2.4: a stable order across pages; the primary key breaks ties.
     page = page.order_by(model.id).offset(query.start_index - 1).limit(query.count)
     rows = list(db.session.scalars(page))

@@ -151,3 +151,13 @@ def test_disabled_user_still_listed(scim: ScimClient) -> None:
     scim.user("off", active=False)
     assert _names(scim.get('/Users?filter=userName eq "off"')) == ["off"]
     assert _names(scim.get("/Users?filter=active eq false")) == ["off"]
+
+
+def test_sort_puts_missing_values_last_ascending_first_descending(scim: ScimClient) -> None:
+    scim.user("a", title="Zed")
+    scim.user("b")
+    scim.user("c", title="Ace")
+    asc = scim.get("/Users?sortBy=title")
+    assert _names(asc) == ["c", "a", "b"]
+    desc = scim.get("/Users?sortBy=title&sortOrder=descending")
+    assert _names(desc) == ["b", "a", "c"]
