@@ -41,6 +41,7 @@ class Settings:
     bulk_max_operations: int
     bulk_max_payload_size: int
     max_filter_results: int
+    max_request_size: int
 
     def to_flask(self) -> dict[str, Any]:
         return {
@@ -49,6 +50,8 @@ class Settings:
             "SCIM_DEFAULT_PAGE_SIZE": self.default_page_size,
             "SCIM_BULK_MAX_OPERATIONS": self.bulk_max_operations,
             "SCIM_BULK_MAX_PAYLOAD_SIZE": self.bulk_max_payload_size,
+            # Werkzeug answers a larger body with 413 before it is read.
+            "MAX_CONTENT_LENGTH": max(self.max_request_size, self.bulk_max_payload_size),
         }
 
 
@@ -62,4 +65,5 @@ def load(instance_path: str) -> Settings:
         bulk_max_operations=_int("SCIM_BULK_MAX_OPERATIONS", 1000),
         bulk_max_payload_size=_int("SCIM_BULK_MAX_PAYLOAD_SIZE", 4 * 1024 * 1024),
         max_filter_results=max_page,
+        max_request_size=_int("SCIM_MAX_REQUEST_SIZE", 16 * 1024 * 1024),
     )

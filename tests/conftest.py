@@ -61,6 +61,7 @@ def app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             "SCIM_BULK_MAX_OPERATIONS": 50,
             "SCIM_BULK_MAX_PAYLOAD_SIZE": 200_000,
             "SCIM_MAX_PAGE_SIZE": 200,
+            "MAX_CONTENT_LENGTH": 1_000_000,
         }
     )
     from scim_server.cli import upgrade_schema

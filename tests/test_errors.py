@@ -51,3 +51,18 @@ def test_500_carries_request_id_and_no_traceback(
     assert "secret internals" not in response.get_data(as_text=True)
     assert "Traceback" not in response.get_data(as_text=True)
     assert request_id in caplog.text and "secret internals" in caplog.text
+
+
+def test_oversized_body_is_413_in_scim_format(scim: ScimClient) -> None:
+    response = scim.post("/Users", {"userName": "x", "displayName": "y" * 1_100_000})
+    assert response.status_code == 413
+    assert response.get_json()["status"] == "413"
+    assert scim.get("/Users?count=0").get_json()["totalResults"] == 0
+
+
+def test_config_errors_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scim_server.config import ConfigError
+
+    monkeypatch.setenv("SCIM_MAX_PAGE_SIZE", "lots")
+    with pytest.raises(ConfigError, match="SCIM_MAX_PAGE_SIZE"):
+        create_app()
