@@ -42,9 +42,14 @@ def authenticate(header: str | None) -> Principal | None:
     if scheme.lower() != "bearer" or not token:
         return None
     digest = hash_token(token)
-    row = db.session.scalar(
-        select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))
-    )
+    row = db.session.execute(
+        select(ApiToken.id, ApiToken.name, ApiToken.read_only, ApiToken.token_hash).where(
+            ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None)
+        )
+    ).first()
+    # End the read at once: a write request then opens its own transaction, so on SQLite the
+    # write lock is not held while the request body is parsed.
+    db.session.rollback()
     # The lookup is by digest; compare again in constant time so no timing leaks from the index.
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         return None

@@ -1,17 +1,23 @@
+"""The SQLAlchemy handle, and what SQLite needs to serve concurrent writers well."""
+
 from __future__ import annotations
 
+import fcntl
+import os
 from typing import Any
 
 from flask import has_request_context, request
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import ConnectionPoolEntry, Pool
 
 from models import Base
 
 db = SQLAlchemy(model_class=Base)
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+LOCK_KEY = "scim_write_lock"
 
 
 def _is_sqlite(dbapi_connection: Any) -> bool:
@@ -19,17 +25,22 @@ def _is_sqlite(dbapi_connection: Any) -> bool:
 
 
 @event.listens_for(Engine, "connect")
-def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
-    # SQLite: enforce foreign keys (ON DELETE CASCADE) and let readers run beside the writer.
-    if _is_sqlite(dbapi_connection):
-        # The driver's own implicit BEGIN is replaced by the one below.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
-        cursor.close()
+def _sqlite_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    if not _is_sqlite(dbapi_connection):
+        return
+    # The driver's own implicit BEGIN is replaced by the one in _sqlite_begin.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    # Foreign keys for ON DELETE CASCADE; WAL so readers run beside the writer.
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    path = next((row[2] for row in cursor.execute("PRAGMA database_list") if row[1] == "main"), "")
+    cursor.close()
+    if path:
+        # One descriptor per connection: flock() then queues threads and processes alike.
+        record.info[LOCK_KEY] = os.open(path + ".writelock", os.O_RDWR | os.O_CREAT, 0o600)
 
 
 @event.listens_for(Engine, "begin")
@@ -37,12 +48,34 @@ def _sqlite_begin(conn: Connection) -> None:
     """On SQLite a write request takes the write lock when its transaction begins.
 
     A deferred transaction that reads and then writes fails at once with SQLITE_BUSY when
-    another writer committed in between (busy_timeout cannot help); BEGIN IMMEDIATE waits
-    for the lock instead. Reads stay deferred, so WAL lets them run beside the writer.
+    another writer committed in between, and SQLite's busy handler waits by sleeping and
+    polling, which starves writers under load. So writers first queue on an flock() (woken
+    the moment it is free, across gunicorn's processes), then BEGIN IMMEDIATE. Reads stay
+    deferred, so WAL lets them run beside the writer.
     """
     if conn.dialect.name != "sqlite":
         return
     writing = not has_request_context() or (
         request.method in WRITE_METHODS and not request.path.endswith("/.search")
     )
+    if writing:
+        fd = conn.connection.info.get(LOCK_KEY)
+        if fd is not None and not conn.connection.info.get("locked"):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            conn.connection.info["locked"] = True
     conn.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+
+
+@event.listens_for(Pool, "checkin")
+def _unlock(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    # The transaction has ended (committed, or rolled back on return to the pool).
+    if record.info.pop("locked", False):
+        fcntl.flock(record.info[LOCK_KEY], fcntl.LOCK_UN)
+
+
+@event.listens_for(Pool, "close")
+def _close_lock(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info.pop("locked", None)
+    fd = record.info.pop(LOCK_KEY, None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor also releases its lock

@@ -4,7 +4,8 @@ outbox event; only this module commits. Views call these functions and serialise
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,8 @@ from scim_server.scim.resource import canonicalize
 from scim_server.scim.schema import ENTERPRISE, GROUP, GROUP_TYPE, USER, USER_TYPE
 
 _hasher = PasswordHasher()
+FULL_USER = proj.parse(USER_TYPE, None, None)
+FULL_GROUP = proj.parse(GROUP_TYPE, None, None)
 CHUNK = 500  # ids per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
 
 
@@ -60,14 +63,15 @@ class ListQuery:
 
 
 def _user_docs(
-    users: Sequence[User], base_url: str, projection: proj.Projection
+    users: Sequence[Any], base_url: str, projection: proj.Projection
 ) -> list[dict[str, Any]]:
-    """Render a page of users with one query per related table, never one per user."""
+    """Render a page of users (User instances or plain rows) with one query per related
+    table, never one per user. Plain rows skip the ORM's per-object cost."""
     ids = [u.id for u in users]
-    values: dict[str, list[UserValue]] = {i: [] for i in ids}
+    values: dict[str, list[Any]] = {i: [] for i in ids}
     if ids:
-        rows = db.session.scalars(
-            select(UserValue)
+        rows = db.session.execute(
+            select(UserValue.__table__)
             .where(UserValue.user_id.in_(ids))
             .order_by(UserValue.user_id, UserValue.attr, UserValue.position)
         )
@@ -133,7 +137,7 @@ def _members_of(group_ids: Sequence[str]) -> dict[str, list[tuple[str, str, str 
 
 
 def _group_docs(
-    groups: Sequence[Group], base_url: str, projection: proj.Projection
+    groups: Sequence[Any], base_url: str, projection: proj.Projection
 ) -> list[dict[str, Any]]:
     members = _members_of([g.id for g in groups]) if projection.wants(GROUP, "members") else {}
     return [
@@ -156,15 +160,17 @@ def get_group(
     return _group_docs([group], base_url, projection)[0], group.version
 
 
-def _load_user(user_id: str) -> User:
-    user = db.session.get(User, user_id)
+def _load_user(user_id: str, *, lock: bool = False) -> User:
+    # lock: a read-modify-write holds the row (SELECT … FOR UPDATE on PostgreSQL; SQLite's
+    # write requests already hold the database lock).
+    user = db.session.get(User, user_id, with_for_update=lock or None)
     if user is None:
         raise NotFound(f"User {user_id} not found.")
     return user
 
 
-def _load_group(group_id: str) -> Group:
-    group = db.session.get(Group, group_id)
+def _load_group(group_id: str, *, lock: bool = False) -> Group:
+    group = db.session.get(Group, group_id, with_for_update=lock or None)
     if group is None:
         raise NotFound(f"Group {group_id} not found.")
     return group
@@ -180,10 +186,9 @@ def list_resources(
     count_q = select(func.count()).select_from(model)
     if where is not None:
         count_q = count_q.where(where)
-    total = int(db.session.scalar(count_q) or 0)
-    if query.count == 0 or total == 0:
-        return total, []
-    page = select(model)
+    if query.count == 0:
+        return int(db.session.scalar(count_q) or 0), []
+    page = select(model.__table__)
     if where is not None:
         page = page.where(where)
     if query.sort_by:
@@ -194,10 +199,16 @@ def list_resources(
         )
     # RFC 7644 §3.4.2.4: a stable order across pages; the primary key breaks ties.
     page = page.order_by(model.id).offset(query.start_index - 1).limit(query.count)
-    rows = list(db.session.scalars(page))
+    rows = list(db.session.execute(page))
+    if rows and len(rows) < query.count:
+        # A partial page is the last one: the total follows without counting (the common
+        # case of an IdP's `userName eq` lookup).
+        total = query.start_index - 1 + len(rows)
+    else:
+        total = int(db.session.scalar(count_q) or 0)
     if resource == "User":
-        return total, _user_docs(rows, base_url, projection)  # type: ignore[arg-type]
-    return total, _group_docs(rows, base_url, projection)  # type: ignore[arg-type]
+        return total, _user_docs(rows, base_url, projection)
+    return total, _group_docs(rows, base_url, projection)
 
 
 # ---------------------------------------------------------------- users
@@ -211,53 +222,78 @@ def _ensure_unique_user_name(user_name: str, user_id: str | None) -> None:
         raise Conflict(f"A user with userName {user_name!r} already exists.")
 
 
-def _write_values(user_id: str, doc: dict[str, Any]) -> None:
-    db.session.execute(delete(UserValue).where(UserValue.user_id == user_id))
-    rows = [dict(r, user_id=user_id) for r in mapping.doc_to_user_values(doc)]
-    if rows:
-        db.session.execute(insert(UserValue), rows)
+def _value_rows(user_id: str, doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [dict(r, user_id=user_id) for r in mapping.doc_to_user_values(doc)]
 
 
-def _commit() -> None:
+@contextmanager
+def _unique(conflict: str) -> Iterator[None]:
+    """A unique index refusing a statement or the commit is 409 uniqueness (a concurrent
+    writer may win the race that a pre-check cannot close)."""
     try:
-        db.session.commit()
+        yield
     except IntegrityError as exc:
         db.session.rollback()
-        # A concurrent writer won the race on a unique index.
-        raise Conflict("The resource conflicts with an existing one (uniqueness).") from exc
+        raise Conflict(conflict) from exc
+
+
+def _commit(conflict: str = "The resource conflicts with an existing one.") -> None:
+    with _unique(conflict):
+        db.session.commit()
+
+
+def _render_written_user(
+    user: User, rows: list[dict[str, Any]], groups: list[tuple[str, str]], base_url: str
+) -> dict[str, Any]:
+    """The response for a write, from what was written: no second read of the database."""
+    values = [UserValue(**r) for r in rows]
+    return mapping.user_to_doc(user, mapping.UserExtras(values, groups, None), base_url)
 
 
 def create_user(body: dict[str, Any], base_url: str) -> tuple[dict[str, Any], int]:
     doc = canonicalize(body, USER_TYPE)
     password = doc.pop("password", None)
-    _ensure_unique_user_name(doc["userName"], None)
     now = utcnow()
-    user = User(
-        id=str(uuid.uuid4()),
-        created=now,
-        last_modified=now,
-        version=1,
-        **mapping.doc_to_user_columns(doc),
-    )
-    if password is not None:
-        user.password_hash = hash_password(password)
-    db.session.add(user)
-    db.session.flush()
-    _write_values(user.id, doc)
-    outbox.record(db.session, "User", user.id, "created", {"version": 1})
-    _commit()
-    return get_user(user.id, base_url, proj.parse(USER_TYPE, None, None))[0], user.version
+    columns = mapping.doc_to_user_columns(doc)
+    columns.update(id=str(uuid.uuid4()), created=now, last_modified=now, version=1)
+    columns["password_hash"] = hash_password(password) if password is not None else None
+    rows = _value_rows(columns["id"], doc)
+    conflict = f"A user with userName {doc['userName']!r} already exists."
+    # Core inserts: the unique index on user_name_ci decides uniqueness, race-free.
+    with _unique(conflict):
+        db.session.execute(insert(User), [columns])
+        if rows:
+            db.session.execute(insert(UserValue), rows)
+        outbox.record(db.session, "User", columns["id"], "created", {"version": 1})
+        rendered = _render_written_user(User(**columns), rows, [], base_url)
+        db.session.commit()
+    return rendered, 1
 
 
-def _save_user(user: User, doc: dict[str, Any], password: str | None, event: str) -> None:
-    _ensure_unique_user_name(doc["userName"], user.id)
-    for column, value in mapping.doc_to_user_columns(doc).items():
+def _save_user(
+    user: User,
+    before: dict[str, Any] | None,
+    doc: dict[str, Any],
+    password: str | None,
+    event: str,
+    base_url: str,
+) -> tuple[dict[str, Any], int]:
+    """Write a user's new document. `before` is the current document when the caller has it,
+    so unchanged multi-valued attributes are not rewritten."""
+    columns = mapping.doc_to_user_columns(doc)
+    if columns["user_name_ci"] != user.user_name_ci:
+        _ensure_unique_user_name(doc["userName"], user.id)
+    for column, value in columns.items():
         setattr(user, column, value)
     if password is not None:
         user.password_hash = hash_password(password)
     user.version += 1
     user.last_modified = utcnow()
-    _write_values(user.id, doc)
+    rows = _value_rows(user.id, doc)
+    if before is None or any(before.get(a) != doc.get(a) for a in mapping.MULTI_VALUED):
+        db.session.execute(delete(UserValue).where(UserValue.user_id == user.id))
+        if rows:
+            db.session.execute(insert(UserValue), rows)
     outbox.record(
         db.session,
         "User",
@@ -265,27 +301,47 @@ def _save_user(user: User, doc: dict[str, Any], password: str | None, event: str
         event,
         {"version": user.version, "password_changed": password is not None},
     )
-    _commit()
+    groups = [(g["value"], g["display"]) for g in (before or {}).get("groups", ())]
+    if before is None:
+        groups = _groups_of(user.id)
+    with _unique(f"A user with userName {doc['userName']!r} already exists."):
+        db.session.flush()
+        rendered = _render_written_user(user, rows, groups, base_url)
+        version = user.version
+        db.session.commit()
+    return rendered, version
 
 
-def replace_user(user_id: str, body: dict[str, Any], if_match: str | None) -> int:
-    user = _load_user(user_id)
-    check_if_match(if_match, user.version)
+def _groups_of(user_id: str) -> list[tuple[str, str]]:
+    return [
+        (gid, name)
+        for gid, name in db.session.execute(
+            select(Group.id, Group.display_name)
+            .join(GroupMember, GroupMember.group_id == Group.id)
+            .where(GroupMember.member_id == user_id)
+            .order_by(Group.display_name_ci)
+        )
+    ]
+
+
+def replace_user(
+    user_id: str, body: dict[str, Any], if_match: str | None, base_url: str
+) -> tuple[dict[str, Any], int]:
     doc = canonicalize(body, USER_TYPE)
     password = doc.pop("password", None)
-    _save_user(user, doc, password, "replaced")
-    return user.version
+    user = _load_user(user_id, lock=True)
+    check_if_match(if_match, user.version)
+    return _save_user(user, None, doc, password, "replaced", base_url)
 
 
 def patch_user(
     user_id: str, operations: list[dict[str, Any]], if_match: str | None, base_url: str
-) -> int:
-    user = _load_user(user_id)
+) -> tuple[dict[str, Any], int]:
+    user = _load_user(user_id, lock=True)
     check_if_match(if_match, user.version)
-    current = _user_docs([user], base_url, proj.parse(USER_TYPE, None, None))[0]
+    current = _user_docs([user], base_url, FULL_USER)[0]
     result = apply_patch(current, operations, USER_TYPE)
-    _save_user(user, result.doc, result.password, "patched")
-    return user.version
+    return _save_user(user, current, result.doc, result.password, "patched", base_url)
 
 
 def delete_user(user_id: str, if_match: str | None) -> None:
@@ -384,7 +440,7 @@ def create_group(body: dict[str, Any], base_url: str) -> tuple[dict[str, Any], i
     members = _apply_members(group.id, _member_change(doc))
     outbox.record(db.session, "Group", group.id, "created", {"version": 1, **members})
     _commit()
-    return get_group(group.id, base_url, proj.parse(GROUP_TYPE, None, None))[0], group.version
+    return get_group(group.id, base_url, FULL_GROUP)[0], group.version
 
 
 def _member_change(doc: dict[str, Any]) -> MemberChange:
@@ -395,7 +451,8 @@ def _member_change(doc: dict[str, Any]) -> MemberChange:
 
 
 def _save_group(group: Group, doc: dict[str, Any], change: MemberChange | None, event: str) -> None:
-    _ensure_unique_group_name(doc["displayName"], group.id)
+    if doc["displayName"].lower() != group.display_name_ci:
+        _ensure_unique_group_name(doc["displayName"], group.id)
     members = _apply_members(group.id, change) if change else {}
     # One UPDATE statement, so concurrent member adds never lose a version bump.
     db.session.execute(
@@ -413,28 +470,28 @@ def _save_group(group: Group, doc: dict[str, Any], change: MemberChange | None, 
     _commit()
 
 
-def replace_group(group_id: str, body: dict[str, Any], if_match: str | None) -> int:
-    group = _load_group(group_id)
-    check_if_match(if_match, group.version)
+def replace_group(
+    group_id: str, body: dict[str, Any], if_match: str | None, base_url: str
+) -> tuple[dict[str, Any], int]:
     doc = canonicalize(body, GROUP_TYPE)
+    group = _load_group(group_id, lock=True)
+    check_if_match(if_match, group.version)
     _save_group(group, doc, _member_change(doc), "replaced")
-    return _version_of(Group, group_id)
+    return get_group(group_id, base_url, FULL_GROUP)
 
 
 def patch_group(
     group_id: str, operations: list[dict[str, Any]], if_match: str | None, base_url: str
-) -> int:
-    group = _load_group(group_id)
+) -> tuple[None, int]:
+    """Membership changes are applied as set-based SQL; the members are never loaded, and
+    the caller renders the group only when the client asked for a body."""
+    group = _load_group(group_id, lock=True)
     check_if_match(if_match, group.version)
     current = mapping.group_to_doc(group, None, base_url)
     result = apply_patch(current, operations, GROUP_TYPE)
+    version = group.version + 1  # the row is locked: nobody else bumps it meanwhile
     _save_group(group, result.doc, result.members, "patched")
-    return _version_of(Group, group_id)
-
-
-def _version_of(model: type[Group] | type[User], ident: str) -> int:
-    db.session.expire_all()
-    return int(db.session.scalar(select(model.version).where(model.id == ident)) or 0)
+    return None, version
 
 
 def delete_group(group_id: str, if_match: str | None) -> None:

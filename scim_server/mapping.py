@@ -5,12 +5,11 @@ A document uses canonical attribute names; the enterprise extension is nested un
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from models import Group, User, UserValue
 from scim_server.scim.schema import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA
 
 # SCIM attribute → User column, for single-valued simple attributes.
@@ -73,12 +72,13 @@ def iso(moment: datetime) -> str:
 class UserExtras:
     """What a User document needs beyond its own row: its values, groups and manager."""
 
-    values: list[UserValue]
+    values: Sequence[Any]  # UserValue instances or user_values rows
     groups: list[tuple[str, str]]  # (group id, displayName)
     manager_display: str | None
 
 
-def user_to_doc(user: User, extras: UserExtras, base_url: str) -> dict[str, Any]:
+def user_to_doc(user: Any, extras: UserExtras, base_url: str) -> dict[str, Any]:
+    """`user` is a User or a row of the users table: lists render from plain rows."""
     doc: dict[str, Any] = {"schemas": [USER_SCHEMA], "id": user.id}
     for attr, column in USER_SIMPLE.items():
         value = getattr(user, column)
@@ -122,7 +122,7 @@ def user_to_doc(user: User, extras: UserExtras, base_url: str) -> dict[str, Any]
     return doc
 
 
-def _value_to_doc(row: UserValue) -> dict[str, Any]:
+def _value_to_doc(row: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if row.attr == "addresses":
         out = {a: getattr(row, c) for a, c in ADDRESS.items() if getattr(row, c) is not None}
@@ -172,7 +172,7 @@ def doc_to_user_values(doc: dict[str, Any]) -> Iterable[dict[str, Any]]:
 
 
 def group_to_doc(
-    group: Group, members: list[tuple[str, str, str | None]] | None, base_url: str
+    group: Any, members: list[tuple[str, str, str | None]] | None, base_url: str
 ) -> dict[str, Any]:
     """members: (id, type, display) rows, or None when the caller chose not to load them."""
     doc: dict[str, Any] = {

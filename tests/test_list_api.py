@@ -161,3 +161,14 @@ def test_sort_puts_missing_values_last_ascending_first_descending(scim: ScimClie
     assert _names(asc) == ["c", "a", "b"]
     desc = scim.get("/Users?sortBy=title&sortOrder=descending")
     assert _names(desc) == ["b", "a", "c"]
+
+
+def test_total_results_on_a_partial_last_page(scim: ScimClient) -> None:
+    for name in "abcde":
+        scim.user(name)
+    body = scim.get("/Users?startIndex=5&count=2").get_json()
+    assert body["totalResults"] == 5
+    assert body["itemsPerPage"] == 1
+    beyond = scim.get("/Users?startIndex=9&count=2").get_json()
+    assert beyond["totalResults"] == 5
+    assert beyond["Resources"] == []

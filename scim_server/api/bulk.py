@@ -112,11 +112,9 @@ def _run(op: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
                 f"{method} needs a resource path such as /{parts[0]}/ID.", "invalidPath"
             )
         if method == "PUT":
-            kind.replace(ident, _object(data), op.get("version"))
+            kind.replace(ident, _object(data), op.get("version"), base_url())
         elif method == "PATCH":
-            version = kind.patch(
-                ident, envelopes.patch_operations(data), op.get("version"), base_url()
-            )
+            kind.patch(ident, envelopes.patch_operations(data), op.get("version"), base_url())
         elif method == "DELETE":
             kind.delete(ident, op.get("version"))
             return {**out, "location": f"{base_url()}/{parts[0]}/{ident}", "status": "204"}

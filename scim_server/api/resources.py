@@ -24,8 +24,9 @@ class Kind:
     rtype: ResourceType
     get: Callable[[str, str, proj.Projection], tuple[dict[str, Any], int]]
     create: Callable[[dict[str, Any], str], tuple[dict[str, Any], int]]
-    replace: Callable[[str, dict[str, Any], str | None], int]
-    patch: Callable[[str, list[dict[str, Any]], str | None, str], int]
+    replace: Callable[[str, dict[str, Any], str | None, str], tuple[dict[str, Any], int]]
+    # Users answer with the patched document; groups with None (204 unless a body is asked).
+    patch: Callable[[str, list[dict[str, Any]], str | None, str], tuple[dict[str, Any] | None, int]]
     delete: Callable[[str, str | None], None]
 
 
@@ -177,18 +178,19 @@ def get(resource: str, ident: str) -> Response:
 @bp.put("/<any(Users, Groups):resource>/<ident>")
 def replace(resource: str, ident: str) -> Response:
     kind = KINDS[resource]
-    kind.replace(ident, _body(), request.headers.get("If-Match"))
-    return _render(kind, ident)
+    doc, version = kind.replace(ident, _body(), request.headers.get("If-Match"), base_url())
+    return _resource_response(proj.apply(doc, kind.rtype, _projection(kind.rtype)), version)
 
 
 @bp.patch("/<any(Users, Groups):resource>/<ident>")
 def patch(resource: str, ident: str) -> Response:
     kind = KINDS[resource]
     operations = envelopes.patch_operations(json_body())
-    version = kind.patch(ident, operations, request.headers.get("If-Match"), base_url())
-    wants_body = request.args.get("attributes") or request.args.get("excludedAttributes")
+    doc, version = kind.patch(ident, operations, request.headers.get("If-Match"), base_url())
+    if doc is not None:
+        return _resource_response(proj.apply(doc, kind.rtype, _projection(kind.rtype)), version)
     # Groups answer 204 (Entra's advice for large groups) unless a projection asks for a body.
-    if resource == "Groups" and not wants_body:
+    if not (request.args.get("attributes") or request.args.get("excludedAttributes")):
         return Response(status=204, headers={"ETag": etag(version)})
     return _render(kind, ident)
 
