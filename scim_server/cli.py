@@ -23,8 +23,14 @@ def upgrade_schema() -> None:
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=int, help="gunicorn processes")
 @click.option("--threads", default=8, show_default=True, type=int, help="threads per process")
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="one line per request on stdout",
+)
 @with_appcontext
-def serve(host: str, port: int, workers: int, threads: int) -> None:
+def serve(host: str, port: int, workers: int, threads: int, access_log: bool) -> None:
     """Run the SCIM server with gunicorn. The SCIM base URL is http://HOST:PORT/scim/v2."""
     from gunicorn.app.base import BaseApplication
 
@@ -38,7 +44,7 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
             self.cfg.set("workers", workers)
             self.cfg.set("threads", threads)
             self.cfg.set("worker_class", "gthread")
-            self.cfg.set("accesslog", "-")
+            self.cfg.set("accesslog", "-" if access_log else None)
             self.cfg.set("timeout", 120)
 
         def load(self) -> Flask:
