@@ -32,4 +32,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     register(app)
     register_commands(app)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Alembic reports each migration step at INFO; an upgrade with nothing to do says nothing.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     return app

@@ -31,7 +31,6 @@ def service_provider_config() -> Response:
     return scim_json(
         {
             "schemas": [SPC_SCHEMA],
-            "documentationUri": "https://github.com/scim-m365/scim-server#readme",
             "patch": {"supported": True},
             "bulk": {
                 "supported": True,
