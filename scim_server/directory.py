@@ -223,7 +223,35 @@ def _ensure_unique_user_name(user_name: str, user_id: str | None) -> None:
 
 
 def _value_rows(user_id: str, doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return [dict(r, user_id=user_id) for r in mapping.doc_to_user_values(doc)]
+    rows = [dict(r, user_id=user_id) for r in mapping.doc_to_user_values(doc)]
+    for row in rows:
+        attr = row["attr"]
+
+        def label(column: str, attr: str = attr) -> str:
+            return f"{attr}.{mapping.VALUE_LABELS.get(column, column)}"
+
+        mapping.check_lengths(UserValue.__table__, row, label)
+    return rows
+
+
+def _check_user_columns(columns: dict[str, Any]) -> None:
+    mapping.check_lengths(User.__table__, columns, lambda c: mapping.USER_LABELS.get(c, c))
+
+
+def _check_group_columns(doc: dict[str, Any]) -> None:
+    labels = {"display_name": "displayName", "external_id": "externalId"}
+    row = {"display_name": doc["displayName"], "external_id": doc.get("externalId")}
+    mapping.check_lengths(Group.__table__, row, labels.__getitem__)
+    _check_members((m["value"], m.get("display")) for m in doc.get("members") or ())
+
+
+def _check_members(members: Iterable[tuple[str, str | None]]) -> None:
+    # Only `display` is checked: an id no resource has (whatever its length) is dropped as
+    # unknown before anything is stored.
+    for _ident, display in members:
+        mapping.check_lengths(
+            GroupMember.__table__, {"display": display}, lambda _c: "members.display"
+        )
 
 
 @contextmanager
@@ -255,6 +283,7 @@ def create_user(body: dict[str, Any], base_url: str) -> tuple[dict[str, Any], in
     password = doc.pop("password", None)
     now = utcnow()
     columns = mapping.doc_to_user_columns(doc)
+    _check_user_columns(columns)
     columns.update(id=str(uuid.uuid4()), created=now, last_modified=now, version=1)
     columns["password_hash"] = hash_password(password) if password is not None else None
     rows = _value_rows(columns["id"], doc)
@@ -281,6 +310,7 @@ def _save_user(
     """Write a user's new document. `before` is the current document when the caller has it,
     so unchanged multi-valued attributes are not rewritten."""
     columns = mapping.doc_to_user_columns(doc)
+    _check_user_columns(columns)
     if columns["user_name_ci"] != user.user_name_ci:
         _ensure_unique_user_name(doc["userName"], user.id)
     for column, value in columns.items():
@@ -424,6 +454,7 @@ def _apply_members(group_id: str, change: MemberChange) -> dict[str, Any]:
 
 def create_group(body: dict[str, Any], base_url: str) -> tuple[dict[str, Any], int]:
     doc = canonicalize(body, GROUP_TYPE)
+    _check_group_columns(doc)
     _ensure_unique_group_name(doc["displayName"], None)
     now = utcnow()
     group = Group(
@@ -474,6 +505,7 @@ def replace_group(
     group_id: str, body: dict[str, Any], if_match: str | None, base_url: str
 ) -> tuple[dict[str, Any], int]:
     doc = canonicalize(body, GROUP_TYPE)
+    _check_group_columns(doc)
     group = _load_group(group_id, lock=True)
     check_if_match(if_match, group.version)
     _save_group(group, doc, _member_change(doc), "replaced")
@@ -489,6 +521,9 @@ def patch_group(
     check_if_match(if_match, group.version)
     current = mapping.group_to_doc(group, None, base_url)
     result = apply_patch(current, operations, GROUP_TYPE)
+    _check_group_columns(result.doc)
+    if result.members:
+        _check_members((i, result.members.display.get(i)) for i in result.members.add)
     version = group.version + 1  # the row is locked: nobody else bumps it meanwhile
     _save_group(group, result.doc, result.members, "patched")
     return None, version

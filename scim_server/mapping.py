@@ -5,11 +5,14 @@ A document uses canonical attribute names; the enterprise extension is nested un
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import FromClause
+
+from scim_server.errors import InvalidValue
 from scim_server.scim.schema import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA
 
 # SCIM attribute → User column, for single-valued simple attributes.
@@ -58,6 +61,27 @@ ADDRESS = {
     "postalCode": "postal_code",
     "country": "country",
 }
+
+
+# Column → SCIM attribute, for error messages.
+USER_LABELS = {
+    **{c: a for a, c in USER_SIMPLE.items()},
+    **{c: f"name.{a}" for a, c in USER_NAME.items()},
+    **{c: a for a, c in ENTERPRISE_SIMPLE.items()},
+    "user_name_ci": "userName",
+    "manager_id": "manager.value",
+}
+VALUE_LABELS = {c: a for a, c in ADDRESS.items()}
+
+
+def check_lengths(table: FromClause, row: dict[str, Any], label: Callable[[str], str]) -> None:
+    """A string longer than its column is 400 invalidValue on every database (PostgreSQL
+    would refuse it with an error, SQLite would silently keep it)."""
+    for column in table.columns:
+        limit = getattr(column.type, "length", None)
+        value = row.get(column.name)
+        if limit and isinstance(value, str) and len(value) > limit:
+            raise InvalidValue(f"{label(column.name)} is longer than {limit} characters.")
 
 
 def etag(version: int) -> str:

@@ -267,3 +267,17 @@ def test_entra_test_connection_filter_on_random_guid(scim: ScimClient) -> None:
     assert response.status_code == 200
     assert response.get_json()["totalResults"] == 0
     assert response.get_json()["Resources"] == []
+
+
+def test_too_long_values_are_400_on_every_database(scim: ScimClient) -> None:
+    long = "x" * 300
+    for body in (
+        {"userName": long},
+        {"userName": "ok", "title": long},
+        {"userName": "ok", "emails": [{"value": "a@b.c", "type": long}]},
+    ):
+        response = scim.post("/Users", body)
+        assert response.status_code == 400, body
+        assert response.get_json()["scimType"] == "invalidValue"
+    assert scim.post("/Groups", {"displayName": long}).status_code == 400
+    assert scim.get("/Users?count=0").get_json()["totalResults"] == 0
