@@ -172,3 +172,10 @@ def test_total_results_on_a_partial_last_page(scim: ScimClient) -> None:
     beyond = scim.get("/Users?startIndex=9&count=2").get_json()
     assert beyond["totalResults"] == 5
     assert beyond["Resources"] == []
+
+
+def test_search_request_with_malformed_attributes_is_400(scim: ScimClient) -> None:
+    for body in ({"attributes": 1}, {"excludedAttributes": [1]}, {"count": "many"}):
+        response = scim.post("/.search", body)
+        assert response.status_code == 400, body
+        assert response.get_json()["scimType"] == "invalidValue"

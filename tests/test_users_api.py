@@ -281,3 +281,17 @@ def test_too_long_values_are_400_on_every_database(scim: ScimClient) -> None:
         assert response.get_json()["scimType"] == "invalidValue"
     assert scim.post("/Groups", {"displayName": long}).status_code == 400
     assert scim.get("/Users?count=0").get_json()["totalResults"] == 0
+
+
+def test_nul_characters_are_400_on_every_database(scim: ScimClient) -> None:
+    assert scim.post("/Users", {"userName": "a\u0000b"}).status_code == 400
+    user = scim.user("ok")
+    response = scim.patch(
+        f"/Users/{user['id']}",
+        {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "title", "value": "x\u0000"}],
+        },
+    )
+    assert response.status_code == 400
+    assert scim.get('/Users?filter=userName eq "a\\u0000"').status_code == 400

@@ -8,11 +8,19 @@ import uuid
 from typing import Any
 
 from flask import Flask, Response, g, request
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
 from scim_server import auth
 from scim_server.api.http import scim_json
-from scim_server.errors import Forbidden, InternalError, PayloadTooLarge, ScimError, Unauthorized
+from scim_server.errors import (
+    Forbidden,
+    InternalError,
+    InvalidValue,
+    PayloadTooLarge,
+    ScimError,
+    Unauthorized,
+)
 
 log = logging.getLogger("scim_server.api")
 PREFIX = "/scim/v2"
@@ -67,6 +75,15 @@ def register(app: Flask) -> None:
         if status == 405 and exc.get_response().headers.get("Allow"):
             response.headers["Allow"] = exc.get_response().headers["Allow"]
         return response
+
+    @app.errorhandler(DataError)
+    def _data_error(exc: DataError) -> Response:
+        # A value the database refuses (a last line of defence: validation should catch it).
+        from scim_server.db import db
+
+        db.session.rollback()
+        log.warning("database refused a value, request_id=%s: %s", g.get("request_id"), exc.orig)
+        return scim_json(InvalidValue("A value is not acceptable to the directory.").to_scim(), 400)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

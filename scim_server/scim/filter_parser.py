@@ -36,6 +36,8 @@ class FilterLexer(SCIMLexer):
     def COMP_VALUE(self, t: Any) -> Any:
         # RFC 7644 §3.4.2.2: compValue follows JSON (RFC 7159), escapes included.
         t.value = json.loads(t.value)
+        if "\x00" in t.value:
+            raise InvalidFilter("A filter value must not contain NUL characters.")
         return t
 
     @_(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")

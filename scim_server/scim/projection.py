@@ -36,6 +36,8 @@ def parse(
 
 
 def _paths(rtype: ResourceType, raw: str | list[str]) -> list[tuple[str, str, str | None]]:
+    if not isinstance(raw, list | str):
+        raise InvalidValue("attributes and excludedAttributes must be a list of names or a string.")
     items = raw if isinstance(raw, list) else raw.split(",")
     out = []
     for item in items:

@@ -105,7 +105,7 @@ def canonical_member(value: Any) -> dict[str, str]:
         raise InvalidValue("Each member must be a JSON object with a value.")
     fields = {k.lower(): v for k, v in value.items() if isinstance(k, str)}
     ident = fields.get("value")
-    if not isinstance(ident, str) or not ident.strip():
+    if not isinstance(ident, str) or not ident.strip() or "\x00" in ident:
         raise InvalidValue("Each member must have a string value (the member's id).")
     out = {"value": ident}
     kind = fields.get("type")
@@ -116,8 +116,8 @@ def canonical_member(value: Any) -> dict[str, str]:
         out["type"] = canonical
     display = fields.get("display")
     if display is not None:
-        if not isinstance(display, str):
-            raise InvalidValue("members.display must be a string.")
+        if not isinstance(display, str) or "\x00" in display:
+            raise InvalidValue("members.display must be a string without NUL characters.")
         out["display"] = display
     return out
 
@@ -192,6 +192,9 @@ def _simple(attr: Attribute, value: Any, label: str) -> Any:
         raise InvalidValue(f"{label} must be a JSON object.")
     elif not isinstance(value, str):
         raise InvalidValue(f"{label} must be a string.")
+    elif "\x00" in value:
+        # PostgreSQL cannot store NUL in text; refuse it on every database alike.
+        raise InvalidValue(f"{label} must not contain NUL characters.")
     elif kind == "dateTime" and not is_datetime(value):
         raise InvalidValue(f"{label} must be an xsd:dateTime such as 2015-09-01T12:00:00Z.")
     if attr.required and _is_empty(value):
