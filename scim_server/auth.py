@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -34,7 +36,36 @@ def create_token(name: str, *, read_only: bool = False) -> tuple[ApiToken, str]:
     return row, token
 
 
-def authenticate(header: str | None) -> Principal | None:
+class _TokenCache:
+    """Digest → (principal, expiry) for a few seconds, so a busy IdP's requests do not each
+    pay a database round trip. Only valid tokens are cached; a revocation takes effect at
+    once in the process that made it and within `ttl` seconds everywhere else."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> Principal | None:
+        entry = self._entries.get(digest)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, digest: str, principal: Principal, ttl: float) -> None:
+        with self._lock:
+            if len(self._entries) >= 1024:
+                self._entries.clear()
+            self._entries[digest] = (principal, time.monotonic() + ttl)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_cache = _TokenCache()
+
+
+def authenticate(header: str | None, cache_seconds: float = 0) -> Principal | None:
     if not header:
         return None
     scheme, _, token = header.partition(" ")
@@ -42,6 +73,8 @@ def authenticate(header: str | None) -> Principal | None:
     if scheme.lower() != "bearer" or not token:
         return None
     digest = hash_token(token)
+    if cache_seconds > 0 and (cached := _cache.get(digest)) is not None:
+        return cached
     row = db.session.execute(
         select(ApiToken.id, ApiToken.name, ApiToken.read_only, ApiToken.token_hash).where(
             ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None)
@@ -53,7 +86,10 @@ def authenticate(header: str | None) -> Principal | None:
     # The lookup is by digest; compare again in constant time so no timing leaks from the index.
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         return None
-    return Principal(row.id, row.name, row.read_only)
+    principal = Principal(row.id, row.name, row.read_only)
+    if cache_seconds > 0:
+        _cache.put(digest, principal, cache_seconds)
+    return principal
 
 
 def list_tokens() -> list[ApiToken]:
@@ -74,4 +110,5 @@ def revoke_token(ident: str) -> ApiToken | None:
     for row in rows:
         row.revoked_at = utcnow()
     db.session.commit()
+    _cache.clear()
     return rows[0]

@@ -42,6 +42,7 @@ class Settings:
     bulk_max_payload_size: int
     max_filter_results: int
     max_request_size: int
+    token_cache_seconds: int
 
     def to_flask(self) -> dict[str, Any]:
         return {
@@ -52,6 +53,7 @@ class Settings:
             "SCIM_BULK_MAX_PAYLOAD_SIZE": self.bulk_max_payload_size,
             # Werkzeug answers a larger body with 413 before it is read.
             "MAX_CONTENT_LENGTH": max(self.max_request_size, self.bulk_max_payload_size),
+            "SCIM_TOKEN_CACHE_SECONDS": self.token_cache_seconds,
         }
 
 
@@ -66,4 +68,5 @@ def load(instance_path: str) -> Settings:
         bulk_max_payload_size=_int("SCIM_BULK_MAX_PAYLOAD_SIZE", 4 * 1024 * 1024),
         max_filter_results=max_page,
         max_request_size=_int("SCIM_MAX_REQUEST_SIZE", 16 * 1024 * 1024),
+        token_cache_seconds=_int("SCIM_TOKEN_CACHE_SECONDS", 5, minimum=0),
     )

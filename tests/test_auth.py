@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import sqlalchemy as sa
 from flask import Flask
 
+from models import ApiToken, utcnow
 from tests.conftest import ScimClient
 
 
@@ -46,3 +48,20 @@ def test_token_is_stored_hashed(app: Flask) -> None:
         assert row.token_hash != secret
         assert secret not in row.token_hash
         assert row.token_hash == auth.hash_token(secret)
+
+
+def test_revocation_reaches_other_processes_within_the_cache_time(app: Flask) -> None:
+    """Another process's revocation is seen once the cached entry expires (here: 0 s)."""
+    from scim_server import auth
+    from scim_server.db import db
+
+    with app.app_context():
+        row, secret = auth.create_token("cached")
+        assert auth.authenticate(f"Bearer {secret}", cache_seconds=60) is not None
+        # Revoke behind the cache's back, as a second process would.
+        db.session.execute(
+            sa.update(ApiToken).where(ApiToken.id == row.id).values(revoked_at=utcnow())
+        )
+        db.session.commit()
+        assert auth.authenticate(f"Bearer {secret}", cache_seconds=60) is not None
+        assert auth.authenticate(f"Bearer {secret}", cache_seconds=0) is None

@@ -7,7 +7,7 @@ import logging
 import uuid
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
@@ -39,7 +39,9 @@ def register(app: Flask) -> None:
         g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
         if not request.path.startswith(PREFIX):
             return None
-        principal = auth.authenticate(request.headers.get("Authorization"))
+        principal = auth.authenticate(
+            request.headers.get("Authorization"), current_app.config["SCIM_TOKEN_CACHE_SECONDS"]
+        )
         if principal is None:
             response = scim_json(Unauthorized("A valid bearer token is required.").to_scim(), 401)
             response.headers["WWW-Authenticate"] = 'Bearer realm="SCIM"'
