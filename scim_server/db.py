@@ -6,7 +6,7 @@ import fcntl
 import os
 from typing import Any
 
-from flask import has_request_context, request
+from flask import g, has_request_context, request
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
@@ -60,7 +60,9 @@ def _sqlite_begin(conn: Connection) -> None:
     if conn.dialect.name != "sqlite":
         return
     writing = not has_request_context() or (
-        request.method in WRITE_METHODS and not request.path.endswith("/.search")
+        request.method in WRITE_METHODS
+        and not request.path.endswith("/.search")
+        and not g.get("read_phase", False)
     )
     if writing:
         fd = conn.connection.info.get(LOCK_KEY)

@@ -4,19 +4,20 @@ outbox event; only this module commits. Views call these functions and serialise
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from argon2 import PasswordHasher
+from flask import g
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from models import Group, GroupMember, User, UserValue, utcnow
 from scim_server import mapping, outbox
 from scim_server.db import db
-from scim_server.errors import Conflict, NotFound, PreconditionFailed
+from scim_server.errors import Conflict, InternalError, NotFound, PreconditionFailed
 from scim_server.scim import projection as proj
 from scim_server.scim.filter_parser import parse_filter
 from scim_server.scim.filter_sql import sort_column, to_sql
@@ -294,64 +295,105 @@ def create_user(body: dict[str, Any], base_url: str) -> tuple[dict[str, Any], in
         if rows:
             db.session.execute(insert(UserValue), rows)
         outbox.record(db.session, "User", columns["id"], "created", {"version": 1})
-        rendered = _render_written_user(User(**columns), rows, [], base_url)
         db.session.commit()
-    return rendered, 1
+    return _render_written_user(User(**columns), rows, [], base_url), 1
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """What a user update reads before it takes the write lock."""
+
+    columns: dict[str, Any]  # every column of the row, by name
+    doc: dict[str, Any]  # the current document
+    groups: list[tuple[str, str]]
+
+
+@contextmanager
+def _read_phase(locked: bool) -> Iterator[None]:
+    """The reads of a write request. Unlocked, they take no write lock (on SQLite the
+    transaction begins deferred, see db.py) and end here, before the change is computed.
+    Locked, the transaction stays open and holds the row (FOR UPDATE on PostgreSQL, the
+    database write lock on SQLite) until the write commits."""
+    if locked:
+        yield
+        return
+    g.read_phase = True
+    try:
+        yield
+    finally:
+        db.session.rollback()
+        g.read_phase = False
+
+
+def _snapshot(user_id: str, if_match: str | None, base_url: str, locked: bool) -> _Snapshot:
+    with _read_phase(locked):
+        user = _load_user(user_id, lock=locked)
+        check_if_match(if_match, user.version)
+        columns = {c.name: getattr(user, c.name) for c in User.__table__.columns}
+        doc = _user_docs([user], base_url, FULL_USER)[0]
+    groups = [(grp["value"], grp["display"]) for grp in doc.get("groups", ())]
+    return _Snapshot(columns, doc, groups)
 
 
 def _save_user(
-    user: User,
-    before: dict[str, Any] | None,
+    snap: _Snapshot,
     doc: dict[str, Any],
     password: str | None,
     event: str,
     base_url: str,
-) -> tuple[dict[str, Any], int]:
-    """Write a user's new document. `before` is the current document when the caller has it,
-    so unchanged multi-valued attributes are not rewritten."""
+    *,
+    rewrite_values: bool,
+) -> tuple[dict[str, Any], int] | None:
+    """Write a user's new document if the row is still at the snapshot's version.
+
+    Optimistic: the update names the version it read, so a concurrent writer makes it match
+    no row and the caller starts again from a fresh snapshot. Returns None in that case.
+    """
+    user_id, version = snap.columns["id"], snap.columns["version"]
     columns = mapping.doc_to_user_columns(doc)
     _check_user_columns(columns)
-    if columns["user_name_ci"] != user.user_name_ci:
-        _ensure_unique_user_name(doc["userName"], user.id)
-    for column, value in columns.items():
-        setattr(user, column, value)
+    rows = _value_rows(user_id, doc)
+    changes = {c: v for c, v in columns.items() if snap.columns[c] != v}
     if password is not None:
-        user.password_hash = hash_password(password)
-    user.version += 1
-    user.last_modified = utcnow()
-    rows = _value_rows(user.id, doc)
-    if before is None or any(before.get(a) != doc.get(a) for a in mapping.MULTI_VALUED):
-        db.session.execute(delete(UserValue).where(UserValue.user_id == user.id))
-        if rows:
-            db.session.execute(insert(UserValue), rows)
-    outbox.record(
-        db.session,
-        "User",
-        user.id,
-        event,
-        {"version": user.version, "password_changed": password is not None},
-    )
-    groups = [(g["value"], g["display"]) for g in (before or {}).get("groups", ())]
-    if before is None:
-        groups = _groups_of(user.id)
-    with _unique(f"A user with userName {doc['userName']!r} already exists."):
-        db.session.flush()
-        rendered = _render_written_user(user, rows, groups, base_url)
-        version = user.version
-        db.session.commit()
-    return rendered, version
-
-
-def _groups_of(user_id: str) -> list[tuple[str, str]]:
-    return [
-        (gid, name)
-        for gid, name in db.session.execute(
-            select(Group.id, Group.display_name)
-            .join(GroupMember, GroupMember.group_id == Group.id)
-            .where(GroupMember.member_id == user_id)
-            .order_by(Group.display_name_ci)
+        changes["password_hash"] = hash_password(password)
+    changes.update(version=version + 1, last_modified=utcnow())
+    conflict = f"A user with userName {doc['userName']!r} already exists."
+    with _unique(conflict):
+        if "user_name_ci" in changes:
+            _ensure_unique_user_name(doc["userName"], user_id)
+        updated = db.session.execute(
+            update(User).where(User.id == user_id, User.version == version).values(**changes)
         )
-    ]
+        if getattr(updated, "rowcount", 0) != 1:
+            db.session.rollback()
+            return None
+        if rewrite_values:
+            db.session.execute(delete(UserValue).where(UserValue.user_id == user_id))
+            if rows:
+                db.session.execute(insert(UserValue), rows)
+        outbox.record(
+            db.session,
+            "User",
+            user_id,
+            event,
+            {"version": version + 1, "password_changed": password is not None},
+        )
+        db.session.commit()
+    user = User(**{**snap.columns, **changes})
+    return _render_written_user(user, rows, snap.groups, base_url), version + 1
+
+
+def _retrying(
+    attempt: Callable[[bool], tuple[dict[str, Any], int] | None],
+) -> tuple[dict[str, Any], int]:
+    """First optimistically, with the change computed outside the write lock; if another
+    writer got there first, again holding the lock from the read on, which cannot lose."""
+    result = attempt(False)
+    if result is None:
+        result = attempt(True)
+    if result is None:  # the locked attempt holds the row: this would be a bug
+        raise InternalError("A locked update found its row changed.")
+    return result
 
 
 def replace_user(
@@ -359,19 +401,27 @@ def replace_user(
 ) -> tuple[dict[str, Any], int]:
     doc = canonicalize(body, USER_TYPE)
     password = doc.pop("password", None)
-    user = _load_user(user_id, lock=True)
-    check_if_match(if_match, user.version)
-    return _save_user(user, None, doc, password, "replaced", base_url)
+
+    def attempt(locked: bool) -> tuple[dict[str, Any], int] | None:
+        snap = _snapshot(user_id, if_match, base_url, locked)
+        return _save_user(snap, doc, password, "replaced", base_url, rewrite_values=True)
+
+    return _retrying(attempt)
 
 
 def patch_user(
     user_id: str, operations: list[dict[str, Any]], if_match: str | None, base_url: str
 ) -> tuple[dict[str, Any], int]:
-    user = _load_user(user_id, lock=True)
-    check_if_match(if_match, user.version)
-    current = _user_docs([user], base_url, FULL_USER)[0]
-    result = apply_patch(current, operations, USER_TYPE)
-    return _save_user(user, current, result.doc, result.password, "patched", base_url)
+    def attempt(locked: bool) -> tuple[dict[str, Any], int] | None:
+        snap = _snapshot(user_id, if_match, base_url, locked)
+        result = apply_patch(snap.doc, operations, USER_TYPE)
+        # Multi-valued attributes are rewritten only when the PATCH changed them.
+        changed = any(snap.doc.get(a) != result.doc.get(a) for a in mapping.MULTI_VALUED)
+        return _save_user(
+            snap, result.doc, result.password, "patched", base_url, rewrite_values=changed
+        )
+
+    return _retrying(attempt)
 
 
 def delete_user(user_id: str, if_match: str | None) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, exists, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased, scoped_session
 
 from models import OutboxEvent, utcnow
@@ -25,10 +25,20 @@ def record(
     event: str,
     payload: dict[str, Any],
 ) -> None:
-    session.add(
-        OutboxEvent(
-            resource_type=resource_type, resource_id=resource_id, event=event, payload=payload
-        )
+    # A Core insert: no unit-of-work bookkeeping on every write's hot path.
+    session.execute(
+        insert(OutboxEvent),
+        [
+            {
+                "resource_type": resource_type,
+                "resource_id": resource_id,
+                "event": event,
+                "payload": payload,
+                "status": "pending",
+                "attempts": 0,
+                "created_at": utcnow(),
+            }
+        ],
     )
 
 

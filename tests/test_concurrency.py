@@ -35,3 +35,20 @@ def test_parallel_creates_and_member_adds(scim: ScimClient, app: Flask) -> None:
     assert len(body["members"]) == 40
     # Every add bumped the version exactly once: nothing was lost between writers.
     assert body["meta"]["version"] == 'W/"41"'
+
+
+def test_parallel_patches_to_one_user_lose_nothing(scim: ScimClient, app: Flask) -> None:
+    user = scim.user("busy")
+
+    def work(i: int) -> int:
+        client = ScimClient(app.test_client(), scim.token)
+        op = {"op": "add", "path": "emails", "value": [{"value": f"e{i}@example.com"}]}
+        response = client.patch(f"/Users/{user['id']}", {"schemas": [PATCH], "Operations": [op]})
+        return int(response.status_code)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = list(pool.map(work, range(24)))
+    assert statuses == [200] * 24
+    body = scim.get(f"/Users/{user['id']}").get_json()
+    assert sorted(e["value"] for e in body["emails"]) == sorted(f"e{i}@example.com" for i in range(24))
+    assert body["meta"]["version"] == 'W/"25"'
