@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Loopback load and scale benchmark for a SCIM 2.0 server.
 
-Standalone: needs only the standard library and ``requests``.
+Standalone: needs only the standard library.
 
 Load mode (the default) runs a fixed number of requests per scenario, split
-across client threads (one ``requests.Session`` per thread), and prints
+across client threads (one keep-alive ``http.client`` connection per thread), and prints
 requests/s and latency percentiles::
 
     python benchmarks/scim_load.py --base-url http://127.0.0.1:8080/scim/v2 --token TOKEN \\
@@ -23,6 +23,7 @@ throwaway server or database.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import math
 import random
@@ -30,14 +31,13 @@ import re
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
-
-import requests
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -113,43 +113,71 @@ class Reply:
 
 
 class Client:
-    """Thin SCIM client with one ``requests.Session`` per thread."""
+    """Thin SCIM client: one persistent HTTP/1.1 connection per thread (``http.client``).
+
+    The client shares the machine with the server under test, so it is kept light: a
+    request costs it a fraction of what ``requests`` costs, and the figures measure the
+    server. A server that closes the connection after a response (HTTP/1.0, as the peer
+    ``scim2-server`` does) gets a new connection for the next request, which is its own cost.
+    """
 
     def __init__(self, base_url: str, token: str, timeout: float) -> None:
         self.base_url = base_url.rstrip("/")
+        parts = urllib.parse.urlsplit(self.base_url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"--base-url must be an http:// URL, got {base_url!r}")
+        self.host = parts.hostname
+        self.port = parts.port or 80
+        self.prefix = parts.path
         self.token = token
         self.timeout = timeout
+        self.headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": SCIM_JSON,
+            "Content-Type": SCIM_JSON,
+        }
         self._local = threading.local()
 
-    def session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.headers.update(
-                {
-                    "Authorization": f"Bearer {self.token}",
-                    "Accept": SCIM_JSON,
-                    "Content-Type": SCIM_JSON,
-                }
-            )
-            self._local.session = session
-        return session
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """This thread's connection, and whether it is reused from an earlier request."""
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn, True
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        self._local.conn = conn
+        return conn, False
+
+    def _drop(self, conn: http.client.HTTPConnection) -> None:
+        conn.close()
+        self._local.conn = None
 
     def call(self, method: str, path: str, body: Any = None) -> Reply:
         """Send one request; the timing covers sending and reading the whole response."""
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
-        session = self.session()
         started = time.perf_counter()
-        try:
-            response = session.request(
-                method, self.base_url + path, data=data, timeout=self.timeout
-            )
-            content = response.content
-        except requests.RequestException as exc:
+        while True:
+            conn, reused = self._connection()
+            try:
+                conn.request(method, self.prefix + path, body=data, headers=self.headers)
+                response = conn.getresponse()
+                content = response.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self._drop(conn)
+                if reused:
+                    # The server closed an idle keep-alive connection before reading this
+                    # request: send it again on a new one.
+                    started = time.perf_counter()
+                    continue
+                elapsed = time.perf_counter() - started
+                return Reply(method, path, 0, elapsed, b"", f"{type(exc).__name__}: {exc}")
+            except (http.client.HTTPException, OSError) as exc:
+                self._drop(conn)
+                elapsed = time.perf_counter() - started
+                return Reply(method, path, 0, elapsed, b"", f"{type(exc).__name__}: {exc}")
             elapsed = time.perf_counter() - started
-            return Reply(method, path, 0, elapsed, b"", f"{type(exc).__name__}: {exc}")
-        elapsed = time.perf_counter() - started
-        return Reply(method, path, response.status_code, elapsed, content)
+            if response.will_close:
+                self._drop(conn)
+            return Reply(method, path, response.status, elapsed, content)
 
 
 def check_status(reply: Reply, expected: Iterable[int]) -> str | None:
