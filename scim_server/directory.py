@@ -1,5 +1,5 @@
 """Use cases of the directory. Each write is one transaction holding the change and its
-outbox event; only this module commits. Views call these functions and serialise."""
+outbox event, committed here and nowhere else. Views call these functions and serialise."""
 
 from __future__ import annotations
 

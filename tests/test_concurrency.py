@@ -50,5 +50,6 @@ def test_parallel_patches_to_one_user_lose_nothing(scim: ScimClient, app: Flask)
         statuses = list(pool.map(work, range(24)))
     assert statuses == [200] * 24
     body = scim.get(f"/Users/{user['id']}").get_json()
-    assert sorted(e["value"] for e in body["emails"]) == sorted(f"e{i}@example.com" for i in range(24))
+    expected = sorted(f"e{i}@example.com" for i in range(24))
+    assert sorted(e["value"] for e in body["emails"]) == expected
     assert body["meta"]["version"] == 'W/"25"'
