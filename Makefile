@@ -21,7 +21,7 @@ test: $(BIN)/scim-server
 
 lint: $(BIN)/scim-server
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check scim_server models
+	$(BIN)/ruff format --check scim_server models tests benchmarks
 	$(BIN)/mypy
 
 conformance: $(BIN)/scim-server
