@@ -23,21 +23,25 @@ throwaway server or database.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import math
+import multiprocessing
+import queue
 import random
 import re
 import sys
 import threading
 import time
-import urllib.parse
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.queues import Queue as ProcessQueue
+from multiprocessing.synchronize import Barrier as ProcessBarrier
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -112,72 +116,154 @@ class Reply:
         return f"{self.method} {self.path} -> HTTP {self.status}: {truncate(text)}"
 
 
-class Client:
-    """Thin SCIM client: one persistent HTTP/1.1 connection per thread (``http.client``).
+# Characters left as they are in a request target (as ``requests`` does): reserved ones and
+# '%', so an already percent-encoded path is not encoded twice.
+URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
+STANDARD_ERROR_NAME = re.compile(r"\w*(Error|Exception|Timeout)$")
 
-    The client shares the machine with the server under test, so it is kept light: a
-    request costs it a fraction of what ``requests`` costs, and the figures measure the
-    server. A server that closes the connection after a response (HTTP/1.0, as the peer
-    ``scim2-server`` does) gets a new connection for the next request, which is its own cost.
+
+def describe_transport_error(exc: BaseException) -> str:
+    """``Name: message`` of a transport failure, the name ending in Error/Exception.
+
+    ``http.client.RemoteDisconnected``, ``IncompleteRead`` or ``socket.gaierror`` are shown
+    under their nearest standard base class, e.g. ``ConnectionResetError
+    (RemoteDisconnected): ...``, so ``error_kind`` groups them like any other.
+    """
+    name = type(exc).__name__
+    if STANDARD_ERROR_NAME.match(name) is None:
+        base = next(
+            klass.__name__
+            for klass in type(exc).__mro__
+            if STANDARD_ERROR_NAME.match(klass.__name__) is not None
+        )
+        name = f"{base} ({name})"
+    return f"{name}: {exc}"
+
+
+class Client:
+    """Minimal SCIM client: one persistent HTTP/1.1 connection per thread (``http.client``).
+
+    The client shares the machine with the server under test, so it is kept light: the
+    request is pre-rendered bytes (fixed headers rendered once), the response is read whole
+    with ``http.client.HTTPResponse``, and callers parse JSON only where a check needs it.
+    When the server closes the connection (``Connection: close``, HTTP/1.0 - the peer
+    ``scim2-server`` does so after every response - an idle timeout or a reset), the next
+    request opens a new one: that is counted in ``reconnects``, not as an error, and its
+    cost is in that request's latency, since it is the server's own cost.
     """
 
     def __init__(self, base_url: str, token: str, timeout: float) -> None:
         self.base_url = base_url.rstrip("/")
-        parts = urllib.parse.urlsplit(self.base_url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"--base-url must be an http:// URL, got {base_url!r}")
+        try:
+            parts = urlsplit(self.base_url)
+            port = parts.port
+        except ValueError as exc:
+            raise BenchmarkAbort(f"bad --base-url {base_url!r}: {exc}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise BenchmarkAbort(f"--base-url must be an http:// URL, got {base_url!r}")
+        if parts.query or parts.fragment:
+            raise BenchmarkAbort(f"--base-url must not have a query or fragment: {base_url!r}")
+        if re.search(r"[\x00-\x1f\x7f]", token):
+            raise BenchmarkAbort("the token contains control characters")
+        self.https = parts.scheme == "https"
         self.host = parts.hostname
-        self.port = parts.port or 80
-        self.prefix = parts.path
-        self.token = token
+        self.port = port or (443 if self.https else 80)
+        self.prefix = parts.path  # e.g. /scim/v2; request paths are appended to it
         self.timeout = timeout
-        self.headers = {
-            "Authorization": f"Bearer {token}",
-            "Accept": SCIM_JSON,
-            "Content-Type": SCIM_JSON,
-        }
+        host_header = parts.netloc.rpartition("@")[2]  # without any user:password@
+        try:
+            self._head = (
+                f"Host: {host_header}\r\n"
+                f"Authorization: Bearer {token}\r\n"
+                f"Accept: {SCIM_JSON}\r\n"
+                "User-Agent: scim_load\r\n"
+            ).encode("latin-1")
+        except UnicodeEncodeError:
+            raise BenchmarkAbort("the token and host must be ISO-8859-1 text") from None
+        self._body_head = f"Content-Type: {SCIM_JSON}\r\nContent-Length: ".encode()
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: set[http.client.HTTPConnection] = set()
+        self.connects = 0  # TCP connections opened
+        self.reconnects = 0  # of which replaced a connection the server had closed
 
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        """This thread's connection, and whether it is reused from an earlier request."""
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn, True
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        self._local.conn = conn
-        return conn, False
-
-    def _drop(self, conn: http.client.HTTPConnection) -> None:
-        conn.close()
-        self._local.conn = None
+    def render(self, method: str, path: str, data: bytes | None) -> bytes:
+        """The request bytes: request line, the fixed headers, and the body if any."""
+        target = quote(self.prefix + path, safe=URL_SAFE)  # a no-op for the usual paths
+        line = f"{method} {target} HTTP/1.1\r\n".encode()
+        if data is None:
+            return line + self._head + b"\r\n"
+        length = str(len(data)).encode()
+        return b"".join((line, self._head, self._body_head, length, b"\r\n\r\n", data))
 
     def call(self, method: str, path: str, body: Any = None) -> Reply:
-        """Send one request; the timing covers sending and reading the whole response."""
+        """Send one request; the timing covers (re)connecting, sending and reading it whole."""
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        request = self.render(method, path, data)
         started = time.perf_counter()
-        while True:
-            conn, reused = self._connection()
-            try:
-                conn.request(method, self.prefix + path, body=data, headers=self.headers)
-                response = conn.getresponse()
-                content = response.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
-                self._drop(conn)
-                if reused:
-                    # The server closed an idle keep-alive connection before reading this
-                    # request: send it again on a new one.
-                    started = time.perf_counter()
-                    continue
-                elapsed = time.perf_counter() - started
-                return Reply(method, path, 0, elapsed, b"", f"{type(exc).__name__}: {exc}")
-            except (http.client.HTTPException, OSError) as exc:
-                self._drop(conn)
-                elapsed = time.perf_counter() - started
-                return Reply(method, path, 0, elapsed, b"", f"{type(exc).__name__}: {exc}")
+        try:
+            status, content = self._exchange(method, request)
+        except (OSError, http.client.HTTPException) as exc:
             elapsed = time.perf_counter() - started
-            if response.will_close:
-                self._drop(conn)
-            return Reply(method, path, response.status, elapsed, content)
+            return Reply(method, path, 0, elapsed, b"", describe_transport_error(exc))
+        return Reply(method, path, status, time.perf_counter() - started, content)
+
+    def _exchange(self, method: str, request: bytes) -> tuple[int, bytes]:
+        local = self._local
+        conn: http.client.HTTPConnection | None = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = self._new_connection()
+            local.server_closed = False
+        reused = conn.sock is not None
+        if not reused:
+            self._connect(conn, reconnect=local.server_closed)
+            local.server_closed = False
+        response = conn.response_class(conn.sock, method=method)
+        try:
+            try:
+                conn.sock.sendall(request)
+                response.begin()
+            except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
+                # (RemoteDisconnected is a ConnectionResetError.) The server closed this
+                # kept-alive connection while it was idle, before answering: send the
+                # request again on a new one. A fresh connection is not retried.
+                if not reused:
+                    raise
+                response.close()
+                self._connect(conn, reconnect=True)
+                response = conn.response_class(conn.sock, method=method)
+                conn.sock.sendall(request)
+                response.begin()
+            content = response.read()
+        except BaseException:
+            response.close()
+            conn.close()  # in an unknown state: the next request opens a new one
+            local.server_closed = False
+            raise
+        if response.will_close:  # Connection: close, or HTTP/1.0 without keep-alive
+            conn.close()
+            local.server_closed = True
+        return response.status, content
+
+    def _new_connection(self) -> http.client.HTTPConnection:
+        if self.https:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout)
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+
+    def _connect(self, conn: http.client.HTTPConnection, reconnect: bool) -> None:
+        conn.close()
+        conn.connect()  # also sets TCP_NODELAY
+        with self._lock:
+            self._open.add(conn)
+            self.connects += 1
+            self.reconnects += reconnect
+
+    def close(self) -> None:
+        """Close every connection; only between phases, when no request is under way."""
+        with self._lock:
+            connections, self._open = self._open, set()
+        for conn in connections:
+            conn.close()
 
 
 def check_status(reply: Reply, expected: Iterable[int]) -> str | None:
@@ -229,8 +315,9 @@ def run_parallel(
     operation: Operation,
     progress_every: float = 0.0,
     progress_unit: str = "requests",
+    first: int = 0,
 ) -> Stats:
-    """Run ``operation(i)`` for i in [0, total) on ``threads`` threads.
+    """Run ``operation(i)`` for i in [first, first + total) on ``threads`` threads.
 
     Work is handed out from a shared counter, so the fixed total is split across
     the threads; no new request starts after ``max_seconds``.
@@ -258,7 +345,7 @@ def run_parallel(
             if index >= total:
                 break
             try:
-                seconds, error = operation(index)
+                seconds, error = operation(first + index)
             except Exception as exc:  # a bug or a malformed response: count it, keep going
                 seconds, error = 0.0, f"{type(exc).__name__}: {exc}"
             if error is None:
@@ -323,17 +410,28 @@ def print_errors(all_stats: Iterable[Stats]) -> None:
 
 
 class Names:
-    """Unique userNames for this run: bench-<run id>-<counter>."""
+    """Unique userNames for this run: bench-<run id>-<counter>.
 
-    def __init__(self, tag: str = "") -> None:
-        self.prefix = f"bench-{uuid.uuid4().hex[:8]}{tag}-"
+    A client process gets the run's prefix and a block of counters reserved for it.
+    """
+
+    def __init__(self, tag: str = "", prefix: str | None = None, start: int = 1) -> None:
+        self.prefix = prefix if prefix is not None else f"bench-{uuid.uuid4().hex[:8]}{tag}-"
         self._lock = threading.Lock()
-        self._counter = 0
+        self._next = start
 
     def next(self) -> str:
         with self._lock:
-            self._counter += 1
-            return f"{self.prefix}{self._counter:07d}"
+            number = self._next
+            self._next += 1
+        return f"{self.prefix}{number:07d}"
+
+    def reserve(self, count: int) -> int:
+        """Set aside ``count`` counters (for another process); returns the first."""
+        with self._lock:
+            first = self._next
+            self._next += count
+        return first
 
 
 def user_body(user_name: str) -> dict[str, Any]:
@@ -584,26 +682,43 @@ def run_load(args: argparse.Namespace) -> int:
         threads=args.threads,
         max_seconds=args.setup_max_seconds,
     )
+    client.close()
     if needs_pool and not pool.users:
         print_errors(setups)
         raise BenchmarkAbort("setup created no users")
 
+    processes = args.processes
+    clients = f"{processes} processes x {args.threads} threads" if processes > 1 else ""
     log(
-        f"server {client.base_url}: {population} users; {args.threads} threads, "
+        f"server {client.base_url}: {population} users; {clients or f'{args.threads} threads'}, "
         f"{args.requests} requests per scenario"
     )
     results: list[Stats] = []
     for scenario in scenarios:
-        operation = scenario_operation(scenario, client, names, pool, population)
         log(f"running {scenario} ...")
-        stats = run_parallel(
-            scenario, args.requests, args.threads, args.max_seconds, operation, progress_every=5.0
-        )
+        if processes > 1:
+            stats, reconnects = run_processes(args, scenario, names, pool, population)
+        else:
+            operation = scenario_operation(scenario, client, names, pool, population)
+            before = client.reconnects
+            stats = run_parallel(
+                scenario,
+                args.requests,
+                args.threads,
+                args.max_seconds,
+                operation,
+                progress_every=5.0,
+            )
+            client.close()
+            reconnects = client.reconnects - before
+        if reconnects:
+            log(f"  {scenario}: {reconnects} reconnects (the server closed the connection)")
         results.append(stats)
         if scenario == "create":
             population += stats.done - len(stats.errors)
 
-    print(f"SCIM load: {client.base_url}  threads={args.threads}  requests={args.requests}")
+    header = f"SCIM load: {client.base_url}  threads={args.threads}  requests={args.requests}"
+    print(header + (f"  processes={processes}" if processes > 1 else ""))
     print_table(results)
     print_errors([*setups, *results])
     failed = sum(len(stats.errors) for stats in [*setups, *results])
@@ -612,6 +727,7 @@ def run_load(args: argparse.Namespace) -> int:
             "mode": "load",
             "base_url": client.base_url,
             "threads": args.threads,
+            **({"processes": processes} if processes > 1 else {}),
             "requests_per_scenario": args.requests,
             "population": population,
             "setup_errors": sum(len(stats.errors) for stats in setups),
@@ -632,6 +748,172 @@ def run_load(args: argparse.Namespace) -> int:
         }
         print(json.dumps(document))
     return 1 if failed else 0
+
+
+# --------------------------------------------------------------------------- client processes
+
+PROCESS_START_TIMEOUT = 120.0  # seconds for the client processes of a scenario to get ready
+
+
+@dataclass
+class ShardTask:
+    """One client process's share of a load scenario (pickled to the process)."""
+
+    number: int
+    processes: int
+    scenario: str
+    base_url: str
+    token: str
+    timeout: float
+    threads: int
+    max_seconds: float
+    first: int  # this process sends requests first .. first + count - 1 of the scenario
+    count: int
+    users: list[tuple[str, str]]
+    population: int
+    names_prefix: str
+    names_start: int
+
+
+@dataclass
+class ShardResult:
+    """What a client process sends back: its raw figures, or why it could not run."""
+
+    number: int
+    latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    stopped_early: bool = False
+    created: list[tuple[str, str]] = field(default_factory=list)
+    reconnects: int = 0
+    failure: str | None = None
+
+
+def run_shard(task: ShardTask, barrier: ProcessBarrier, results: ProcessQueue[ShardResult]) -> None:
+    """Body of a client process: get ready, wait for the others, run its share."""
+    result = ShardResult(number=task.number)
+    client: Client | None = None
+    try:
+        client = Client(task.base_url, task.token, task.timeout)
+        pool = Pool()
+        pool.extend(task.users)
+        names = Names(prefix=task.names_prefix, start=task.names_start)
+        operation = scenario_operation(task.scenario, client, names, pool, task.population)
+        barrier.wait(PROCESS_START_TIMEOUT)
+        stats = run_parallel(
+            f"{task.scenario}[{task.number + 1}/{task.processes}]",
+            task.count,
+            task.threads,
+            task.max_seconds,
+            operation,
+            progress_every=5.0,
+            first=task.first,
+        )
+        result.latencies = stats.latencies
+        result.errors = stats.errors
+        result.stopped_early = stats.stopped_early
+        result.created = pool.users[len(task.users) :]
+        result.reconnects = client.reconnects
+    except BaseException as exc:  # tell the parent rather than leave it waiting
+        barrier.abort()
+        result.failure = f"{type(exc).__name__}: {exc}"
+    finally:
+        if client is not None:
+            client.close()
+    results.put(result)
+
+
+def run_processes(
+    args: argparse.Namespace, scenario: str, names: Names, pool: Pool, population: int
+) -> tuple[Stats, int]:
+    """Run one scenario from ``--processes`` client processes of ``--threads`` threads each.
+
+    The requests are split into contiguous index ranges, so the scenario sends the same
+    requests as from one process. The processes start together (after a barrier, so their
+    start-up is not timed); the wall time runs until the last one has reported. Latencies
+    are merged for the percentiles, users created are added to the pool. Returns the stats
+    and the number of reconnects.
+    """
+    processes = min(args.processes, args.requests)
+    share, extra = divmod(args.requests, processes)
+    names_start = names.reserve(args.requests)
+    users = list(pool.users)
+    tasks: list[ShardTask] = []
+    first = 0
+    for number in range(processes):
+        count = share + (1 if number < extra else 0)
+        tasks.append(
+            ShardTask(
+                number=number,
+                processes=processes,
+                scenario=scenario,
+                base_url=args.base_url,
+                token=args.token,
+                timeout=args.timeout,
+                threads=args.threads,
+                max_seconds=args.max_seconds,
+                first=first,
+                count=count,
+                users=users,
+                population=population,
+                names_prefix=names.prefix,
+                names_start=names_start + first,
+            )
+        )
+        first += count
+    # spawn: a fresh interpreter per process, nothing inherited from this one's threads.
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(processes + 1)
+    results: ProcessQueue[ShardResult] = context.Queue()
+    workers = [
+        context.Process(
+            target=run_shard,
+            args=(task, barrier, results),
+            name=f"{scenario}-{task.number + 1}",
+            daemon=True,
+        )
+        for task in tasks
+    ]
+    for worker in workers:
+        worker.start()
+    received: list[ShardResult] = []
+    try:
+        # A broken barrier means a process failed to get ready: its result says why.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(PROCESS_START_TIMEOUT)
+        started = time.perf_counter()
+        while len(received) < len(workers):
+            try:
+                received.append(results.get(timeout=0.5))
+                continue
+            except queue.Empty:
+                if any(worker.is_alive() for worker in workers):
+                    continue
+            try:  # every process has exited: what they sent has arrived by now
+                received.append(results.get(timeout=2.0))
+            except queue.Empty:
+                codes = ", ".join(str(worker.exitcode) for worker in workers)
+                raise BenchmarkAbort(
+                    f"{scenario}: {len(workers) - len(received)} client process(es) exited "
+                    f"without a result (exit codes {codes})"
+                ) from None
+        wall = time.perf_counter() - started
+    finally:
+        for worker in workers:
+            worker.join(timeout=5.0)
+            if worker.is_alive():
+                worker.terminate()
+                worker.join()
+    received.sort(key=lambda result: result.number)
+    failures = [f"process {r.number + 1}: {r.failure}" for r in received if r.failure]
+    if failures:
+        raise BenchmarkAbort(f"{scenario}: {'; '.join(failures)}")
+    stats = Stats(name=scenario, planned=args.requests, wall=wall)
+    for result in received:
+        stats.latencies.extend(result.latencies)
+        stats.errors.extend(result.errors)
+        stats.stopped_early = stats.stopped_early or result.stopped_early
+        pool.extend(result.created)
+    return stats, sum(result.reconnects for result in received)
 
 
 # --------------------------------------------------------------------------- scale mode
@@ -706,6 +988,7 @@ class Grower:
                 progress_every=3.0,
                 progress_unit="users",
             )
+            self.client.close()
             self.phases.append(stats)
 
     def _grow_bulk(self, count: int, label: str) -> None:
@@ -726,6 +1009,7 @@ class Grower:
             progress_every=3.0,
             progress_unit="bulk requests",
         )
+        self.client.close()
         self.phases.append(stats)
 
     def _send_bulk(self, user_names: list[str]) -> tuple[float, str | None]:
@@ -1063,6 +1347,13 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         "--requests", type=int, default=2000, help="requests per scenario (default 2000)"
     )
     load.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="client processes, each with --threads threads, splitting the requests "
+        "(default 1; more lets the client use more than one core)",
+    )
+    load.add_argument(
         "--scenarios",
         default=",".join(ALL_SCENARIOS),
         help=f"comma-separated, run in this order (default {','.join(ALL_SCENARIOS)})",
@@ -1139,7 +1430,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = (
         scale_parser.parse_args(arguments[1:]) if scale_mode else load_parser.parse_args(arguments)
     )
-    positive = ("threads", "requests", "users", "big_group", "samples", "bulk_size", "member_chunk")
+    positive = (
+        "threads",
+        "processes",
+        "requests",
+        "users",
+        "big_group",
+        "samples",
+        "bulk_size",
+        "member_chunk",
+    )
     for name in positive:
         value = getattr(args, name, 1)
         if value < 1:

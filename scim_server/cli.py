@@ -22,7 +22,7 @@ def upgrade_schema() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=int, help="gunicorn processes")
-@click.option("--threads", default=4, show_default=True, type=int, help="threads per process")
+@click.option("--threads", default=2, show_default=True, type=int, help="threads per process")
 @click.option(
     "--access-log/--no-access-log",
     default=True,
