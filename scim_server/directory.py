@@ -266,11 +266,6 @@ def _unique(conflict: str) -> Iterator[None]:
         raise Conflict(conflict) from exc
 
 
-def _commit(conflict: str = "The resource conflicts with an existing one.") -> None:
-    with _unique(conflict):
-        db.session.commit()
-
-
 def _render_written_user(
     user: User, rows: list[dict[str, Any]], groups: list[tuple[str, str]], base_url: str
 ) -> dict[str, Any]:
@@ -431,7 +426,7 @@ def delete_user(user_id: str, if_match: str | None) -> None:
     db.session.execute(delete(UserValue).where(UserValue.user_id == user_id))
     db.session.delete(user)
     outbox.record(db.session, "User", user_id, "deleted", {"userName": user.user_name})
-    _commit()
+    db.session.commit()
 
 
 # ---------------------------------------------------------------- groups
@@ -516,12 +511,13 @@ def create_group(body: dict[str, Any], base_url: str) -> tuple[dict[str, Any], i
         last_modified=now,
         version=1,
     )
-    db.session.add(group)
-    db.session.flush()
-    members = _apply_members(group.id, _member_change(doc))
-    outbox.record(db.session, "Group", group.id, "created", {"version": 1, **members})
-    _commit()
-    return get_group(group.id, base_url, FULL_GROUP)[0], group.version
+    with _unique(f"A group named {doc['displayName']!r} already exists."):
+        db.session.add(group)
+        db.session.flush()
+        members = _apply_members(group.id, _member_change(doc))
+        outbox.record(db.session, "Group", group.id, "created", {"version": 1, **members})
+        db.session.commit()
+    return get_group(group.id, base_url, FULL_GROUP)[0], 1
 
 
 def _member_change(doc: dict[str, Any]) -> MemberChange:
@@ -534,21 +530,23 @@ def _member_change(doc: dict[str, Any]) -> MemberChange:
 def _save_group(group: Group, doc: dict[str, Any], change: MemberChange | None, event: str) -> None:
     if doc["displayName"].lower() != group.display_name_ci:
         _ensure_unique_group_name(doc["displayName"], group.id)
-    members = _apply_members(group.id, change) if change else {}
-    # One UPDATE statement, so concurrent member adds never lose a version bump.
-    db.session.execute(
-        update(Group)
-        .where(Group.id == group.id)
-        .values(
-            display_name=doc["displayName"],
-            display_name_ci=doc["displayName"].lower(),
-            external_id=doc.get("externalId"),
-            version=Group.version + 1,
-            last_modified=utcnow(),
+    with _unique(f"A group named {doc['displayName']!r} already exists."):
+        members = _apply_members(group.id, change) if change else {}
+        # One UPDATE statement, so concurrent member adds never lose a version bump.
+        db.session.execute(
+            update(Group)
+            .where(Group.id == group.id)
+            .values(
+                display_name=doc["displayName"],
+                display_name_ci=doc["displayName"].lower(),
+                external_id=doc.get("externalId"),
+                version=Group.version + 1,
+                last_modified=utcnow(),
+            )
         )
-    )
-    outbox.record(db.session, "Group", group.id, event, {"version": group.version + 1, **members})
-    _commit()
+        version = group.version + 1
+        outbox.record(db.session, "Group", group.id, event, {"version": version, **members})
+        db.session.commit()
 
 
 def replace_group(
@@ -586,4 +584,4 @@ def delete_group(group_id: str, if_match: str | None) -> None:
     db.session.execute(delete(GroupMember).where(GroupMember.member_id == group_id))
     db.session.delete(group)
     outbox.record(db.session, "Group", group_id, "deleted", {"displayName": group.display_name})
-    _commit()
+    db.session.commit()

@@ -53,3 +53,15 @@ def test_parallel_patches_to_one_user_lose_nothing(scim: ScimClient, app: Flask)
     expected = sorted(f"e{i}@example.com" for i in range(24))
     assert sorted(e["value"] for e in body["emails"]) == expected
     assert body["meta"]["version"] == 'W/"25"'
+
+
+def test_racing_creates_of_one_name_give_one_201_and_409s(scim: ScimClient, app: Flask) -> None:
+    def create(kind_body: tuple[str, dict[str, str]]) -> int:
+        kind, body = kind_body
+        return int(ScimClient(app.test_client(), scim.token).post(kind, body).status_code)
+
+    jobs = [("/Users", {"userName": "same"})] * 6 + [("/Groups", {"displayName": "same"})] * 6
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = list(pool.map(create, jobs))
+    assert sorted(statuses[:6]) == [201] + [409] * 5
+    assert sorted(statuses[6:]) == [201] + [409] * 5
