@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -161,16 +162,16 @@ def get_group(
     return _group_docs([group], base_url, projection)[0], group.version
 
 
-def _load_user(user_id: str, *, lock: bool = False) -> User:
-    # lock: a read-modify-write holds the row (SELECT … FOR UPDATE on PostgreSQL; SQLite's
-    # write requests already hold the database lock).
-    user = db.session.get(User, user_id, with_for_update=lock or None)
+def _load_user(user_id: str) -> User:
+    user = db.session.get(User, user_id)
     if user is None:
         raise NotFound(f"User {user_id} not found.")
     return user
 
 
 def _load_group(group_id: str, *, lock: bool = False) -> Group:
+    # lock: a read-modify-write holds the row (SELECT … FOR UPDATE on PostgreSQL; SQLite's
+    # write requests already hold the database lock).
     group = db.session.get(Group, group_id, with_for_update=lock or None)
     if group is None:
         raise NotFound(f"Group {group_id} not found.")
@@ -267,10 +268,10 @@ def _unique(conflict: str) -> Iterator[None]:
 
 
 def _render_written_user(
-    user: User, rows: list[dict[str, Any]], groups: list[tuple[str, str]], base_url: str
+    user: Any, rows: list[dict[str, Any]], groups: list[tuple[str, str]], base_url: str
 ) -> dict[str, Any]:
     """The response for a write, from what was written: no second read of the database."""
-    values = [UserValue(**r) for r in rows]
+    values = [SimpleNamespace(**r) for r in rows]
     return mapping.user_to_doc(user, mapping.UserExtras(values, groups, None), base_url)
 
 
@@ -291,7 +292,7 @@ def create_user(body: dict[str, Any], base_url: str) -> tuple[dict[str, Any], in
             db.session.execute(insert(UserValue), rows)
         outbox.record(db.session, "User", columns["id"], "created", {"version": 1})
         db.session.commit()
-    return _render_written_user(User(**columns), rows, [], base_url), 1
+    return _render_written_user(SimpleNamespace(**columns), rows, [], base_url), 1
 
 
 @dataclass(frozen=True)
@@ -322,10 +323,16 @@ def _read_phase(locked: bool) -> Iterator[None]:
 
 def _snapshot(user_id: str, if_match: str | None, base_url: str, locked: bool) -> _Snapshot:
     with _read_phase(locked):
-        user = _load_user(user_id, lock=locked)
-        check_if_match(if_match, user.version)
-        columns = {c.name: getattr(user, c.name) for c in User.__table__.columns}
-        doc = _user_docs([user], base_url, FULL_USER)[0]
+        # A plain row, not an ORM object: the snapshot is read once and never flushed.
+        query = select(User.__table__).where(User.id == user_id)
+        if locked:
+            query = query.with_for_update()
+        row = db.session.execute(query).first()
+        if row is None:
+            raise NotFound(f"User {user_id} not found.")
+        check_if_match(if_match, row.version)
+        columns = dict(row._mapping)
+        doc = _user_docs([row], base_url, FULL_USER)[0]
     groups = [(grp["value"], grp["display"]) for grp in doc.get("groups", ())]
     return _Snapshot(columns, doc, groups)
 
@@ -374,7 +381,7 @@ def _save_user(
             {"version": version + 1, "password_changed": password is not None},
         )
         db.session.commit()
-    user = User(**{**snap.columns, **changes})
+    user = SimpleNamespace(**{**snap.columns, **changes})
     return _render_written_user(user, rows, snap.groups, base_url), version + 1
 
 

@@ -94,16 +94,22 @@ def _flatten(messages: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# Built once: a marshmallow schema is reusable across requests and threads.
+PATCH_REQUEST = PatchRequest()
+SEARCH_REQUEST = SearchRequest()
+BULK_REQUEST = BulkRequest()
+
+
 def patch_operations(body: Any) -> list[dict[str, Any]]:
-    data = load(PatchRequest(), body)
+    data = load(PATCH_REQUEST, body)
     ops = data["Operations"]
     assert isinstance(ops, list)
     return ops
 
 
 def search_request(body: Any) -> dict[str, Any]:
-    return load(SearchRequest(), body, syntax_error=False)
+    return load(SEARCH_REQUEST, body, syntax_error=False)
 
 
 def bulk_request(body: Any) -> dict[str, Any]:
-    return load(BulkRequest(), body)
+    return load(BULK_REQUEST, body)
