@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Loopback load and scale benchmark for a SCIM 2.0 server.
 
-Standalone: needs only the standard library.
+Standalone: needs only the standard library. The client is kept light so the
+figures measure the server: one keep-alive ``http.client`` connection per thread,
+pre-rendered requests, JSON parsed only where a check needs it (see ``Client``).
 
 Load mode (the default) runs a fixed number of requests per scenario, split
-across client threads (one keep-alive ``http.client`` connection per thread), and prints
+across client threads (and, with --processes, client processes), and prints
 requests/s and latency percentiles::
 
     python benchmarks/scim_load.py --base-url http://127.0.0.1:8080/scim/v2 --token TOKEN \\
-        [--threads 8] [--requests 2000] [--scenarios create,get,filter,patch,page100] [--json]
+        [--threads 8] [--processes 1] [--requests 2000] \\
+        [--scenarios create,get,filter,patch,page100] [--json]
 
 Scale mode measures how two operations behave as the directory grows::
 
