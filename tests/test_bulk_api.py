@@ -69,7 +69,10 @@ def test_bulk_put_patch_delete_and_errors(scim: ScimClient) -> None:
     ops = response.get_json()["Operations"]
     assert [o["status"] for o in ops] == ["200", "409", "404", "412"]
     assert ops[1]["response"]["scimType"] == "uniqueness"
-    assert scim.get(f"/Users/{user['id']}").get_json()["title"] == "Boss"
+    after = scim.get(f"/Users/{user['id']}").get_json()
+    assert after["title"] == "Boss"
+    assert ops[0]["version"] == after["meta"]["version"]
+    assert ops[0]["location"] == after["meta"]["location"]
 
 
 def test_fail_on_errors_stops_processing(scim: ScimClient) -> None:
