@@ -16,8 +16,15 @@ from models import Base
 
 db = SQLAlchemy(model_class=Base)
 
-WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 LOCK_KEY = "scim_write_lock"
+
+
+def is_write_request() -> bool:
+    """Whether the current request may change the directory. POST /.search only reads: it is
+    a POST to keep the filter out of URLs (RFC 7644 §3.4.3)."""
+    is_search = request.method == "POST" and request.path.rstrip("/").endswith("/.search")
+    return request.method not in READ_METHODS and not is_search
 
 
 def _is_sqlite(dbapi_connection: Any) -> bool:
@@ -59,11 +66,7 @@ def _sqlite_begin(conn: Connection) -> None:
     """
     if conn.dialect.name != "sqlite":
         return
-    writing = not has_request_context() or (
-        request.method in WRITE_METHODS
-        and not request.path.endswith("/.search")
-        and not g.get("read_phase", False)
-    )
+    writing = not has_request_context() or (is_write_request() and not g.get("read_phase", False))
     if writing:
         fd = conn.connection.info.get(LOCK_KEY)
         if fd is not None and not conn.connection.info.get("locked"):

@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from scim_server import auth
 from scim_server.api.http import scim_json
+from scim_server.db import is_write_request
 from scim_server.errors import (
     Forbidden,
     InternalError,
@@ -24,7 +25,6 @@ from scim_server.errors import (
 
 log = logging.getLogger("scim_server.api")
 PREFIX = "/scim/v2"
-READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
 def register(app: Flask) -> None:
@@ -46,9 +46,7 @@ def register(app: Flask) -> None:
             response = scim_json(Unauthorized("A valid bearer token is required.").to_scim(), 401)
             response.headers["WWW-Authenticate"] = 'Bearer realm="SCIM"'
             return response
-        # POST /.search reads; it is a POST only to keep the filter out of URLs.
-        is_search = request.method == "POST" and request.path.rstrip("/").endswith("/.search")
-        if principal.read_only and request.method not in READ_METHODS and not is_search:
+        if principal.read_only and is_write_request():
             return scim_json(Forbidden("This token is read-only.").to_scim(), 403)
         g.principal = principal
         return None
@@ -74,8 +72,9 @@ def register(app: Flask) -> None:
             if status == 400:
                 body["scimType"] = "invalidSyntax"
         response = scim_json(body, status)
-        if status == 405 and exc.get_response().headers.get("Allow"):
-            response.headers["Allow"] = exc.get_response().headers["Allow"]
+        allow = exc.get_response().headers.get("Allow") if status == 405 else None
+        if allow:
+            response.headers["Allow"] = allow
         return response
 
     @app.errorhandler(DataError)
