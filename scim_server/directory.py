@@ -43,13 +43,11 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
 
 def check_if_match(if_match: str | None, version: int) -> None:
     """RFC 7644 §3.14: a stale If-Match is 412 Precondition Failed."""
-    if not if_match:
+    if not if_match or mapping.etag_matches(if_match, version):
         return
-    tags = [t.strip() for t in if_match.split(",")]
-    current = mapping.etag(version)
-    if "*" in tags or current in tags or current.removeprefix("W/") in tags:
-        return
-    raise PreconditionFailed(f"The resource has changed: its version is now {current}.")
+    raise PreconditionFailed(
+        f"The resource has changed: its version is now {mapping.etag(version)}."
+    )
 
 
 @dataclass(frozen=True)

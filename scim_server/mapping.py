@@ -88,6 +88,14 @@ def etag(version: int) -> str:
     return f'W/"{version}"'
 
 
+def etag_matches(header: str, version: int) -> bool:
+    """RFC 7232 §2.3.2 weak comparison of an If-Match / If-None-Match list with the current
+    version: `*`, `W/"3"` and `"3"` all match version 3."""
+    current = etag(version)
+    tags = [t.strip() for t in header.split(",")]
+    return "*" in tags or current in tags or current.removeprefix("W/") in tags
+
+
 def iso(moment: datetime) -> str:
     return moment.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
 

@@ -12,7 +12,7 @@ from scim_server import directory
 from scim_server.api import envelopes
 from scim_server.api.http import base_url, json_body, paging, scim_json
 from scim_server.errors import InvalidFilter, InvalidValue, NotImplementedScim
-from scim_server.mapping import etag
+from scim_server.mapping import etag, etag_matches
 from scim_server.scim import projection as proj
 from scim_server.scim.schema import GROUP_TYPE, LIST_RESPONSE, USER_TYPE, ResourceType
 
@@ -168,9 +168,7 @@ def get(resource: str, ident: str) -> Response:
     doc, version = kind.get(ident, base_url(), _projection(kind.rtype))
     # RFC 7644 §3.14: If-None-Match with the current version is 304 Not Modified.
     if_none = request.headers.get("If-None-Match")
-    if if_none and (
-        if_none.strip() == "*" or etag(version) in [t.strip() for t in if_none.split(",")]
-    ):
+    if if_none and etag_matches(if_none, version):
         return Response(status=304, headers={"ETag": etag(version)})
     return _resource_response(doc, version)
 
