@@ -119,11 +119,12 @@ def _members_of(group_ids: Sequence[str]) -> dict[str, list[tuple[str, str, str 
             GroupMember.group_id,
             GroupMember.member_id,
             GroupMember.member_type,
+            # The member's current displayName; else what the client gave; else its userName.
             func.coalesce(
-                GroupMember.display,
                 User.display_name,
-                User.user_name,
                 member_group.c.display_name,
+                GroupMember.display,
+                User.user_name,
             ),
         )
         .outerjoin(User, User.id == GroupMember.member_id)

@@ -149,12 +149,31 @@ def test_adding_one_member_does_not_load_the_group(scim: ScimClient, app: Flask)
     assert len(scim.get(f"/Groups/{group['id']}").get_json()["members"]) == 30
 
 
-def test_member_display_given_by_client_is_kept(scim: ScimClient) -> None:
+def test_member_display_follows_the_members_current_display_name(scim: ScimClient) -> None:
     a = scim.user("a", displayName="Alice")
+    b = scim.user("b")  # no displayName
     group = scim.group("Team")
     _patch(
         scim,
         group["id"],
-        {"op": "add", "path": "members", "value": [{"value": a["id"], "display": "Alice Liddell"}]},
+        {
+            "op": "add",
+            "path": "members",
+            "value": [
+                {"value": a["id"], "display": "Alice Liddell"},
+                {"value": b["id"], "display": "Bob B."},
+            ],
+        },
     )
-    assert scim.get(f"/Groups/{group['id']}").get_json()["members"][0]["display"] == "Alice Liddell"
+    scim.patch(
+        f"/Users/{a['id']}",
+        {
+            "schemas": [PATCH],
+            "Operations": [{"op": "replace", "path": "displayName", "value": "Al"}],
+        },
+    )
+    members = {
+        m["value"]: m["display"] for m in scim.get(f"/Groups/{group['id']}").get_json()["members"]
+    }
+    # The member's current displayName wins; without one, the display the client gave.
+    assert members == {a["id"]: "Al", b["id"]: "Bob B."}

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, request
 
 from scim_server.api import envelopes
 from scim_server.api.http import base_url, json_body, scim_json
-from scim_server.api.resources import KINDS
+from scim_server.api.resources import KINDS, patch_operations, resource_body
 from scim_server.db import db
 from scim_server.errors import Conflict, InvalidSyntax, InvalidValue, PayloadTooLarge, ScimError
 from scim_server.mapping import etag
@@ -98,7 +98,7 @@ def _run(op: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
         if method == "POST" and ident is None:
             if not op.get("bulkId"):
                 raise InvalidValue("A bulk POST requires a bulkId.")
-            doc, version = kind.create(_object(data), base_url())
+            doc, version = kind.create(resource_body(kind, _object(data)), base_url())
             ids[op["bulkId"]] = doc["id"]
             return {
                 **out,
@@ -111,10 +111,12 @@ def _run(op: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
                 f"{method} needs a resource path such as /{parts[0]}/ID.", "invalidPath"
             )
         if method == "PUT":
-            _, version = kind.replace(ident, _object(data), op.get("version"), base_url())
+            _, version = kind.replace(
+                ident, resource_body(kind, _object(data)), op.get("version"), base_url()
+            )
         elif method == "PATCH":
             _, version = kind.patch(
-                ident, envelopes.patch_operations(data), op.get("version"), base_url()
+                ident, patch_operations(kind, data), op.get("version"), base_url()
             )
         elif method == "DELETE":
             kind.delete(ident, op.get("version"))

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
 
 from scim_server.errors import InvalidSyntax, InvalidValue
 
 
-class _Envelope(Schema):
+class _Message(Schema):
+    """A message object whose member names are matched case-insensitively (RFC 7643 §2.1)."""
+
     class Meta:
         unknown = EXCLUDE
 
+    @pre_load
+    def _canonical_names(self, data: Any, **_: Any) -> Any:
+        return _lower_keys_named(data, tuple(self.fields)) if isinstance(data, dict) else data
+
+
+class _Envelope(_Message):
     schemas = fields.List(fields.String(), load_default=list)
 
 
-class PatchOperation(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
+class PatchOperation(_Message):
     op = fields.String(required=True)
     path = fields.String(load_default=None, allow_none=True)
     value = fields.Raw(load_default=None, allow_none=True)
@@ -42,10 +47,7 @@ class SearchRequest(_Envelope):
     count = fields.Integer(load_default=None, allow_none=True, strict=False)
 
 
-class BulkOperation(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
+class BulkOperation(_Message):
     method = fields.String(required=True)
     bulkId = fields.String(load_default=None, allow_none=True)
     version = fields.String(load_default=None, allow_none=True)
@@ -67,7 +69,6 @@ def _lower_keys_named(body: dict[str, Any], names: tuple[str, ...]) -> dict[str,
 def load(schema: Schema, body: Any, syntax_error: bool = True) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidSyntax("The request body must be a JSON object.")
-    body = _lower_keys_named(body, tuple(schema.fields))
     try:
         result: dict[str, Any] = schema.load(body)
     except ValidationError as exc:

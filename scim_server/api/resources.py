@@ -13,6 +13,7 @@ from scim_server.api import envelopes
 from scim_server.api.http import base_url, json_body, paging, scim_json
 from scim_server.errors import InvalidFilter, InvalidValue, NotImplementedScim
 from scim_server.mapping import etag, etag_matches
+from scim_server.scim import dialects
 from scim_server.scim import projection as proj
 from scim_server.scim.schema import GROUP_TYPE, LIST_RESPONSE, USER_TYPE, ResourceType
 
@@ -156,7 +157,7 @@ def search_all() -> Response:
 @bp.post("/<any(Users, Groups):resource>")
 def create(resource: str) -> Response:
     kind = KINDS[resource]
-    doc, version = kind.create(_body(), base_url())
+    doc, version = kind.create(resource_body(kind, json_body()), base_url())
     if request.args.get("attributes") or request.args.get("excludedAttributes"):
         doc = proj.apply(doc, kind.rtype, _projection(kind.rtype))
     return _resource_response(doc, version, 201)
@@ -176,14 +177,15 @@ def get(resource: str, ident: str) -> Response:
 @bp.put("/<any(Users, Groups):resource>/<ident>")
 def replace(resource: str, ident: str) -> Response:
     kind = KINDS[resource]
-    doc, version = kind.replace(ident, _body(), request.headers.get("If-Match"), base_url())
+    body = resource_body(kind, json_body())
+    doc, version = kind.replace(ident, body, request.headers.get("If-Match"), base_url())
     return _resource_response(proj.apply(doc, kind.rtype, _projection(kind.rtype)), version)
 
 
 @bp.patch("/<any(Users, Groups):resource>/<ident>")
 def patch(resource: str, ident: str) -> Response:
     kind = KINDS[resource]
-    operations = envelopes.patch_operations(json_body())
+    operations = patch_operations(kind, json_body())
     doc, version = kind.patch(ident, operations, request.headers.get("If-Match"), base_url())
     if doc is not None:
         return _resource_response(proj.apply(doc, kind.rtype, _projection(kind.rtype)), version)
@@ -199,11 +201,17 @@ def delete(resource: str, ident: str) -> Response:
     return Response(status=204)
 
 
-def _body() -> dict[str, Any]:
-    body = json_body()
+def resource_body(kind: Kind, body: Any) -> dict[str, Any]:
+    """A POST or PUT body, with the identity providers' dialects made RFC-shaped."""
     if not isinstance(body, dict):
         raise InvalidValue("The request body must be a JSON object.")
-    return body
+    normalised: dict[str, Any] = dialects.resource_body(body, kind.rtype)
+    return normalised
+
+
+def patch_operations(kind: Kind, body: Any) -> list[dict[str, Any]]:
+    """A PatchOp's operations, with the identity providers' dialects made RFC-shaped."""
+    return dialects.patch_operations(envelopes.patch_operations(body), kind.rtype)
 
 
 @bp.route("/Me", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

@@ -133,21 +133,21 @@ def apply_patch(
 def _parse_operation(raw: Any, index: int) -> tuple[str, str | None, Any]:
     """RFC 7644 §3.5.2: each operation has an "op", an optional "path" and a "value".
 
-    Member names are case-insensitive, and so is the op's value: Microsoft Entra sends
-    "Add", "Replace" and "Remove".
+    Member names are case-insensitive (RFC 7643 §2.1); the op is "add", "remove" or
+    "replace" (clients' capitalised ops are made so in `dialects`).
     """
     if not isinstance(raw, dict):
         raise InvalidSyntax(f"Operation {index} must be a JSON object.")
     fields = {k.lower(): v for k, v in raw.items() if isinstance(k, str)}
     op = fields.get("op")
-    if not isinstance(op, str) or op.lower() not in OPS:
+    if not isinstance(op, str) or op not in OPS:
         raise InvalidSyntax(f"Operation {index}: op must be add, remove or replace, not {op!r}.")
     path = fields.get("path")
     if path is not None and not isinstance(path, str):
         raise InvalidPath(f"Operation {index}: path must be a string.")
     if isinstance(path, str) and not path.strip():
         path = None
-    return op.lower(), path, fields.get("value")
+    return op, path, fields.get("value")
 
 
 def _resolve_target(rtype: ResourceType, path: PatchPath) -> _Target:

@@ -76,16 +76,13 @@ def canonical_item(attr: Attribute, value: Any, *, name: str | None = None) -> A
     """Validate one value of `attr` (one element when multi-valued).
 
     A complex value keeps only known, writable, non-null sub-attributes under their canonical
-    names. A plain string for a single complex attribute with a `value` sub-attribute (Entra
-    sends `manager` this way) becomes `{"value": ...}`.
+    names.
     """
     label = name or attr.name
     if attr is MEMBERS:
         return canonical_member(value)
     if attr.type != "complex":
         return _simple(attr, value, label)
-    if isinstance(value, str) and not attr.multi_valued and attr.sub("value") is not None:
-        value = {"value": value}
     if not isinstance(value, dict):
         raise InvalidValue(f"{label} must be a JSON object.")
     out: dict[str, Any] = {}

@@ -341,6 +341,13 @@ def resolve(rtype: ResourceType, path: str) -> tuple[Schema, Attribute, Attribut
     attr = schema.attr(head)
     if attr is None and schema is rtype.schema:
         attr = next((a for a in COMMON if a.name.lower() == head.lower()), None)
+    if attr is None and schema is rtype.schema and rest == path:
+        # Microsoft Entra ID names extension attributes without their URN (`manager` in the
+        # filter `id eq "…" and manager eq "…"` and in PATCH paths). One extension attribute
+        # of that name is unambiguous, so the name resolves to it (see `dialects`).
+        found = [(s, a) for s in rtype.extensions if (a := s.attr(head)) is not None]
+        if len(found) == 1:
+            schema, attr = found[0]
     if attr is None:
         return None
     if not tail:
