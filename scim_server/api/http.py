@@ -16,11 +16,19 @@ def scim_json(body: Any, status: int = 200, headers: dict[str, str] | None = Non
     response = Response(
         json.dumps(body, separators=(",", ":"), ensure_ascii=False),
         status=status,
-        content_type=SCIM_CONTENT_TYPE,
+        content_type=_content_type(),
     )
     for key, value in (headers or {}).items():
         response.headers[key] = value
     return response
+
+
+def _content_type() -> str:
+    """application/scim+json (RFC 7644 §3.1), unless the client asks for application/json
+    only: OneLogin's SCIM connector documents that it wants application/json answers."""
+    offered = (SCIM_CONTENT_TYPE, "application/json")
+    best = request.accept_mimetypes.best_match(offered, default=SCIM_CONTENT_TYPE)
+    return "application/json" if best == "application/json" else SCIM_CONTENT_TYPE
 
 
 def base_url() -> str:

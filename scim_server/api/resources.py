@@ -74,7 +74,7 @@ def _list(kind_names: list[str], params: dict[str, Any]) -> Response:
     if order not in ("ascending", "descending"):
         raise InvalidValue("sortOrder must be 'ascending' or 'descending'.")
     query = directory.ListQuery(
-        filter=params.get("filter") or None,
+        filter=dialects.filter_text(params.get("filter")) or None,
         sort_by=params.get("sortBy") or None,
         descending=order == "descending",
         start_index=start,

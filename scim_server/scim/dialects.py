@@ -17,6 +17,8 @@ member value, which is derived from the id and so dropped, `null` included (Entr
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from scim_server.errors import ScimError
@@ -31,6 +33,44 @@ def resource_body(body: Any, rtype: ResourceType) -> Any:
     if not isinstance(body, dict):
         return body  # not an object: the RFC engine answers with the error
     return _object(body, rtype, prefix="")
+
+
+_COMPARE = frozenset({"eq", "ne", "co", "sw", "ew", "gt", "ge", "lt", "le"})
+_JSON_LITERAL = re.compile(r"(?i:true|false|null)$|-?\d+(\.\d+)?([eE][+-]?\d+)?$")
+
+
+def filter_text(text: str | None) -> str | None:
+    """Microsoft's Entra tutorial shows filters with bare values (`externalId eq jyoung`,
+    `id eq 54D3… and manager eq 2819…`). A bare word after a comparison operator that is no
+    JSON literal or number is read as a string; quoted strings are left as they are."""
+    if not text:
+        return text
+    out: list[str] = []
+    previous = ""
+    i, n = 0, len(text)
+    while i < n:
+        char = text[i]
+        if char == '"':  # copy a JSON string whole, escapes included
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            out.append(text[i : j + 1])
+            previous, i = "", j + 1
+        elif char.isspace() or char in "()[]":
+            out.append(char)
+            if not char.isspace():
+                previous = ""
+            i += 1
+        else:
+            j = i
+            while j < n and not text[j].isspace() and text[j] not in '()[]"':
+                j += 1
+            word = text[i:j]
+            if previous in _COMPARE and not _JSON_LITERAL.match(word):
+                word = json.dumps(word)
+            out.append(word)
+            previous, i = word.lower(), j
+    return "".join(out)
 
 
 def patch_operations(operations: list[dict[str, Any]], rtype: ResourceType) -> list[dict[str, Any]]:
@@ -135,11 +175,51 @@ def _object(body: dict[str, Any], rtype: ResourceType, prefix: str) -> dict[str,
             out[key] = value
             continue
         schema, attr, sub = found
-        if sub is None and f"{schema.id}:{attr.name}" == _MANAGER and isinstance(value, str):
-            # Entra ID: the manager as a bare id string (see `_manager_operation`).
-            value = {"value": value} if value.strip() else None
-        out[key] = _value(sub or attr, value)
+        if sub is None and f"{schema.id}:{attr.name}" == _MANAGER:
+            value = _manager_value(value)
+        out[key] = _unassigned_if_empty(sub or attr, _value(sub or attr, value))
     return out
+
+
+def _manager_value(value: Any) -> Any:
+    """Entra ID sends the manager as a bare id string (see `_manager_operation`). OneLogin's
+    SCIM templates send `{"managerId": "…", "displayName": "…"}`, and an empty `managerId`
+    when the user has no manager."""
+    if isinstance(value, str):
+        return {"value": value} if value.strip() else None
+    if isinstance(value, dict):
+        fields = {k.lower(): k for k in value if isinstance(k, str)}
+        if "managerid" in fields and "value" not in fields:
+            ident = value[fields["managerid"]]
+            return {"value": ident} if isinstance(ident, str) and ident.strip() else None
+    return value
+
+
+def _unassigned_if_empty(attr: Attribute, value: Any) -> Any:
+    """OneLogin fills its SCIM JSON template with "" where the user has no value:
+    `"title": ""`, `{"value": "", "type": "fax"}`, `"organization": ""`. An empty string in an
+    optional attribute is read as unassigned (RFC 7643 §2.5), and a multi-valued item whose
+    `value` is empty is dropped. A required attribute keeps its "" so that it is refused."""
+    if attr.required:
+        return value
+    if isinstance(value, str):
+        return None if not value.strip() else value
+    if attr.multi_valued and isinstance(value, list):
+        return [_without_empty(item) for item in value if not _empty_item(item)]
+    return _without_empty(value)
+
+
+def _without_empty(item: Any) -> Any:
+    if not isinstance(item, dict):
+        return item
+    return {k: v for k, v in item.items() if not (isinstance(v, str) and not v.strip())}
+
+
+def _empty_item(item: Any) -> bool:
+    if not isinstance(item, dict):
+        return isinstance(item, str) and not item.strip()
+    fields = {k.lower(): v for k, v in item.items() if isinstance(k, str)}
+    return isinstance(fields.get("value"), str) and not fields["value"].strip()
 
 
 def _value(attr: Attribute, value: Any) -> Any:
