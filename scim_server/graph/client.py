@@ -1,0 +1,425 @@
+"""The Microsoft Graph client: msal for tokens, one `requests.Session` for calls.
+
+One code path for graph.microsoft.com and for the emulator: only `GraphSettings` differ.
+Every call has an explicit timeout. Failures raise the types in `errors`; nothing is retried
+here (the sync engine decides). Facts relied on are in shared/reference/graph.md; each
+operation names its Graph documentation page.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import msal
+import requests
+
+from scim_server.graph.errors import AuthError, GraphError, Transient, classify, from_response
+from scim_server.graph.settings import GraphSettings
+
+BATCH_LIMIT = 20  # https://learn.microsoft.com/graph/json-batching
+BIND_LIMIT = 20  # members@odata.bind: https://learn.microsoft.com/graph/api/group-update
+
+
+class GraphSession(requests.Session):
+    """A session whose every request carries a timeout and the TLS trust of the settings.
+
+    `verify` is passed per request: a session-level `verify` is silently overridden by
+    `REQUESTS_CA_BUNDLE` in the environment, a per-request path is not. msal uses this session
+    too, so its discovery and token calls get the same timeout and trust.
+    """
+
+    def __init__(self, verify: str | bool, timeout: float) -> None:
+        super().__init__()
+        self._graph_verify = verify
+        self._graph_timeout = timeout
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self._graph_timeout
+        if kwargs.get("verify") is None:
+            kwargs["verify"] = self._graph_verify
+        return super().request(method, url, *args, **kwargs)
+
+
+def _credential(settings: GraphSettings) -> str | dict[str, Any]:
+    if settings.client_secret is not None:
+        return settings.client_secret
+    assert settings.cert_path is not None
+    path = Path(settings.cert_path)
+    if path.suffix.lower() in (".pfx", ".p12"):
+        credential: dict[str, Any] = {"private_key_pfx_path": str(path)}
+        if settings.cert_passphrase:
+            credential["passphrase"] = settings.cert_passphrase
+        return credential
+    return _pem_credential(path.read_bytes(), settings.cert_passphrase)
+
+
+def _pem_credential(pem: bytes, passphrase: str | None) -> dict[str, Any]:
+    """A PEM file holding the private key and its certificate, as msal wants it: the key, the
+    certificate's SHA-1 thumbprint, and the certificate itself."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    password = passphrase.encode() if passphrase else None
+    key = serialization.load_pem_private_key(pem, password=password)
+    cert = x509.load_pem_x509_certificate(pem)
+    return {
+        "private_key": key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode(),
+        # msal sends the certificate's SHA-1 thumbprint as the assertion's x5t header.
+        "thumbprint": cert.fingerprint(hashes.SHA1()).hex(),
+        "public_certificate": cert.public_bytes(serialization.Encoding.PEM).decode(),
+    }
+
+
+class TokenProvider:
+    """One msal ConfidentialClientApplication per provider (keep one per process): msal's
+    token cache then serves tokens until 5 minutes before they expire.
+
+    The app is built at the first token, because msal reads the authority's OpenID
+    configuration when it is built. msal also caches some failures (a 400 for 60 s, a 429 or
+    5xx for Retry-After): a fixed configuration needs a new provider to be tried at once.
+    """
+
+    def __init__(self, settings: GraphSettings, session: requests.Session) -> None:
+        self._settings = settings
+        self._session = session
+        self._app: msal.ConfidentialClientApplication | None = None
+        self._lock = threading.Lock()
+
+    def _application(self) -> msal.ConfidentialClientApplication:
+        with self._lock:
+            if self._app is None:
+                s = self._settings
+                self._app = msal.ConfidentialClientApplication(
+                    s.client_id,
+                    client_credential=_credential(s),
+                    authority=s.authority,
+                    http_client=self._session,
+                    # msal asks login.microsoftonline.com about any other host unless told
+                    # not to; the emulator and sovereign test hosts are not on its list.
+                    instance_discovery=s.instance_discovery,
+                )
+            return self._app
+
+    def token(self) -> str:
+        try:
+            result = self._application().acquire_token_for_client(scopes=[self._settings.scope])
+        except requests.RequestException as exc:
+            raise Transient(f"Token endpoint unreachable: {type(exc).__name__}") from None
+        except ValueError as exc:  # msal: the authority's discovery document was unusable
+            raise AuthError(f"Authority {self._settings.authority} refused: {exc}") from None
+        if not isinstance(result, dict) or "access_token" not in result:
+            error = result.get("error", "unknown_error") if isinstance(result, dict) else "?"
+            description = result.get("error_description", "") if isinstance(result, dict) else ""
+            # The description names the AADSTS code and never carries the secret.
+            first_line = description.splitlines()[0] if description else ""
+            raise AuthError(f"Token request failed: {error}: {first_line}")
+        token: str = result["access_token"]
+        return token
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One part of a JSON batch. `url` is relative to the version root (`/users`)."""
+
+    id: str
+    method: str
+    url: str
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    depends_on: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "method": self.method, "url": self.url}
+        headers = dict(self.headers)
+        if self.body is not None:
+            out["body"] = self.body
+            headers.setdefault("Content-Type", "application/json")
+        if headers:
+            out["headers"] = headers
+        if self.depends_on:
+            out["dependsOn"] = list(self.depends_on)
+        return out
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    id: str
+    status: int
+    headers: dict[str, str]
+    body: Any
+    error: GraphError | None  # the typed error of a failed part (424, 429, 4xx, 5xx)
+
+
+@dataclass(frozen=True)
+class DeltaPage:
+    """All changes since the last delta link, and the link to ask for the next ones."""
+
+    items: list[dict[str, Any]]
+    delta_link: str
+
+
+def _odata_string(value: str) -> str:
+    """An OData string literal: single quotes doubled (OData ABNF, `SQUOTE-in-string`)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+class GraphClient:
+    def __init__(
+        self,
+        settings: GraphSettings,
+        session: requests.Session | None = None,
+        tokens: TokenProvider | None = None,
+    ) -> None:
+        self.settings = settings
+        self.session = session or GraphSession(settings.verify, settings.timeout)
+        self.tokens = tokens or TokenProvider(settings, self.session)
+
+    # ------------------------------------------------------------ transport
+
+    def _url(self, path: str) -> str:
+        return path if path.startswith(("https://", "http://")) else self.settings.graph_url + path
+
+    def object_url(self, object_id: str) -> str:
+        """The `@odata.id` of a directory object, as `$ref` and `@odata.bind` want it."""
+        return f"{self.settings.graph_url}/directoryObjects/{quote(object_id, safe='')}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        member_add: bool = False,
+    ) -> requests.Response:
+        """One Graph call; a failure raises its typed GraphError."""
+        sent = {"Authorization": f"Bearer {self.tokens.token()}", **(headers or {})}
+        try:
+            response = self.session.request(
+                method, self._url(path), json=json, params=params, headers=sent
+            )
+        except requests.Timeout:
+            raise Transient(f"{method} {path}: timed out") from None
+        except requests.ConnectionError as exc:
+            raise Transient(f"{method} {path}: connection failed ({type(exc).__name__})") from None
+        if response.status_code >= 400:
+            raise from_response(response, member_add=member_add)
+        return response
+
+    def _get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = self.request("GET", path, params=params).json()
+        return body
+
+    def _pages(self, path: str, params: dict[str, str] | None) -> Iterator[dict[str, Any]]:
+        """Follow `@odata.nextLink` as given: its `$skiptoken` is opaque."""
+        page = self._get(path, params)
+        while True:
+            yield page
+            link = page.get("@odata.nextLink")
+            if not link:
+                return
+            page = self._get(link)
+
+    # ------------------------------------------------------------ users
+    # https://learn.microsoft.com/graph/api/resources/user
+
+    def create_user(self, user: dict[str, Any]) -> dict[str, Any]:
+        """POST /users (user-post-users): `accountEnabled`, `displayName`, `mailNickname`,
+        `userPrincipalName` and `passwordProfile` are required."""
+        body: dict[str, Any] = self.request("POST", "/users", json=user).json()
+        return body
+
+    def get_user(self, user_id: str, select: Sequence[str] = ()) -> dict[str, Any]:
+        params = {"$select": ",".join(select)} if select else None
+        return self._get(f"/users/{quote(user_id, safe='@')}", params)
+
+    def find_user(self, upn: str, select: Sequence[str] = ()) -> dict[str, Any] | None:
+        """The user whose userPrincipalName is `upn` (case-insensitive in Graph), or None."""
+        params = {"$filter": f"userPrincipalName eq {_odata_string(upn)}"}
+        if select:
+            params["$select"] = ",".join(select)
+        values = self._get("/users", params).get("value") or []
+        return values[0] if values else None
+
+    def list_users(
+        self, *, filter: str | None = None, select: Sequence[str] = (), top: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """GET /users, every page (user-list). `top` is 1-999 per page."""
+        params: dict[str, str] = {}
+        if filter:
+            params["$filter"] = filter
+        if select:
+            params["$select"] = ",".join(select)
+        if top is not None:
+            if not 1 <= top <= 999:
+                raise ValueError("$top must be 1-999")
+            params["$top"] = str(top)
+        for page in self._pages("/users", params or None):
+            yield from page.get("value") or []
+
+    def update_user(self, user_id: str, changes: dict[str, Any]) -> None:
+        """PATCH /users/{id} (user-update): 204."""
+        self.request("PATCH", f"/users/{quote(user_id, safe='')}", json=changes)
+
+    def set_password(self, user_id: str, password: str, *, force_change: bool) -> None:
+        """A password reset through `passwordProfile`, on its own: a refused reset must not take
+        other changes down with it (graph.md)."""
+        profile = {"password": password, "forceChangePasswordNextSignIn": force_change}
+        self.update_user(user_id, {"passwordProfile": profile})
+
+    def delete_user(self, user_id: str) -> None:
+        """DELETE /users/{id}: a soft delete, restorable for 30 days (user-delete)."""
+        self.request("DELETE", f"/users/{quote(user_id, safe='')}")
+
+    def restore_deleted(self, object_id: str) -> dict[str, Any]:
+        """POST /directory/deletedItems/{id}/restore (directory-deleteditems-restore)."""
+        path = f"/directory/deletedItems/{quote(object_id, safe='')}/restore"
+        body: dict[str, Any] = self.request("POST", path).json()
+        return body
+
+    def revoke_sign_in_sessions(self, user_id: str) -> None:
+        """POST /users/{id}/revokeSignInSessions (user-revokesigninsessions)."""
+        self.request("POST", f"/users/{quote(user_id, safe='')}/revokeSignInSessions")
+
+    def users_delta(self, delta_link: str | None = None, select: Sequence[str] = ()) -> DeltaPage:
+        """GET /users/delta, every page, to the new delta link (user-delta). Removed users come
+        as `{"id", "@removed": {"reason"}}`."""
+        params = {"$select": ",".join(select)} if select and not delta_link else None
+        items: list[dict[str, Any]] = []
+        page = self._get(delta_link or "/users/delta", params)
+        while True:
+            items.extend(page.get("value") or [])
+            if page.get("@odata.deltaLink"):
+                return DeltaPage(items, str(page["@odata.deltaLink"]))
+            link = page.get("@odata.nextLink")
+            if not link:
+                raise GraphError("users/delta ended without a deltaLink")
+            page = self._get(str(link))
+
+    def set_manager(self, user_id: str, manager_id: str) -> None:
+        """PUT /users/{id}/manager/$ref (user-post-manager)."""
+        path = f"/users/{quote(user_id, safe='')}/manager/$ref"
+        self.request("PUT", path, json={"@odata.id": self.object_url(manager_id)})
+
+    def remove_manager(self, user_id: str) -> None:
+        """DELETE /users/{id}/manager/$ref (user-delete-manager)."""
+        self.request("DELETE", f"/users/{quote(user_id, safe='')}/manager/$ref")
+
+    # ------------------------------------------------------------ groups
+    # https://learn.microsoft.com/graph/api/resources/group
+
+    def create_security_group(
+        self,
+        display_name: str,
+        mail_nickname: str,
+        *,
+        description: str | None = None,
+        member_ids: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """POST /groups (group-post-groups): a security group, with up to 20 members bound."""
+        body: dict[str, Any] = {
+            "displayName": display_name,
+            "mailEnabled": False,
+            "mailNickname": mail_nickname,
+            "securityEnabled": True,
+            "groupTypes": [],
+        }
+        if description:
+            body["description"] = description
+        if member_ids:
+            body["members@odata.bind"] = self._binds(member_ids)
+        group: dict[str, Any] = self.request("POST", "/groups", json=body).json()
+        return group
+
+    def get_group(self, group_id: str, select: Sequence[str] = ()) -> dict[str, Any]:
+        params = {"$select": ",".join(select)} if select else None
+        return self._get(f"/groups/{quote(group_id, safe='')}", params)
+
+    def update_group(self, group_id: str, changes: dict[str, Any]) -> None:
+        self.request("PATCH", f"/groups/{quote(group_id, safe='')}", json=changes)
+
+    def delete_group(self, group_id: str) -> None:
+        self.request("DELETE", f"/groups/{quote(group_id, safe='')}")
+
+    def add_member(self, group_id: str, object_id: str) -> None:
+        """POST /groups/{id}/members/$ref (group-post-members). A member already there raises
+        Conflict; an unknown object raises NotFound."""
+        self.request(
+            "POST",
+            f"/groups/{quote(group_id, safe='')}/members/$ref",
+            json={"@odata.id": self.object_url(object_id)},
+            member_add=True,
+        )
+
+    def add_members(self, group_id: str, object_ids: Sequence[str]) -> None:
+        """Up to 20 members in one PATCH with `members@odata.bind` (group-update). One bad
+        entry and none are added."""
+        self.request(
+            "PATCH",
+            f"/groups/{quote(group_id, safe='')}",
+            json={"members@odata.bind": self._binds(object_ids)},
+            member_add=True,
+        )
+
+    def remove_member(self, group_id: str, object_id: str) -> None:
+        """DELETE /groups/{id}/members/{member}/$ref (group-delete-members). Always with
+        `/$ref`: without it Graph deletes the member object itself."""
+        path = f"/groups/{quote(group_id, safe='')}/members/{quote(object_id, safe='')}/$ref"
+        self.request("DELETE", path)
+
+    def member_ids(self, group_id: str) -> Iterator[str]:
+        """Every member's id, page by page (group-list-members)."""
+        path = f"/groups/{quote(group_id, safe='')}/members"
+        for page in self._pages(path, {"$select": "id"}):
+            for member in page.get("value") or []:
+                yield str(member["id"])
+
+    def _binds(self, object_ids: Sequence[str]) -> list[str]:
+        if len(object_ids) > BIND_LIMIT:
+            raise ValueError(f"members@odata.bind takes at most {BIND_LIMIT} members")
+        return [self.object_url(i) for i in object_ids]
+
+    # ------------------------------------------------------------ domains and batches
+
+    def domains(self) -> list[dict[str, Any]]:
+        """GET /domains (domain-list): `id`, `isDefault`, `isVerified`, `authenticationType`."""
+        return [d for page in self._pages("/domains", None) for d in page.get("value") or []]
+
+    def batch(self, parts: Sequence[BatchRequest]) -> list[BatchResult]:
+        """POST /$batch (json-batching): at most 20 parts; results in the order of `parts`.
+        Each part's failure is typed in its result, never raised."""
+        if not parts:
+            return []
+        if len(parts) > BATCH_LIMIT:
+            raise ValueError(f"A batch takes at most {BATCH_LIMIT} requests")
+        body = {"requests": [p.to_json() for p in parts]}
+        answer = self.request("POST", "/$batch", json=body).json()
+        by_id = {str(r.get("id")): r for r in answer.get("responses") or []}
+        results = []
+        for part in parts:
+            raw = by_id.get(part.id)
+            if raw is None:
+                missing = Transient(f"$batch answered nothing for part {part.id}")
+                results.append(BatchResult(part.id, 0, {}, None, missing))
+                continue
+            status = int(raw.get("status", 0))
+            headers = {str(k): str(v) for k, v in (raw.get("headers") or {}).items()}
+            payload = raw.get("body")
+            error = (
+                classify(status, payload, headers, member_add="/members/$ref" in part.url)
+                if status >= 400 or status == 0
+                else None
+            )
+            results.append(BatchResult(part.id, status, headers, payload, error))
+        return results
