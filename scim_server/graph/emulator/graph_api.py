@@ -118,6 +118,7 @@ def _page(
     *,
     typed: bool = False,
     default_top: int = 100,
+    default_select: list[str] | None = None,
 ) -> GraphResponse:
     """A page of `items` with an absolute @odata.nextLink carrying an opaque $skiptoken."""
     top = odata.parse_top(req.args.get("$top"), default_top)
@@ -126,7 +127,7 @@ def _page(
         offset = int(odata.decode_token(req.args["$skiptoken"]).get("o", 0))
     if "$skip" in req.args:
         raise BadRequest("'$skip' is not supported by this API.", code="Request_UnsupportedQuery")
-    select = odata.parse_select(req.args.get("$select"))
+    select = odata.parse_select(req.args.get("$select")) or default_select
     body: dict[str, Any] = {
         "@odata.context": _context(em, fragment),
         "value": [render(o, select, typed=typed) for o in items[offset : offset + top]],
@@ -369,7 +370,8 @@ def get_directory_object(em: Emulator, req: GraphRequest, p: dict[str, str]) -> 
 
 @route("/directory/deletedItems/microsoft.graph.user", ["GET"])
 def list_deleted_users(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
-    return _page(em, req, list(em.tenant.deleted.values()), "users")
+    deleted = list(em.tenant.deleted.values())
+    return _page(em, req, deleted, "users", default_select=[*USER_DEFAULT, "deletedDateTime"])
 
 
 @route("/directory/deletedItems/<object_id>", ["GET"])

@@ -397,7 +397,7 @@ class Tenant:
     # ------------------------------------------------------------------ manager
     def set_manager(self, object_id: str, manager_ref: str) -> None:
         obj = self.find(object_id, "user")
-        manager = self.find(manager_ref)
+        manager = self.find(ref_id(manager_ref))
         if manager.kind != "user" or manager.id == obj.id:
             raise BadRequest(
                 "Invalid value specified for property 'manager' of resource 'User'.",
