@@ -65,6 +65,7 @@ class Emulator:
             saved = self.store.load()
             if saved and saved.get("tenant_id") == options.tenant_id:
                 self.tenant.load(saved)
+            self.persist()
 
     @property
     def graph_url(self) -> str:
