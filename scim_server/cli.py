@@ -10,6 +10,8 @@ import click
 from flask import Flask
 from flask.cli import FlaskGroup, with_appcontext
 
+from scim_server.graph.emulator.command import graph_emulator
+
 
 def upgrade_schema() -> None:
     """Create or upgrade the schema to the newest Alembic revision."""
@@ -120,6 +122,7 @@ def token_revoke(ident: str) -> None:
 def register_commands(app: Flask) -> None:
     app.cli.add_command(serve)
     app.cli.add_command(token)
+    app.cli.add_command(graph_emulator)
 
 
 def main() -> None:

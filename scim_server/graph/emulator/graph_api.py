@@ -1,0 +1,606 @@
+"""Graph v1.0 routes as thin handlers over the tenant, and the dispatcher that both the HTTP
+app and $batch use, so each batch part is routed, throttled and answered like a request.
+
+https://learn.microsoft.com/en-us/graph/json-batching
+https://learn.microsoft.com/en-us/graph/throttling
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from werkzeug.exceptions import MethodNotAllowed as RoutingMethodNotAllowed
+from werkzeug.exceptions import NotFound as RoutingNotFound
+from werkzeug.routing import Map, Rule
+
+from scim_server.graph.emulator import odata
+from scim_server.graph.emulator.errors import (
+    BadRequest,
+    FailedDependency,
+    GraphError,
+    MethodNotAllowed,
+    ServiceError,
+    TooManyRequests,
+    resource_not_found,
+)
+from scim_server.graph.emulator.state import Emulator
+from scim_server.graph.emulator.tenant import (
+    GROUP_FILTERABLE,
+    USER_DEFAULT,
+    USER_FILTERABLE,
+    USER_READABLE,
+    Obj,
+)
+
+WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
+MAX_BATCH = 20
+
+
+@dataclass
+class GraphRequest:
+    method: str
+    path: str  # below /v1.0, e.g. "/users/{id}"
+    args: dict[str, str]
+    headers: dict[str, str]  # lower-case names
+    body: Any
+    app_id: str
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+@dataclass
+class GraphResponse:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[Emulator, GraphRequest, dict[str, str]], GraphResponse]
+_HANDLERS: dict[str, Handler] = {}
+_RULES: list[Rule] = []
+
+
+def route(path: str, methods: list[str]) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        _RULES.append(Rule(path, endpoint=handler.__name__, methods=methods))
+        _HANDLERS[handler.__name__] = handler
+        return handler
+
+    return register
+
+
+# ---------------------------------------------------------------------- rendering
+
+
+def _select(props: dict[str, Any], select: list[str] | None, default: list[str] | None) -> Any:
+    if select is None:
+        names = default if default is not None else list(props)
+        return {k: props.get(k) for k in names}
+    return {k: props.get(k) for k in select}
+
+
+def _check_select(select: list[str] | None, readable: set[str], type_name: str) -> None:
+    for name in select or []:
+        if name not in readable:
+            raise BadRequest(
+                f"Could not find a property named '{name}' on type 'microsoft.graph.{type_name}'.",
+                code="BadRequest",
+            )
+
+
+def render(obj: Obj, select: list[str] | None = None, *, typed: bool = False) -> dict[str, Any]:
+    if obj.kind == "user":
+        body = _select(obj.props, select, USER_DEFAULT)
+    else:
+        body = _select(obj.props, select, None)
+    if typed:
+        body = {"@odata.type": obj.odata_type, **body}
+    return dict(body)
+
+
+def _context(em: Emulator, fragment: str) -> str:
+    return f"{em.graph_url}/$metadata#{fragment}"
+
+
+def _entity(em: Emulator, obj: Obj, fragment: str, select: list[str] | None) -> GraphResponse:
+    return GraphResponse(200, {"@odata.context": _context(em, fragment), **render(obj, select)})
+
+
+def _page(
+    em: Emulator,
+    req: GraphRequest,
+    items: list[Obj],
+    fragment: str,
+    *,
+    typed: bool = False,
+    default_top: int = 100,
+    default_select: list[str] | None = None,
+) -> GraphResponse:
+    """A page of `items` with an absolute @odata.nextLink carrying an opaque $skiptoken."""
+    top = odata.parse_top(req.args.get("$top"), default_top)
+    offset = 0
+    if "$skiptoken" in req.args:
+        offset = int(odata.decode_token(req.args["$skiptoken"]).get("o", 0))
+    if "$skip" in req.args:
+        raise BadRequest("'$skip' is not supported by this API.", code="Request_UnsupportedQuery")
+    select = odata.parse_select(req.args.get("$select")) or default_select
+    body: dict[str, Any] = {
+        "@odata.context": _context(em, fragment),
+        "value": [render(o, select, typed=typed) for o in items[offset : offset + top]],
+    }
+    if offset + top < len(items):
+        args = {k: v for k, v in req.args.items() if k != "$skiptoken"}
+        args["$skiptoken"] = odata.encode_token({"o": offset + top})
+        body["@odata.nextLink"] = f"{em.graph_url}{req.path}?{urlencode(args)}"
+    return GraphResponse(200, body)
+
+
+def _json_body(req: GraphRequest) -> dict[str, Any]:
+    if not isinstance(req.body, dict):
+        raise BadRequest(
+            "Unable to read JSON request payload. Please ensure Content-Type header is set and "
+            "payload is of valid JSON format.",
+            code="BadRequest",
+        )
+    return req.body
+
+
+def _ref(req: GraphRequest) -> str:
+    body = _json_body(req)
+    ref = body.get("@odata.id")
+    if not isinstance(ref, str):
+        raise BadRequest("Invalid request body: '@odata.id' is required.", code="BadRequest")
+    return ref
+
+
+# ---------------------------------------------------------------------- users
+
+
+@route("/users", ["GET"])
+def list_users(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
+    predicate = odata.parse_filter(req.args.get("$filter"), USER_FILTERABLE, "User")
+    select = odata.parse_select(req.args.get("$select"))
+    _check_select(select, USER_READABLE, "user")
+    users = em.tenant.listing("user")
+    if predicate:
+        users = [u for u in users if predicate(u.props)]
+    return _page(em, req, users, "users")
+
+
+@route("/users", ["POST"])
+def create_user(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
+    obj = em.tenant.create_user(_json_body(req))
+    response = _entity(em, obj, "users/$entity", None)
+    response.status = 201
+    response.headers["Location"] = f"{em.graph_url}/users/{obj.id}"
+    return response
+
+
+@route("/users/<object_id>", ["GET"])
+def get_user(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
+    select = odata.parse_select(req.args.get("$select"))
+    _check_select(select, USER_READABLE, "user")
+    return _entity(em, em.tenant.find(p["object_id"], "user"), "users/$entity", select)
+
+
+@route("/users/<object_id>", ["PATCH"])
+def update_user(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
+    em.tenant.update_user(p["object_id"], _json_body(req))
+    return GraphResponse(204)
+
+
+@route("/users/<object_id>", ["DELETE"])
+def delete_user(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
+    em.tenant.find(p["object_id"], "user")
+    em.tenant.delete_object(p["object_id"])
+    return GraphResponse(204)
+
+
+@route("/users/<object_id>/revokeSignInSessions", ["POST"])
+def revoke_sessions(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
+    em.tenant.revoke_sessions(p["object_id"])
+    return GraphResponse(200, {"@odata.context": _context(em, "Edm.Boolean"), "value": True})
+
+
+@route("/users/<object_id>/manager", ["GET"])
+def get_manager(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
+    manager = em.tenant.manager(p["object_id"])
+    return GraphResponse(
+        200,
+        {"@odata.context": _context(em, "directoryObjects/$entity"), **render(manager, typed=True)},
+    )
+
+
+@route("/users/<object_id>/manager/$ref", ["GET"])
+def get_manager_ref(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
+    manager = em.tenant.manager(p["object_id"])
+    return GraphResponse(
+        200,
+        {
+            "@odata.context": _context(em, "$ref"),
+            "@odata.id": f"{em.graph_url}/users/{manager.id}",
+        },
+    )
+
+
+@route("/users/<object_id>/manager/$ref", ["PUT"])
+def set_manager(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
+    em.tenant.set_manager(p["object_id"], _ref(req))
+    return GraphResponse(204)
+
+
+@route("/users/<object_id>/manager/$ref", ["DELETE"])
+def remove_manager(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
+    em.tenant.remove_manager(p["object_id"])
+    return GraphResponse(204)
+
+
+@route("/users/<object_id>/memberOf", ["GET"])
+def user_member_of(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
+    return _page(em, req, em.tenant.member_of(p["object_id"]), "directoryObjects", typed=True)
+
+
+@route("/users/delta", ["GET"])
+def users_delta(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
+    """Rounds of pages ending in an @odata.deltaLink; later rounds return only changes, and
+    a deleted user as {"id", "@removed": {"reason": "changed"|"deleted"}}."""
+    select = odata.parse_select(req.args.get("$select"))
+    _check_select(select, USER_READABLE, "user")
+    page_size = 100
+    prefer = req.headers.get("prefer", "")
+    if "odata.maxpagesize=" in prefer:
+        page_size = odata.parse_top(prefer.split("odata.maxpagesize=")[1].split(",")[0].strip())
+    tenant = em.tenant
+    if "$skiptoken" in req.args:
+        state = odata.decode_token(req.args["$skiptoken"])
+    elif "$deltatoken" in req.args:
+        state = {**odata.decode_token(req.args["$deltatoken"]), "o": 0, "u": tenant.seq}
+    else:
+        state = {"s": None, "o": 0, "u": tenant.seq}
+    since, offset, upto = state.get("s"), int(state["o"]), int(state["u"])
+    if since is None:
+        ids = [u.id for u in tenant.listing("user")]
+    else:
+        ids = tenant.changed_since(int(since), upto)
+    items: list[dict[str, Any]] = []
+    for object_id in ids[offset : offset + page_size]:
+        obj = tenant.objects.get(object_id)
+        if obj is not None:
+            items.append(render(obj, select))
+        else:
+            reason = "changed" if object_id in tenant.deleted else "deleted"
+            items.append({"id": object_id, "@removed": {"reason": reason}})
+    base = f"{em.graph_url}/users/delta"
+    body: dict[str, Any] = {"@odata.context": _context(em, "users"), "value": items}
+    extra = {"$select": req.args["$select"]} if "$select" in req.args else {}
+    if offset + page_size < len(ids):
+        token = odata.encode_token({"s": since, "o": offset + page_size, "u": upto})
+        body["@odata.nextLink"] = f"{base}?{urlencode({**extra, '$skiptoken': token})}"
+    else:
+        token = odata.encode_token({"s": upto})
+        body["@odata.deltaLink"] = f"{base}?{urlencode({**extra, '$deltatoken': token})}"
+    return GraphResponse(200, body)
+
+
+# ---------------------------------------------------------------------- groups
+
+
+@route("/groups", ["GET"])
+def list_groups(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
+    predicate = odata.parse_filter(req.args.get("$filter"), GROUP_FILTERABLE, "Group")
+    groups = em.tenant.listing("group")
+    if predicate:
+        groups = [g for g in groups if predicate(g.props)]
+    return _page(em, req, groups, "groups")
+
+
+@route("/groups", ["POST"])
+def create_group(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
+    obj = em.tenant.create_group(_json_body(req))
+    response = _entity(em, obj, "groups/$entity", None)
+    response.status = 201
+    response.headers["Location"] = f"{em.graph_url}/groups/{obj.id}"
+    return response
+
+
+@route("/groups/<object_id>", ["GET"])
+def get_group(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
+    select = odata.parse_select(req.args.get("$select"))
+    return _entity(em, em.tenant.find(p["object_id"], "group"), "groups/$entity", select)
+
+
+@route("/groups/<object_id>", ["PATCH"])
+def update_group(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
+    em.tenant.update_group(p["object_id"], _json_body(req))
+    return GraphResponse(204)
+
+
+@route("/groups/<object_id>", ["DELETE"])
+def delete_group(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
+    em.tenant.find(p["object_id"], "group")
+    em.tenant.delete_object(p["object_id"])
+    return GraphResponse(204)
+
+
+@route("/groups/<object_id>/members", ["GET"])
+def list_members(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
+    group = em.tenant.find(p["object_id"], "group")
+    members = [em.tenant.objects[m] for m in group.members if m in em.tenant.objects]
+    return _page(em, req, members, "directoryObjects", typed=True)
+
+
+@route("/groups/<object_id>/members/$ref", ["POST"])
+def add_member(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
+    em.tenant.add_member(p["object_id"], _ref(req))
+    return GraphResponse(204)
+
+
+@route("/groups/<object_id>/members/<member_id>/$ref", ["DELETE"])
+def remove_member(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
+    em.tenant.remove_member(p["object_id"], p["member_id"])
+    return GraphResponse(204)
+
+
+@route("/groups/<object_id>/members/<member_id>", ["DELETE"])
+def delete_member_object(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
+    # The trap: without /$ref Graph deletes the member object itself, not the membership.
+    group = em.tenant.find(p["object_id"], "group")
+    member = em.tenant.find(p["member_id"])
+    if member.id not in group.members:
+        raise resource_not_found(member.id)
+    em.tenant.delete_object(member.id)
+    return GraphResponse(204)
+
+
+# ---------------------------------------------------------------------- directory
+
+
+@route("/directoryObjects/<object_id>", ["GET"])
+def get_directory_object(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
+    obj = em.tenant.find(p["object_id"])
+    return GraphResponse(
+        200,
+        {"@odata.context": _context(em, "directoryObjects/$entity"), **render(obj, typed=True)},
+    )
+
+
+@route("/directory/deletedItems/microsoft.graph.user", ["GET"])
+def list_deleted_users(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
+    deleted = list(em.tenant.deleted.values())
+    return _page(em, req, deleted, "users", default_select=[*USER_DEFAULT, "deletedDateTime"])
+
+
+@route("/directory/deletedItems/<object_id>", ["GET"])
+def get_deleted(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
+    obj = em.tenant.find_deleted(p["object_id"])
+    return GraphResponse(
+        200,
+        {
+            "@odata.context": _context(em, "directoryObjects/$entity"),
+            **render(obj, [*USER_DEFAULT, "deletedDateTime"], typed=True),
+        },
+    )
+
+
+@route("/directory/deletedItems/<object_id>/restore", ["POST"])
+def restore_deleted(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
+    obj = em.tenant.restore(p["object_id"])
+    return GraphResponse(
+        200,
+        {"@odata.context": _context(em, "directoryObjects/$entity"), **render(obj, typed=True)},
+    )
+
+
+@route("/directory/deletedItems/<object_id>", ["DELETE"])
+def purge_deleted(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
+    em.tenant.purge(p["object_id"])
+    return GraphResponse(204)
+
+
+@route("/domains", ["GET"])
+def list_domains(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
+    value = [d.to_graph() for d in em.tenant.domains.values()]
+    return GraphResponse(200, {"@odata.context": _context(em, "domains"), "value": value})
+
+
+@route("/domains/<domain_id>", ["GET"])
+def get_domain(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
+    domain = em.tenant.domains.get(p["domain_id"].lower())
+    if domain is None:
+        raise resource_not_found(p["domain_id"])
+    return GraphResponse(
+        200, {"@odata.context": _context(em, "domains/$entity"), **domain.to_graph()}
+    )
+
+
+@route("/organization", ["GET"])
+def organization(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
+    verified = [
+        {
+            "name": d.id,
+            "isDefault": d.isDefault,
+            "isInitial": d.isInitial,
+            "type": d.authenticationType,
+        }
+        for d in em.tenant.domains.values()
+        if d.isVerified
+    ]
+    org = {"id": em.tenant.tenant_id, "displayName": "Graph emulator", "verifiedDomains": verified}
+    return GraphResponse(200, {"@odata.context": _context(em, "organization"), "value": [org]})
+
+
+_MAP = Map(_RULES, strict_slashes=False, merge_slashes=False)
+
+
+# ---------------------------------------------------------------------- dispatch
+
+
+def _throttle(em: Emulator, req: GraphRequest) -> None:
+    if req.method in WRITE_METHODS:
+        wait = em.budgets.bucket(req.app_id, em.tenant.tenant_id).take()
+        if wait is not None:
+            raise TooManyRequests(wait)
+
+
+def _fault(em: Emulator, req: GraphRequest) -> None:
+    fault = em.faults.take(req.method, f"/v1.0{req.path}", kinds=("status",))
+    if fault is not None:
+        headers = {}
+        if fault.status in (429, 503) or fault.retry_after is not None:
+            headers["Retry-After"] = str(fault.retry_after or 1)
+        code = {429: "TooManyRequests", 503: "serviceNotAvailable", 504: "gatewayTimeout"}
+        raise ServiceError(
+            "Injected fault.",
+            code=code.get(fault.status, "generalException"),
+            status=fault.status,
+            headers=headers,
+        )
+
+
+def dispatch(em: Emulator, req: GraphRequest) -> GraphResponse:
+    """Route one Graph request; every failure becomes Graph's error body."""
+    try:
+        adapter = _MAP.bind("graph", "/")
+        try:
+            endpoint, params = adapter.match(req.path, method=req.method)
+        except RoutingMethodNotAllowed:
+            raise MethodNotAllowed(
+                "Specified HTTP method is not allowed for the request target."
+            ) from None
+        except RoutingNotFound:
+            segment = req.path.strip("/").split("/")[0] or "/"
+            raise BadRequest(
+                f"Resource not found for the segment '{segment}'.", code="BadRequest"
+            ) from None
+        _fault(em, req)
+        _throttle(em, req)
+        with em.lock:
+            response = _HANDLERS[str(endpoint)](em, req, dict(params))
+            if req.method in WRITE_METHODS:
+                em.persist()
+    except GraphError as error:
+        client_request_id = req.headers.get("client-request-id")
+        response = GraphResponse(
+            error.status, error.body(req.request_id, client_request_id), dict(error.headers)
+        )
+    response.headers.setdefault("request-id", req.request_id)
+    response.headers.setdefault(
+        "client-request-id", req.headers.get("client-request-id", req.request_id)
+    )
+    return response
+
+
+# ---------------------------------------------------------------------- $batch
+
+
+def _part_request(raw: dict[str, Any], app_id: str) -> GraphRequest:
+    url = raw.get("url")
+    method = raw.get("method")
+    if not isinstance(url, str) or not isinstance(method, str):
+        raise BadRequest("Each batch request needs 'id', 'method' and 'url'.", code="BadRequest")
+    if url.lower().startswith(("http:", "https:")):
+        raise BadRequest(
+            f"Invalid request URL '{url}': batch request URLs must be relative.", code="BadRequest"
+        )
+    split = urlsplit(url if url.startswith("/") else f"/{url}")
+    path = split.path.removeprefix("/v1.0")
+    headers = {str(k).lower(): str(v) for k, v in (raw.get("headers") or {}).items()}
+    if "body" in raw and "content-type" not in headers:
+        raise BadRequest(
+            f"Write request id : {raw.get('id')} does not contain Content-Type header or body.",
+            code="BadRequest",
+        )
+    return GraphRequest(
+        method=method.upper(),
+        path=path,
+        args=dict(parse_qsl(split.query, keep_blank_values=True)),
+        headers=headers,
+        body=raw.get("body"),
+        app_id=app_id,
+    )
+
+
+def run_batch(
+    em: Emulator, body: Any, app_id: str, on_part: Callable[[GraphRequest, int], None]
+) -> GraphResponse:
+    """Validate the whole batch first (400 for the batch), then run its parts in order,
+    each after the parts it dependsOn; a part whose dependency failed answers 424."""
+    if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
+        raise BadRequest("Invalid batch payload format.", code="BadRequest")
+    raws: list[dict[str, Any]] = body["requests"]
+    if not raws:
+        raise BadRequest("Invalid batch payload format: no requests.", code="BadRequest")
+    if len(raws) > MAX_BATCH:
+        raise BadRequest(
+            f"Number of requests in the batch exceeds the limit of {MAX_BATCH}.",
+            code="BadRequest",
+        )
+    parts: dict[str, tuple[GraphRequest, list[str]]] = {}
+    for raw in raws:
+        if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
+            raise BadRequest("Each batch request needs a string 'id'.", code="BadRequest")
+        if raw["id"] in parts:
+            raise BadRequest(f"Batch request id '{raw['id']}' is not unique.", code="BadRequest")
+        depends = raw.get("dependsOn") or []
+        if not isinstance(depends, list):
+            raise BadRequest("'dependsOn' must be a list of request ids.", code="BadRequest")
+        parts[raw["id"]] = (_part_request(raw, app_id), [str(d) for d in depends])
+    for part_id, (_, depends) in parts.items():
+        for dep in depends:
+            if dep not in parts or dep == part_id:
+                raise BadRequest(
+                    f"Request '{part_id}' depends on an unknown request id '{dep}'.",
+                    code="BadRequest",
+                )
+
+    results: dict[str, GraphResponse] = {}
+    running: set[str] = set()
+
+    def run(part_id: str) -> GraphResponse:
+        if part_id in results:
+            return results[part_id]
+        if part_id in running:
+            raise BadRequest("Batch 'dependsOn' references form a cycle.", code="BadRequest")
+        running.add(part_id)
+        request, depends = parts[part_id]
+        failed = [d for d in depends if run(d).status >= 400]
+        if failed:
+            error = FailedDependency(f"Dependent request(s) {', '.join(failed)} failed.")
+            results[part_id] = GraphResponse(
+                424, error.body(request.request_id, None), {"request-id": request.request_id}
+            )
+        else:
+            results[part_id] = dispatch(em, request)
+        on_part(request, results[part_id].status)
+        return results[part_id]
+
+    for part_id in parts:
+        run(part_id)
+    responses = []
+    for part_id in parts:
+        result = results[part_id]
+        entry: dict[str, Any] = {"id": part_id, "status": result.status}
+        headers = dict(result.headers)
+        if result.body is not None:
+            headers["Content-Type"] = "application/json"
+            entry["body"] = result.body
+        entry["headers"] = headers
+        responses.append(entry)
+    return GraphResponse(200, {"responses": responses})
+
+
+def parse_json(data: bytes) -> Any:
+    if not data:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise BadRequest(
+            "Unable to read JSON request payload. Please ensure Content-Type header is set and "
+            "payload is of valid JSON format.",
+            code="BadRequest",
+        ) from None

@@ -1,0 +1,187 @@
+"""The OData query options the emulator understands: $filter (a small allowlisted subset),
+$select, $top and opaque skip/delta tokens.
+
+https://learn.microsoft.com/en-us/graph/query-parameters and
+https://learn.microsoft.com/en-us/graph/paging
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from scim_server.graph.emulator.errors import BadRequest, UnsupportedQuery
+from scim_server.graph.emulator.tokens import b64url, b64url_decode
+
+Predicate = Callable[[dict[str, Any]], bool]
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<lp>\()|(?P<rp>\))|(?P<comma>,)|(?P<word>[A-Za-z_][\w.]*))"
+)
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    pos = 0
+    text = text.strip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise BadRequest(f"Invalid filter clause: syntax error at position {pos} in '{text}'.")
+        kind = m.lastgroup or ""
+        out.append((kind, m.group(kind)))
+        pos = m.end()
+        while pos < len(text) and text[pos] == " ":
+            pos += 1
+    return out
+
+
+class FilterParser:
+    """prop eq 'v' | prop in ('a','b') | startswith(prop,'v'), joined by and/or, with ()."""
+
+    def __init__(self, text: str, properties: set[str], resource: str) -> None:
+        self.tokens = _tokens(text)
+        self.pos = 0
+        self.properties = {p.lower(): p for p in properties}
+        self.resource = resource
+
+    def parse(self) -> Predicate:
+        predicate = self._or()
+        if self.pos != len(self.tokens):
+            raise BadRequest("Invalid filter clause: unexpected trailing tokens.")
+        return predicate
+
+    def _peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def _next(self) -> tuple[str, str]:
+        token = self._peek()
+        if token is None:
+            raise BadRequest("Invalid filter clause: unexpected end of expression.")
+        self.pos += 1
+        return token
+
+    def _keyword(self, word: str) -> bool:
+        token = self._peek()
+        if token and token[0] == "word" and token[1].lower() == word:
+            self.pos += 1
+            return True
+        return False
+
+    def _or(self) -> Predicate:
+        left = self._and()
+        while self._keyword("or"):
+            right = self._and()
+            left = (lambda a, b: lambda o: a(o) or b(o))(left, right)
+        return left
+
+    def _and(self) -> Predicate:
+        left = self._term()
+        while self._keyword("and"):
+            right = self._term()
+            left = (lambda a, b: lambda o: a(o) and b(o))(left, right)
+        return left
+
+    def _property(self, name: str) -> str:
+        prop = self.properties.get(name.lower())
+        if prop is None:
+            raise UnsupportedQuery(
+                f"Unsupported or invalid query filter clause specified for property '{name}' "
+                f"of resource '{self.resource}'."
+            )
+        return prop
+
+    def _literal(self) -> Any:
+        kind, value = self._next()
+        if kind == "str":
+            return value[1:-1].replace("''", "'")
+        if kind == "word" and value.lower() in ("true", "false", "null"):
+            return {"true": True, "false": False, "null": None}[value.lower()]
+        raise BadRequest(f"Invalid filter clause: '{value}' is not a literal.")
+
+    def _term(self) -> Predicate:
+        kind, value = self._next()
+        if kind == "lp":
+            inner = self._or()
+            if self._next()[0] != "rp":
+                raise BadRequest("Invalid filter clause: ')' expected.")
+            return inner
+        if kind != "word":
+            raise BadRequest(f"Invalid filter clause: unexpected '{value}'.")
+        if value.lower() == "startswith" and self._peek() == ("lp", "("):
+            self._next()
+            prop = self._property(self._next()[1])
+            if self._next()[0] != "comma":
+                raise BadRequest("Invalid filter clause: ',' expected.")
+            prefix = str(self._literal()).lower()
+            if self._next()[0] != "rp":
+                raise BadRequest("Invalid filter clause: ')' expected.")
+            return lambda o: str(o.get(prop) or "").lower().startswith(prefix)
+        prop = self._property(value)
+        if self._keyword("eq"):
+            literal = self._literal()
+            return lambda o: _equal(o.get(prop), literal)
+        if self._keyword("ne"):
+            literal = self._literal()
+            return lambda o: not _equal(o.get(prop), literal)
+        if self._keyword("in"):
+            if self._next()[0] != "lp":
+                raise BadRequest("Invalid filter clause: '(' expected.")
+            values = [self._literal()]
+            while self._peek() == ("comma", ","):
+                self._next()
+                values.append(self._literal())
+            if self._next()[0] != "rp":
+                raise BadRequest("Invalid filter clause: ')' expected.")
+            return lambda o: any(_equal(o.get(prop), v) for v in values)
+        raise UnsupportedQuery("Unsupported Query.")
+
+
+def _equal(value: Any, literal: Any) -> bool:
+    # Directory string comparisons are case-insensitive (a UPN matches in any case).
+    if isinstance(value, str) and isinstance(literal, str):
+        return value.lower() == literal.lower()
+    return bool(value == literal)
+
+
+def parse_filter(text: str | None, properties: set[str], resource: str) -> Predicate | None:
+    if not text:
+        return None
+    return FilterParser(text, properties, resource).parse()
+
+
+def parse_top(text: str | None, default: int = 100) -> int:
+    """$top runs 1-999 for directory objects."""
+    if text is None:
+        return default
+    try:
+        top = int(text)
+    except ValueError:
+        raise BadRequest(f"Invalid page size specified: '{text}'.") from None
+    if not 1 <= top <= 999:
+        raise BadRequest(
+            f"Invalid page size specified: '{text}'. Must be between 1 and 999 inclusive."
+        )
+    return top
+
+
+def parse_select(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def encode_token(data: dict[str, Any]) -> str:
+    return b64url(json.dumps(data, separators=(",", ":")).encode())
+
+
+def decode_token(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(b64url_decode(text))
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise BadRequest("The specified page token value has expired or is invalid.")
+    return data

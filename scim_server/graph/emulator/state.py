@@ -1,0 +1,124 @@
+"""The running emulator's state: options, the tenant, the write budgets, faults, the request
+log and the token issuer, behind one lock."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from scim_server.graph.emulator.control import FaultQueue, RequestLog
+from scim_server.graph.emulator.store import StateFile
+from scim_server.graph.emulator.tenant import Domain, Tenant
+from scim_server.graph.emulator.throttle import Budgets
+from scim_server.graph.emulator.tokens import TokenIssuer
+
+
+@dataclass
+class EmulatorOptions:
+    domains: list[str] = field(default_factory=lambda: ["example.com"])
+    federated_domains: list[str] = field(default_factory=list)
+    unverified_domains: list[str] = field(default_factory=list)
+    tenant_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    client_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(30))
+    client_certificate: x509.Certificate | None = None
+    replication_lag: float = 0.0
+    write_budget: int = 3000  # per app and tenant (Graph's identity write limit)
+    write_window: float = 150.0  # seconds
+    state_file: Path | None = None
+    control: bool = False
+
+    def initial_domain(self) -> str:
+        return f"emulator{self.tenant_id.replace('-', '')[:8]}.onmicrosoft.com"
+
+
+def build_domains(options: EmulatorOptions) -> list[Domain]:
+    initial = Domain(options.initial_domain(), isInitial=True, supportedServices=["Email"])
+    managed = [Domain(name) for name in options.domains]
+    federated = [Domain(name, authenticationType="Federated") for name in options.federated_domains]
+    unverified = [Domain(name, isVerified=False) for name in options.unverified_domains]
+    (managed or [initial])[0].isDefault = True
+    return [initial, *managed, *federated, *unverified]
+
+
+class Emulator:
+    def __init__(self, options: EmulatorOptions) -> None:
+        self.options = options
+        self.lock = threading.RLock()
+        self.stopping = threading.Event()
+        self.tenant = Tenant(
+            options.tenant_id, build_domains(options), replication_lag=options.replication_lag
+        )
+        self.budgets = Budgets(options.write_budget, options.write_window)
+        self.faults = FaultQueue()
+        self.log = RequestLog()
+        self.issuer = TokenIssuer()
+        self.base_url = ""  # scheme://host:port, set once the server is bound
+        self.store = StateFile(options.state_file) if options.state_file else None
+        if self.store:
+            saved = self.store.load()
+            if saved and saved.get("tenant_id") == options.tenant_id:
+                self.tenant.load(saved)
+            self.persist()
+
+    @property
+    def graph_url(self) -> str:
+        return f"{self.base_url}/v1.0"
+
+    @property
+    def domain_names(self) -> list[str]:
+        return [d.id for d in self.tenant.domains.values()]
+
+    def persist(self) -> None:
+        if self.store:
+            with self.lock:
+                self.store.save(self.tenant.to_dict())
+
+    def reset(self) -> None:
+        with self.lock:
+            self.tenant.objects.clear()
+            self.tenant.deleted.clear()
+            self.tenant.changes.clear()
+            self.tenant.seq = 0
+            self.tenant.replication_lag = self.options.replication_lag
+            self.budgets.configure(self.options.write_budget, self.options.write_window)
+            self.faults.clear()
+            self.log.clear()
+            self.persist()
+
+    def configure(self, data: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            if "replication_lag" in data:
+                lag = float(data["replication_lag"])
+                if lag < 0:
+                    raise ValueError("replication_lag must be >= 0")
+                self.tenant.replication_lag = lag
+            if "write_budget" in data or "write_window" in data:
+                self.budgets.configure(
+                    int(data.get("write_budget", self.budgets.capacity)),
+                    float(data.get("write_window", self.budgets.window)),
+                )
+            return self.settings()
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "replication_lag": self.tenant.replication_lag,
+            "write_budget": self.budgets.capacity,
+            "write_window": self.budgets.window,
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state for tests, with password hashes replaced by a flag."""
+        with self.lock:
+            data = self.tenant.to_dict()
+        for obj in [*data["objects"], *data["deleted"]]:
+            obj["has_password"] = bool(obj.pop("password_hash"))
+        data["settings"] = self.settings()
+        data["faults"] = self.faults.pending()
+        return data

@@ -1,0 +1,128 @@
+"""The emulator's security groups and members against Graph v1.0's documented behaviour.
+
+- Create group: https://learn.microsoft.com/en-us/graph/api/group-post-groups?view=graph-rest-1.0
+- group resource (mailNickname characters):
+  https://learn.microsoft.com/en-us/graph/api/resources/group?view=graph-rest-1.0
+- Add members ($ref, and members@odata.bind up to 20):
+  https://learn.microsoft.com/en-us/graph/api/group-post-members?view=graph-rest-1.0
+- Remove member ($ref): https://learn.microsoft.com/en-us/graph/api/group-delete-members?view=graph-rest-1.0
+- Update group: https://learn.microsoft.com/en-us/graph/api/group-update?view=graph-rest-1.0
+- Delete group: https://learn.microsoft.com/en-us/graph/api/group-delete?view=graph-rest-1.0
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.graph_emulator import (  # noqa: F401 (fixtures)
+    RunningEmulator,
+    graph_emulator,
+    graph_emulator_server,
+)
+
+ALREADY = (
+    "One or more added object references already exist for the following modified "
+    "properties: 'members'."
+)
+
+
+def _members(em: RunningEmulator, group_id: str) -> list[str]:
+    response = em.graph("GET", f"/groups/{group_id}/members")
+    assert response.status_code == 200
+    return [m["id"] for m in response.json()["value"]]
+
+
+def test_create_security_group(graph_emulator: RunningEmulator) -> None:
+    group = graph_emulator.create_group("sales")
+    assert group["securityEnabled"] is True and group["mailEnabled"] is False
+    assert group["groupTypes"] == [] and group["id"]
+
+
+@pytest.mark.parametrize("nickname", ["with space", "dot.ted", "a@b", "x" * 65, "br[a]ckets"])
+def test_group_mail_nickname_rules(graph_emulator: RunningEmulator, nickname: str) -> None:
+    body = {
+        "displayName": "G",
+        "mailEnabled": False,
+        "mailNickname": nickname,
+        "securityEnabled": True,
+        "groupTypes": [],
+    }
+    response = graph_emulator.graph("POST", "/groups", json=body)
+    assert response.status_code == 400
+    assert "mailNickname" in response.json()["error"]["message"]
+
+
+def test_add_member_by_ref_and_the_documented_errors(graph_emulator: RunningEmulator) -> None:
+    em = graph_emulator
+    group, user = em.create_group(), em.create_user()
+    added = em.graph("POST", f"/groups/{group['id']}/members/$ref", json=em.ref(user["id"]))
+    assert added.status_code == 204
+    assert _members(em, group["id"]) == [user["id"]]
+    again = em.graph("POST", f"/groups/{group['id']}/members/$ref", json=em.ref(user["id"]))
+    assert again.status_code == 400
+    assert again.json()["error"]["code"] == "Request_BadRequest"
+    assert again.json()["error"]["message"] == ALREADY
+    unknown = em.ref("00000000-0000-0000-0000-00000000beef")
+    missing = em.graph("POST", f"/groups/{group['id']}/members/$ref", json=unknown)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "Request_ResourceNotFound"
+
+
+def test_members_odata_bind_adds_up_to_20_all_or_none(graph_emulator: RunningEmulator) -> None:
+    em = graph_emulator
+    group = em.create_group()
+    users = [em.create_user(f"u{i}") for i in range(21)]
+    refs = [em.ref(u["id"])["@odata.id"] for u in users]
+    too_many = em.graph("PATCH", f"/groups/{group['id']}", json={"members@odata.bind": refs})
+    assert too_many.status_code == 400
+    one_bad = [*refs[:3], em.ref("00000000-0000-0000-0000-00000000beef")["@odata.id"]]
+    bad = em.graph("PATCH", f"/groups/{group['id']}", json={"members@odata.bind": one_bad})
+    assert bad.status_code == 404 and _members(em, group["id"]) == []
+    ok = em.graph("PATCH", f"/groups/{group['id']}", json={"members@odata.bind": refs[:20]})
+    assert ok.status_code == 204 and len(_members(em, group["id"])) == 20
+
+
+def test_delete_member_ref_removes_only_the_membership(graph_emulator: RunningEmulator) -> None:
+    em = graph_emulator
+    group, user = em.create_group(), em.create_user()
+    em.graph("POST", f"/groups/{group['id']}/members/$ref", json=em.ref(user["id"]))
+    removed = em.graph("DELETE", f"/groups/{group['id']}/members/{user['id']}/$ref")
+    assert removed.status_code == 204
+    assert _members(em, group["id"]) == []
+    assert em.graph("GET", f"/users/{user['id']}").status_code == 200
+    again = em.graph("DELETE", f"/groups/{group['id']}/members/{user['id']}/$ref")
+    assert again.status_code == 404
+
+
+def test_delete_member_without_ref_deletes_the_user_itself(graph_emulator: RunningEmulator) -> None:
+    # The trap graph.md warns of: no /$ref means DELETE the member object.
+    em = graph_emulator
+    group, user = em.create_group(), em.create_user()
+    em.graph("POST", f"/groups/{group['id']}/members/$ref", json=em.ref(user["id"]))
+    assert em.graph("DELETE", f"/groups/{group['id']}/members/{user['id']}").status_code == 204
+    assert em.graph("GET", f"/users/{user['id']}").status_code == 404
+    deleted = em.graph("GET", f"/directory/deletedItems/{user['id']}")
+    assert deleted.status_code == 200
+
+
+def test_group_update_is_204_and_delete_is_not_restorable(graph_emulator: RunningEmulator) -> None:
+    em = graph_emulator
+    group = em.create_group()
+    patched = em.graph("PATCH", f"/groups/{group['id']}", json={"description": "Sales team"})
+    assert patched.status_code == 204
+    assert em.graph("GET", f"/groups/{group['id']}").json()["description"] == "Sales team"
+    assert em.graph("DELETE", f"/groups/{group['id']}").status_code == 204
+    assert em.graph("GET", f"/groups/{group['id']}").status_code == 404
+    restore = em.graph("POST", f"/directory/deletedItems/{group['id']}/restore")
+    assert restore.status_code == 404
+
+
+def test_member_of_and_filter_groups(graph_emulator: RunningEmulator) -> None:
+    em = graph_emulator
+    sales, ops = em.create_group("sales"), em.create_group("ops")
+    user = em.create_user()
+    em.graph("POST", f"/groups/{ops['id']}/members/$ref", json=em.ref(user["id"]))
+    member_of = em.graph("GET", f"/users/{user['id']}/memberOf").json()["value"]
+    assert [g["id"] for g in member_of] == [ops["id"]]
+    found = em.graph("GET", "/groups", params={"$filter": "displayName eq 'Sales'"}).json()
+    assert [g["id"] for g in found["value"]] == [sales["id"]]
