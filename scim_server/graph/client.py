@@ -18,7 +18,14 @@ from urllib.parse import quote
 import msal
 import requests
 
-from scim_server.graph.errors import AuthError, GraphError, Transient, classify, from_response
+from scim_server.graph.errors import (
+    AuthError,
+    GraphError,
+    NotFound,
+    Transient,
+    classify,
+    from_response,
+)
 from scim_server.graph.settings import GraphSettings
 
 BATCH_LIMIT = 20  # https://learn.microsoft.com/graph/json-batching
@@ -311,6 +318,13 @@ class GraphClient:
         """PUT /users/{id}/manager/$ref (user-post-manager)."""
         path = f"/users/{quote(user_id, safe='')}/manager/$ref"
         self.request("PUT", path, json={"@odata.id": self.object_url(manager_id)})
+
+    def manager(self, user_id: str) -> dict[str, Any] | None:
+        """GET /users/{id}/manager (user-list-manager); None when there is none (404)."""
+        try:
+            return self._get(f"/users/{quote(user_id, safe='')}/manager")
+        except NotFound:
+            return None
 
     def remove_manager(self, user_id: str) -> None:
         """DELETE /users/{id}/manager/$ref (user-delete-manager)."""
