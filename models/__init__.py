@@ -3,6 +3,7 @@
 from models.base import Base, utcnow
 from models.directory import Group, GroupMember, User, UserValue
 from models.outbox import OutboxEvent
+from models.sync import M365Link
 from models.tokens import ApiToken
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "Base",
     "Group",
     "GroupMember",
+    "M365Link",
     "OutboxEvent",
     "User",
     "UserValue",

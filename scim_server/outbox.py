@@ -9,7 +9,8 @@ events of a crashed worker to the queue.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, insert, or_, select, update
@@ -17,9 +18,11 @@ from sqlalchemy.orm import Session, aliased, scoped_session
 
 from models import OutboxEvent, utcnow
 
+AnySession = Session | scoped_session[Any]
+
 
 def record(
-    session: Session | scoped_session[Any],
+    session: AnySession,
     resource_type: str,
     resource_id: str,
     event: str,
@@ -42,9 +45,22 @@ def record(
     )
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed event, detached from the session: reading it opens no transaction."""
+
+    id: int
+    resource_type: str
+    resource_id: str
+    event: str
+    payload: dict[str, Any]
+    attempts: int
+    created_at: datetime
+
+
 def claim(
-    session: Session, worker: str, limit: int = 20, lease_seconds: int = 60
-) -> list[OutboxEvent]:
+    session: AnySession, worker: str, limit: int = 20, lease_seconds: int = 60
+) -> list[Claimed]:
     """Claim up to `limit` events, each the head of its resource's queue. Commits."""
     now = utcnow()
     earlier = aliased(OutboxEvent)
@@ -67,7 +83,18 @@ def claim(
     )
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True, of=OutboxEvent)
-    events = list(session.scalars(query))
+    events = [
+        Claimed(
+            e.id,
+            e.resource_type,
+            e.resource_id,
+            e.event,
+            dict(e.payload or {}),
+            e.attempts,
+            e.created_at,
+        )
+        for e in session.scalars(query)
+    ]
     if events:
         session.execute(
             update(OutboxEvent)
@@ -78,7 +105,7 @@ def claim(
     return events
 
 
-def heartbeat(session: Session, worker: str, lease_seconds: int = 60) -> int:
+def heartbeat(session: AnySession, worker: str, lease_seconds: int = 60) -> int:
     """Extend the leases this worker holds; returns how many."""
     result = session.execute(
         update(OutboxEvent)
@@ -89,10 +116,84 @@ def heartbeat(session: Session, worker: str, lease_seconds: int = 60) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def complete(session: Session, event_id: int) -> None:
+def complete(session: AnySession, event_id: int) -> None:
     session.execute(
         update(OutboxEvent)
         .where(OutboxEvent.id == event_id)
         .values(status="done", locked_by=None, locked_until=None)
     )
     session.commit()
+
+
+def pending_through(
+    session: AnySession, resource_type: str, resource_id: str, upto: int
+) -> list[tuple[int, str, dict[str, Any]]]:
+    """(id, event, payload) of a resource's pending events up to `upto`, in order: what one
+    delivery of the resource's current state covers."""
+    rows = session.execute(
+        select(OutboxEvent.id, OutboxEvent.event, OutboxEvent.payload)
+        .where(
+            OutboxEvent.resource_type == resource_type,
+            OutboxEvent.resource_id == resource_id,
+            OutboxEvent.status == "pending",
+            OutboxEvent.id <= upto,
+        )
+        .order_by(OutboxEvent.id)
+    )
+    return [(i, e, dict(p or {})) for i, e, p in rows]
+
+
+def last_pending_id(session: AnySession, resource_type: str, resource_id: str) -> int | None:
+    return session.scalar(
+        select(OutboxEvent.id)
+        .where(
+            OutboxEvent.resource_type == resource_type,
+            OutboxEvent.resource_id == resource_id,
+            OutboxEvent.status == "pending",
+        )
+        .order_by(OutboxEvent.id.desc())
+        .limit(1)
+    )
+
+
+def complete_through(session: AnySession, resource_type: str, resource_id: str, upto: int) -> None:
+    """Coalescing: one delivery of the current state completes every event it covers."""
+    session.execute(
+        update(OutboxEvent)
+        .where(
+            OutboxEvent.resource_type == resource_type,
+            OutboxEvent.resource_id == resource_id,
+            OutboxEvent.status == "pending",
+            OutboxEvent.id <= upto,
+        )
+        .values(status="done", locked_by=None, locked_until=None, last_error=None)
+    )
+
+
+def retry_later(session: AnySession, event_id: int, at: datetime, counts: bool, error: str) -> None:
+    """Put a claimed event back, claimable again from `at`; later events of its resource wait."""
+    session.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.id == event_id)
+        .values(
+            locked_by=None,
+            locked_until=at,
+            attempts=OutboxEvent.attempts + (1 if counts else 0),
+            last_error=error[:4000],
+        )
+    )
+
+
+def dead(session: AnySession, event_id: int, error: str) -> None:
+    """The dead letters keep the error; the resource's later events proceed."""
+    session.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.id == event_id)
+        .values(
+            status="dead",
+            locked_by=None,
+            locked_until=None,
+            attempts=OutboxEvent.attempts + 1,
+            last_error=error[:4000],
+        )
+    )

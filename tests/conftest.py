@@ -18,6 +18,9 @@ from models import Base
 from scim_server import create_app
 from scim_server.config import normalise_database_url
 
+# The Graph emulator's fixtures, for every test module.
+from tests.graph_emulator import graph_emulator, graph_emulator_server  # noqa: F401
+
 SCIM = "application/scim+json"
 
 

@@ -26,11 +26,9 @@ import pytest
 from scim_server.graph import errors
 from scim_server.graph.client import BatchRequest, GraphClient
 from scim_server.graph.settings import GraphSettings, from_env
-from tests.graph_emulator import (  # noqa: F401
+from tests.graph_emulator import (
     STRONG_PASSWORD,
     RunningEmulator,
-    graph_emulator,
-    graph_emulator_server,
 )
 
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.graph_emulator import (  # noqa: F401 (fixtures)
+from tests.graph_emulator import (
     RunningEmulator,
-    graph_emulator,
-    graph_emulator_server,
 )
 
 ALREADY = (

@@ -24,12 +24,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from tests.graph_emulator import (  # noqa: F401 (fixtures)
+from tests.graph_emulator import (
     GRAPH_SCOPE,
     STRONG_PASSWORD,
     RunningEmulator,
-    graph_emulator,
-    graph_emulator_server,
     run_emulator,
 )
 

@@ -21,11 +21,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.graph_emulator import (  # noqa: F401 (fixtures)
+from tests.graph_emulator import (
     STRONG_PASSWORD,
     RunningEmulator,
-    graph_emulator,
-    graph_emulator_server,
     run_emulator,
 )
 

@@ -1,0 +1,34 @@
+"""Microsoft 365 sync state: which M365 object a directory user or group is bound to, and
+what was last delivered to it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, utcnow
+
+
+class M365Link(Base):
+    __tablename__ = "m365_links"
+    __table_args__ = (
+        # A bound M365 object belongs to one directory resource only.
+        Index("ux_m365_links_object_id", "object_id", unique=True),
+        Index("ix_m365_links_state", "state"),
+    )
+
+    resource_type: Mapped[str] = mapped_column(String(16), primary_key=True)  # User | Group
+    resource_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    object_id: Mapped[str | None] = mapped_column(String(64))
+    # pending | synced | out_of_scope | conflict | error
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    # The Graph properties last delivered (users) or the displayName (groups).
+    synced: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    manager_id: Mapped[str | None] = mapped_column(String(36))  # directory id last delivered
+    created_in_m365_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_synced_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)

@@ -1,0 +1,177 @@
+"""What the sync worker reads from and writes to the directory database.
+
+Every function is its own short transaction: the worker never holds a transaction (and on
+SQLite never the write lock) while it waits on Graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+
+from models import Group, GroupMember, M365Link, OutboxEvent, User, utcnow
+from scim_server import directory, outbox
+from scim_server.db import db
+from scim_server.errors import NotFound
+from scim_server.scim import projection as proj
+from scim_server.scim.schema import USER_TYPE
+
+_FULL = proj.parse(USER_TYPE, None, None)
+
+
+@contextmanager
+def transaction() -> Iterator[Any]:
+    try:
+        yield db.session
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+
+
+@dataclass(frozen=True)
+class Link:
+    object_id: str | None
+    state: str
+    synced: dict[str, Any] | None
+    manager_id: str | None
+    created_in_m365_at: datetime | None
+
+
+def link(resource_type: str, resource_id: str) -> Link | None:
+    with transaction() as session:
+        row = session.get(M365Link, (resource_type, resource_id))
+        if row is None:
+            return None
+        return Link(
+            row.object_id,
+            row.state,
+            dict(row.synced) if row.synced is not None else None,
+            row.manager_id,
+            row.created_in_m365_at,
+        )
+
+
+def save_link(resource_type: str, resource_id: str, **fields: Any) -> None:
+    """Insert or update the link; `last_synced_at` is stamped when the state becomes synced."""
+    now = utcnow()
+    if fields.get("state") == "synced":
+        fields.setdefault("last_synced_at", now)
+        fields.setdefault("last_error", None)
+    with transaction() as session:
+        changed = session.execute(
+            update(M365Link)
+            .where(M365Link.resource_type == resource_type, M365Link.resource_id == resource_id)
+            .values(updated_at=now, **fields)
+        ).rowcount
+        if not changed:
+            session.execute(
+                insert(M365Link).values(
+                    resource_type=resource_type,
+                    resource_id=resource_id,
+                    updated_at=now,
+                    **{"state": "pending", **fields},
+                )
+            )
+
+
+def drop_link(resource_type: str, resource_id: str) -> None:
+    with transaction() as session:
+        session.execute(
+            delete(M365Link).where(
+                M365Link.resource_type == resource_type, M365Link.resource_id == resource_id
+            )
+        )
+
+
+def object_ids(resource_ids: Sequence[str]) -> dict[str, str]:
+    """Directory id → M365 object id, for the resources bound to one."""
+    out: dict[str, str] = {}
+    ids = list(dict.fromkeys(resource_ids))
+    with transaction() as session:
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            out.update(
+                {
+                    rid: oid
+                    for rid, oid in session.execute(
+                        select(M365Link.resource_id, M365Link.object_id).where(
+                            M365Link.resource_id.in_(chunk), M365Link.object_id.is_not(None)
+                        )
+                    )
+                    if oid
+                }
+            )
+    return out
+
+
+def user_doc(user_id: str) -> dict[str, Any] | None:
+    """The user's canonical SCIM document (groups included), or None once deleted."""
+    with transaction():
+        try:
+            doc, _ = directory.get_user(user_id, "", _FULL)
+        except NotFound:
+            return None
+        return doc
+
+
+def group_name(group_id: str) -> str | None:
+    with transaction() as session:
+        name: str | None = session.scalar(select(Group.display_name).where(Group.id == group_id))
+        return name
+
+
+def group_member_ids(group_id: str) -> list[str]:
+    with transaction() as session:
+        return list(
+            session.scalars(select(GroupMember.member_id).where(GroupMember.group_id == group_id))
+        )
+
+
+def user_exists(user_id: str) -> bool:
+    with transaction() as session:
+        return session.scalar(select(User.id).where(User.id == user_id)) is not None
+
+
+# ---------------------------------------------------------------- events
+
+
+def last_pending_id(resource_type: str, resource_id: str) -> int | None:
+    with transaction() as session:
+        return outbox.last_pending_id(session, resource_type, resource_id)
+
+
+def pending_through(
+    resource_type: str, resource_id: str, upto: int
+) -> list[tuple[int, str, dict[str, Any]]]:
+    with transaction() as session:
+        return outbox.pending_through(session, resource_type, resource_id, upto)
+
+
+def complete_through(resource_type: str, resource_id: str, upto: int) -> None:
+    with transaction() as session:
+        outbox.complete_through(session, resource_type, resource_id, upto)
+
+
+def retry_later(event_id: int, at: datetime, counts: bool, error: str) -> None:
+    with transaction() as session:
+        outbox.retry_later(session, event_id, at, counts, error)
+
+
+def dead(event_id: int, error: str) -> None:
+    with transaction() as session:
+        outbox.dead(session, event_id, error)
+
+
+def backlog() -> dict[str, int]:
+    """Outbox events by status."""
+    with transaction() as session:
+        rows = session.execute(
+            select(OutboxEvent.status, func.count()).group_by(OutboxEvent.status)
+        )
+        return {status: int(n) for status, n in rows}

@@ -1,0 +1,415 @@
+"""The outbox worker: claims change events and makes Microsoft 365 match the directory.
+
+Delivery is state-based. An event says only that a user or group changed; the worker reads
+the resource's current state and sends Graph what differs from the last delivery, so ten
+PATCHes still waiting become one Graph PATCH (coalescing), and a redelivery after a crash
+sends nothing twice. Changes to one resource go in order (`outbox.claim` hands out only the
+head of each resource's queue); different resources run in parallel. Group memberships are
+the exception: member events carry the ids added and removed, folded in order, so a
+50,000-member group is never listed to add one member.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import secrets
+import socket
+import string
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask
+
+from models import utcnow
+from scim_server import outbox
+from scim_server.db import db
+from scim_server.graph.client import GraphClient
+from scim_server.graph.errors import Conflict, GraphError, NotFound
+from scim_server.sync import mapping, store
+from scim_server.sync.pacer import Pacer
+from scim_server.sync.policy import GiveUp, Policy
+from scim_server.sync.settings import SyncSettings
+
+log = logging.getLogger("scim_server.sync")
+
+
+class ScopeError(RuntimeError):
+    """M365_SYNC_DOMAINS names a domain the tenant cannot take users on."""
+
+
+def sync_domains(client: GraphClient, configured: tuple[str, ...]) -> tuple[str, ...]:
+    """The domains users are provisioned on, checked against GET /domains: each must be a
+    verified domain of the tenant and managed (a federated domain takes no password). With
+    none configured, the tenant's default domain."""
+    domains = {str(d["id"]).lower(): d for d in client.domains()}
+    if not configured:
+        default = next((name for name, d in domains.items() if d.get("isDefault")), None)
+        if default is None:
+            raise ScopeError("The tenant reports no default domain; set M365_SYNC_DOMAINS.")
+        configured = (default,)
+    problems = []
+    for name in configured:
+        found = domains.get(name)
+        if found is None:
+            problems.append(f"{name} is not a domain of the tenant")
+        elif not found.get("isVerified"):
+            problems.append(f"{name} is not verified in the tenant")
+        elif str(found.get("authenticationType", "Managed")).lower() == "federated":
+            problems.append(f"{name} is federated: its passwords are not set in Microsoft 365")
+    if problems:
+        raise ScopeError("M365_SYNC_DOMAINS: " + "; ".join(problems) + ".")
+    return configured
+
+
+def temporary_password() -> str:
+    """A password Graph's complexity rules accept (3 of 4 classes, at least 8): 16 characters
+    of all four classes. The account must change it at first sign-in."""
+    alphabet = string.ascii_letters + string.digits + "!#%+-=?@^_"
+    while True:
+        candidate = "".join(secrets.choice(alphabet) for _ in range(16))
+        classes = (
+            any(c.islower() for c in candidate),
+            any(c.isupper() for c in candidate),
+            any(c.isdigit() for c in candidate),
+            any(not c.isalnum() for c in candidate),
+        )
+        if all(classes):
+            return candidate
+
+
+@dataclass
+class Counters:
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    graph_errors: dict[str, int] = field(default_factory=dict)
+
+
+class Worker:
+    def __init__(
+        self,
+        app: Flask,
+        client: GraphClient,
+        settings: SyncSettings,
+        domains: tuple[str, ...],
+        *,
+        name: str | None = None,
+        pacer: Pacer | None = None,
+        policy: Policy | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.app = app
+        self.client = client
+        self.settings = settings
+        self.domains = tuple(d.lower() for d in domains)
+        self.name = name or f"{socket.gethostname()}:{threading.get_native_id()}"
+        self.pacer = pacer or Pacer(settings.write_rate)
+        self.policy = policy or Policy(max_attempts=settings.max_attempts)
+        self.rng = rng or random.Random()
+        self.counters = Counters()
+
+    # ------------------------------------------------------------ loop
+
+    def run_once(self, limit: int | None = None) -> int:
+        """Claim a batch of events and deliver them; returns how many were claimed."""
+        with self.app.app_context():
+            try:
+                events = outbox.claim(
+                    db.session,
+                    self.name,
+                    limit=limit or self.settings.batch_size,
+                    lease_seconds=self.settings.lease_seconds,
+                )
+                for event in events:
+                    self._deliver(event)
+                return len(events)
+            finally:
+                db.session.remove()
+
+    def run(self, stop: threading.Event, idle_seconds: float = 0.5) -> None:
+        """Deliver until `stop` is set; sleep `idle_seconds` when there is nothing to do."""
+        while not stop.is_set():
+            try:
+                claimed = self.run_once()
+            except Exception:  # a worker must outlive a database hiccup
+                log.exception("sync worker %s: claim failed", self.name)
+                claimed = 0
+            if not claimed:
+                stop.wait(idle_seconds)
+
+    def drain(self, timeout: float = 60.0, pause: float = 0.05) -> bool:
+        """Deliver until no event is pending, retries included; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.run_once():
+                with self.app.app_context():
+                    try:
+                        if not store.backlog().get("pending"):
+                            return True
+                    finally:
+                        db.session.remove()
+                time.sleep(pause)
+        return False
+
+    # ------------------------------------------------------------ one event
+
+    def _deliver(self, event: outbox.Claimed) -> None:
+        rtype, rid = event.resource_type, event.resource_id
+        upto = store.last_pending_id(rtype, rid) or event.id
+        link = store.link(rtype, rid)
+        try:
+            if rtype == "User":
+                self._sync_user(rid, link)
+            else:
+                self._sync_group(rid, link, store.pending_through(rtype, rid, upto))
+        except GraphError as error:
+            self._failed(event, link, error)
+            return
+        store.complete_through(rtype, rid, upto)
+        self.counters.delivered += 1
+
+    def _failed(self, event: outbox.Claimed, link: store.Link | None, error: GraphError) -> None:
+        kind = type(error).__name__
+        self.counters.graph_errors[kind] = self.counters.graph_errors.get(kind, 0) + 1
+        # A 404 soon after this resource, or an object it refers to, reached M365 is
+        # replication lag: measure from the resource's M365 creation, else from the change.
+        link = store.link(event.resource_type, event.resource_id) or link
+        created = (link.created_in_m365_at if link else None) or event.created_at
+        decision = self.policy.decide(error, event.attempts, utcnow(), self.rng, created)
+        log.warning(
+            "sync %s %s: %s (graph request-id %s)",
+            event.resource_type,
+            event.resource_id,
+            error,
+            error.request_id,
+        )
+        if isinstance(decision, GiveUp):
+            store.dead(event.id, decision.reason)
+            store.save_link(
+                event.resource_type, event.resource_id, state="error", last_error=decision.reason
+            )
+            self.counters.dead += 1
+            return
+        if error.status == 429 and hasattr(error, "retry_after"):
+            self.pacer.hold(float(getattr(error, "retry_after", None) or 1.0))
+        store.retry_later(event.id, decision.at, decision.counts, str(error))
+        self.counters.retried += 1
+
+    # ------------------------------------------------------------ users
+
+    def _write(self, cost: float = 1.0) -> None:
+        self.pacer.acquire(cost)
+
+    def _in_scope(self, properties: dict[str, Any]) -> bool:
+        return mapping.domain_of(properties.get("userPrincipalName")) in self.domains
+
+    def _sync_user(self, user_id: str, link: store.Link | None) -> None:
+        doc = store.user_doc(user_id)
+        bound = link.object_id if link else None
+        if doc is None:  # deleted in the directory
+            if bound:
+                self._apply_delete_policy(bound)
+            store.drop_link("User", user_id)
+            return
+        properties = mapping.user_properties(doc, self.settings.usage_location)
+        if not self._in_scope(properties):
+            if bound:  # moved out of scope: as if deleted
+                self._apply_delete_policy(bound)
+            store.save_link("User", user_id, state="out_of_scope", object_id=None, synced=None)
+            return
+        if not bound:
+            bound = self._create_or_bind(user_id, properties)
+            if bound is None:
+                return
+            self._join_groups(doc, bound)
+        else:
+            changes = mapping.changes(link.synced if link else None, properties)
+            if changes:
+                self._write()
+                self.client.update_user(bound, changes)
+                if changes.get("accountEnabled") is False:
+                    self._write()
+                    self.client.revoke_sign_in_sessions(bound)
+            store.save_link("User", user_id, state="synced", synced=properties)
+        self._sync_manager(user_id, doc, bound, link)
+
+    def _create_or_bind(self, user_id: str, properties: dict[str, Any]) -> str | None:
+        """Idempotent create: look the UPN up first and on ObjectConflict, never create twice.
+        An existing account is bound (M365_ON_CONFLICT=bind: the directory's values overwrite
+        it) or reported as a conflict (fail)."""
+        upn = properties["userPrincipalName"]
+        existing = self.client.find_user(upn, select=["id"])
+        if existing is None:
+            try:
+                self._write()
+                created = self.client.create_user(
+                    mapping.create_body(properties, temporary_password())
+                )
+            except Conflict:
+                existing = self.client.find_user(upn, select=["id"])
+                if existing is None:
+                    raise
+            else:
+                store.save_link(
+                    "User",
+                    user_id,
+                    object_id=created["id"],
+                    state="synced",
+                    synced=properties,
+                    created_in_m365_at=utcnow(),
+                )
+                return str(created["id"])
+        if self.settings.on_conflict != "bind":
+            message = (
+                f"{upn} already exists in Microsoft 365 (object {existing['id']}); "
+                "M365_ON_CONFLICT=fail leaves it alone. Bind it with M365_ON_CONFLICT=bind "
+                "or `scim-server m365 import --bind`."
+            )
+            store.save_link("User", user_id, state="conflict", last_error=message)
+            return None
+        object_id = str(existing["id"])
+        self._write()
+        self.client.update_user(object_id, {k: v for k, v in properties.items() if v is not None})
+        store.save_link("User", user_id, object_id=object_id, state="synced", synced=properties)
+        return object_id
+
+    def _apply_delete_policy(self, object_id: str) -> None:
+        policy = self.settings.delete_policy
+        try:
+            if policy == "disable":
+                self._write()
+                self.client.update_user(object_id, {"accountEnabled": False})
+                self._write()
+                self.client.revoke_sign_in_sessions(object_id)
+            elif policy == "delete":
+                self._write()
+                self.client.delete_user(object_id)
+        except NotFound:
+            pass  # already gone in M365: nothing left to disable or delete
+
+    def _sync_manager(
+        self, user_id: str, doc: dict[str, Any], object_id: str, link: store.Link | None
+    ) -> None:
+        wanted = mapping.manager_id(doc)
+        delivered = link.manager_id if link and link.object_id == object_id else None
+        if wanted == delivered:
+            return
+        if wanted is None:
+            self._write()
+            with contextlib.suppress(NotFound):
+                self.client.remove_manager(object_id)
+            store.save_link("User", user_id, manager_id=None)
+            return
+        manager_object = store.object_ids([wanted]).get(wanted)
+        if manager_object is None:
+            return  # the manager is not in M365 (yet): its own sync comes back for reports
+        self._write()
+        self.client.set_manager(object_id, manager_object)
+        store.save_link("User", user_id, manager_id=wanted)
+
+    def _join_groups(self, doc: dict[str, Any], object_id: str) -> None:
+        """A user reaching M365 after its groups did joins them there: group events skip
+        members that have no M365 object yet."""
+        group_ids = [g["value"] for g in doc.get("groups") or [] if g.get("value")]
+        for group_object in store.object_ids(group_ids).values():
+            self._write()
+            with contextlib.suppress(Conflict):  # already a member
+                self.client.add_member(group_object, object_id)
+
+    # ------------------------------------------------------------ groups
+
+    def _sync_group(
+        self,
+        group_id: str,
+        link: store.Link | None,
+        events: list[tuple[int, str, dict[str, Any]]],
+    ) -> None:
+        name = store.group_name(group_id)
+        bound = link.object_id if link else None
+        if name is None:  # deleted in the directory
+            if bound:
+                self._write()
+                with contextlib.suppress(NotFound):
+                    self.client.delete_group(bound)
+            store.drop_link("Group", group_id)
+            return
+        if not bound:
+            self._write()
+            created = self.client.create_security_group(
+                name, mapping.group_mail_nickname(name, group_id)
+            )
+            bound = str(created["id"])
+            store.save_link(
+                "Group",
+                group_id,
+                object_id=bound,
+                state="synced",
+                synced={"displayName": name},
+                created_in_m365_at=utcnow(),
+            )
+            self._reconcile_members(group_id, bound, fresh=True)
+            return
+        assert link is not None
+        if (link.synced or {}).get("displayName") != name:
+            self._write()
+            self.client.update_group(bound, {"displayName": name})
+        added, removed, replace_all = _fold(events)
+        if replace_all:
+            self._reconcile_members(group_id, bound, fresh=False)
+        else:
+            self._change_members(bound, added, removed)
+        store.save_link("Group", group_id, state="synced", synced={"displayName": name})
+
+    def _reconcile_members(self, group_id: str, object_id: str, fresh: bool) -> None:
+        """Make the M365 group's members the directory's (those that have an M365 object)."""
+        wanted = set(store.object_ids(store.group_member_ids(group_id)).values())
+        current = set() if fresh else set(self.client.member_ids(object_id))
+        self._add_members(object_id, sorted(wanted - current))
+        for member in sorted(current - wanted):
+            self._write()
+            with contextlib.suppress(NotFound):
+                self.client.remove_member(object_id, member)
+
+    def _change_members(self, object_id: str, added: list[str], removed: list[str]) -> None:
+        objects = store.object_ids([*added, *removed])
+        self._add_members(object_id, [objects[i] for i in added if i in objects])
+        for rid in removed:
+            if rid in objects:
+                self._write()
+                with contextlib.suppress(NotFound):  # not a member (any more)
+                    self.client.remove_member(object_id, objects[rid])
+
+    def _add_members(self, object_id: str, members: list[str]) -> None:
+        """Twenty at a time with members@odata.bind; a twenty that fails because one is
+        already a member goes one by one."""
+        for start in range(0, len(members), 20):
+            chunk = members[start : start + 20]
+            self._write()
+            try:
+                self.client.add_members(object_id, chunk)
+            except Conflict:
+                for member in chunk:
+                    self._write()
+                    with contextlib.suppress(Conflict):
+                        self.client.add_member(object_id, member)
+
+
+def _fold(events: list[tuple[int, str, dict[str, Any]]]) -> tuple[list[str], list[str], bool]:
+    """Fold member changes in event order: (added, removed, replace_all)."""
+    added: dict[str, None] = {}
+    removed: dict[str, None] = {}
+    replace_all = False
+    for _id, kind, payload in events:
+        if kind == "created" or payload.get("replace_all"):
+            replace_all = True
+        for rid in payload.get("added") or ():
+            removed.pop(rid, None)
+            added[rid] = None
+        for rid in payload.get("removed") or ():
+            added.pop(rid, None)
+            removed[rid] = None
+    return list(added), list(removed), replace_all

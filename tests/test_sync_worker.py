@@ -1,0 +1,290 @@
+"""End to end: SCIM requests in, the outbox worker delivers, and the emulator's tenant ends up
+as the directory says. The production Graph client talks to the emulator over HTTPS."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from models import M365Link, OutboxEvent
+from scim_server.db import db
+from scim_server.graph.client import GraphClient
+from scim_server.sync.pacer import Pacer
+from scim_server.sync.policy import Policy
+from scim_server.sync.settings import SyncSettings
+from scim_server.sync.worker import ScopeError, Worker, sync_domains
+from tests.conftest import ScimClient
+from tests.graph_emulator import RunningEmulator
+from tests.test_graph_client_contract import settings_for
+
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+MakeWorker = Callable[..., Worker]
+
+
+@pytest.fixture
+def make_worker(app: Flask, graph_emulator: RunningEmulator) -> MakeWorker:
+    def make(**settings: Any) -> Worker:
+        sync = SyncSettings(**{"sync_domains": ("example.com",), **settings})
+        return Worker(
+            app,
+            GraphClient(settings_for(graph_emulator)),
+            sync,
+            sync.sync_domains,
+            name="test-worker",
+            pacer=Pacer(1000),
+            policy=Policy(max_attempts=5, base_seconds=0.02, cap_seconds=0.2),
+            rng=random.Random(7),
+        )
+
+    return make
+
+
+@pytest.fixture
+def worker(make_worker: MakeWorker) -> Worker:
+    return make_worker()
+
+
+def _ops(*operations: dict[str, Any]) -> dict[str, Any]:
+    return {"schemas": [PATCH_OP], "Operations": list(operations)}
+
+
+def _objects(emulator: RunningEmulator, kind: str) -> list[dict[str, Any]]:
+    """The emulator tenant's live objects of a kind, as Graph properties plus `managerId`
+    and `members`."""
+    return [
+        {**o["props"], "managerId": o["manager_id"], "members": o["members"]}
+        for o in emulator.state()["objects"]
+        if o["kind"] == kind and not o["deleted_at"]
+    ]
+
+
+def _m365_user(emulator: RunningEmulator, upn: str) -> dict[str, Any] | None:
+    found = [u for u in _objects(emulator, "user") if u["userPrincipalName"].lower() == upn.lower()]
+    assert len(found) <= 1, found  # never a duplicate
+    return found[0] if found else None
+
+
+def _m365_group(emulator: RunningEmulator, name: str) -> dict[str, Any] | None:
+    return next((g for g in _objects(emulator, "group") if g["displayName"] == name), None)
+
+
+def _link(app: Flask, rid: str) -> M365Link | None:
+    with app.app_context():
+        row = db.session.scalar(select(M365Link).where(M365Link.resource_id == rid))
+        if row is not None:
+            db.session.expunge(row)
+        return row
+
+
+def _graph_calls(emulator: RunningEmulator, method: str, fragment: str) -> int:
+    return sum(1 for r in emulator.request_log() if r["method"] == method and fragment in r["path"])
+
+
+def test_a_scim_user_appears_in_m365(
+    scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator, app: Flask
+) -> None:
+    user = scim.user(
+        "adele@example.com",
+        name={"givenName": "Adele", "familyName": "Vance"},
+        title="Engineer",
+        **{ENTERPRISE: {"department": "R&D", "employeeNumber": "42"}},
+    )
+    assert worker.drain()
+    m365 = _m365_user(graph_emulator, "adele@example.com")
+    assert m365 is not None
+    assert (m365["givenName"], m365["surname"], m365["jobTitle"]) == ("Adele", "Vance", "Engineer")
+    assert (m365["department"], m365["employeeId"], m365["accountEnabled"]) == ("R&D", "42", True)
+    link = _link(app, user["id"])
+    assert link is not None and link.state == "synced" and link.object_id == m365["id"]
+
+
+def test_ten_patches_waiting_become_one_graph_patch(
+    scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator
+) -> None:
+    user = scim.user("coalesce@example.com")
+    assert worker.drain()
+    for i in range(10):
+        scim.patch(
+            f"/Users/{user['id']}", _ops({"op": "replace", "path": "title", "value": f"T{i}"})
+        )
+    before = _graph_calls(graph_emulator, "PATCH", "/users/")
+    assert worker.drain()
+    assert _graph_calls(graph_emulator, "PATCH", "/users/") - before == 1
+    m365 = _m365_user(graph_emulator, "coalesce@example.com")
+    assert m365 is not None and m365["jobTitle"] == "T9"
+
+
+def test_disable_revokes_sessions_and_delete_follows_the_policy(
+    scim: ScimClient, make_worker: MakeWorker, graph_emulator: RunningEmulator, app: Flask
+) -> None:
+    worker = make_worker()
+    kept = scim.user("kept@example.com")
+    gone = scim.user("gone@example.com")
+    assert worker.drain()
+    scim.patch(f"/Users/{kept['id']}", _ops({"op": "replace", "path": "active", "value": False}))
+    assert worker.drain()
+    m365 = _m365_user(graph_emulator, "kept@example.com")
+    assert m365 is not None and m365["accountEnabled"] is False
+    assert _graph_calls(graph_emulator, "POST", "/revokeSignInSessions") == 1
+
+    # Default policy: disable, never destroy the mailbox by surprise.
+    assert scim.delete(f"/Users/{gone['id']}").status_code == 204
+    assert worker.drain()
+    m365 = _m365_user(graph_emulator, "gone@example.com")
+    assert m365 is not None and m365["accountEnabled"] is False
+    assert _link(app, gone["id"]) is None
+
+    deleting = make_worker(delete_policy="delete")
+    assert scim.delete(f"/Users/{kept['id']}").status_code == 204
+    assert deleting.drain()
+    assert _m365_user(graph_emulator, "kept@example.com") is None
+
+
+def test_out_of_scope_users_stay_in_the_directory_then_join_when_their_email_does(
+    scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator, app: Flask
+) -> None:
+    user = scim.user("outsider@elsewhere.example")
+    assert worker.drain()
+    assert _m365_user(graph_emulator, "outsider@elsewhere.example") is None
+    link = _link(app, user["id"])
+    assert link is not None and link.state == "out_of_scope"
+
+    scim.patch(
+        f"/Users/{user['id']}",
+        _ops({"op": "replace", "path": "userName", "value": "insider@example.com"}),
+    )
+    assert worker.drain()
+    assert _m365_user(graph_emulator, "insider@example.com") is not None
+    # And out again: the delete policy (disable).
+    scim.patch(
+        f"/Users/{user['id']}",
+        _ops({"op": "replace", "path": "userName", "value": "outsider@elsewhere.example"}),
+    )
+    assert worker.drain()
+    m365 = _m365_user(graph_emulator, "insider@example.com")
+    assert m365 is not None and m365["accountEnabled"] is False
+
+
+def test_an_existing_account_is_reported_or_bound_never_duplicated(
+    scim: ScimClient, make_worker: MakeWorker, graph_emulator: RunningEmulator, app: Flask
+) -> None:
+    existing = graph_emulator.create_user("taken", jobTitle="Old")
+    user = scim.user("taken@example.com", title="New")
+    assert make_worker().drain()
+    link = _link(app, user["id"])
+    assert link is not None and link.state == "conflict" and link.object_id is None
+    assert "already exists" in (link.last_error or "")
+
+    scim.patch(f"/Users/{user['id']}", _ops({"op": "replace", "path": "title", "value": "Newer"}))
+    assert make_worker(on_conflict="bind").drain()
+    link = _link(app, user["id"])
+    assert link is not None and (link.state, link.object_id) == ("synced", existing["id"])
+    m365 = _m365_user(graph_emulator, "taken@example.com")
+    assert m365 is not None and m365["jobTitle"] == "Newer"
+
+
+def test_manager(scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator) -> None:
+    boss = scim.user("boss@example.com")
+    report = scim.user("report@example.com", **{ENTERPRISE: {"manager": {"value": boss["id"]}}})
+    assert worker.drain()
+    m365_boss = _m365_user(graph_emulator, "boss@example.com")
+    m365_report = _m365_user(graph_emulator, "report@example.com")
+    assert m365_boss and m365_report
+    assert m365_report.get("managerId") == m365_boss["id"]
+    scim.patch(f"/Users/{report['id']}", _ops({"op": "remove", "path": f"{ENTERPRISE}:manager"}))
+    assert worker.drain()
+    m365_report = _m365_user(graph_emulator, "report@example.com")
+    assert m365_report is not None and not m365_report.get("managerId")
+
+
+def test_groups_and_memberships(
+    scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator
+) -> None:
+    a, b, c = (scim.user(f"{n}@example.com") for n in ("ga", "gb", "gc"))
+    outsider = scim.user("gx@elsewhere.example")
+    group = scim.group("Sales", members=[a["id"], b["id"], outsider["id"]])
+    assert worker.drain()
+
+    def members() -> set[str]:
+        m365 = _m365_group(graph_emulator, "Sales")
+        assert m365 is not None and m365["securityEnabled"] and not m365["mailEnabled"]
+        ids = {u["id"]: u["userPrincipalName"] for u in _objects(graph_emulator, "user")}
+        return {ids[m] for m in m365["members"]}
+
+    assert members() == {"ga@example.com", "gb@example.com"}
+    scim.patch(
+        f"/Groups/{group['id']}",
+        _ops(
+            {"op": "add", "path": "members", "value": [{"value": c["id"]}]},
+            {"op": "remove", "path": f'members[value eq "{a["id"]}"]'},
+        ),
+    )
+    assert worker.drain()
+    assert members() == {"gb@example.com", "gc@example.com"}
+    scim.patch(
+        f"/Groups/{group['id']}",
+        _ops({"op": "replace", "path": "displayName", "value": "Sales EMEA"}),
+    )
+    assert worker.drain()
+    assert _m365_group(graph_emulator, "Sales EMEA") is not None
+    assert scim.delete(f"/Groups/{group['id']}").status_code == 204
+    assert worker.drain()
+    assert _m365_group(graph_emulator, "Sales EMEA") is None
+
+
+def test_graph_down_for_a_while_loses_nothing(
+    scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator
+) -> None:
+    graph_emulator.fault(kind="status", status=503, count=6, path="/v1.0/users")
+    for i in range(5):
+        scim.user(f"outage{i}@example.com")
+    assert worker.drain()
+    upns = {u["userPrincipalName"] for u in _objects(graph_emulator, "user")}
+    assert {f"outage{i}@example.com" for i in range(5)} <= upns
+    assert worker.counters.retried >= 1
+
+
+def test_replication_lag_is_retried(
+    scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator
+) -> None:
+    graph_emulator.configure(replication_lag=0.3)
+    boss = scim.user("lagboss@example.com")
+    scim.user("lagreport@example.com", **{ENTERPRISE: {"manager": {"value": boss["id"]}}})
+    assert worker.drain(timeout=30)
+    report = _m365_user(graph_emulator, "lagreport@example.com")
+    m365_boss = _m365_user(graph_emulator, "lagboss@example.com")
+    assert report and m365_boss and report.get("managerId") == m365_boss["id"]
+
+
+def test_a_change_graph_refuses_goes_to_the_dead_letters(
+    scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator, app: Flask
+) -> None:
+    user = scim.user("zoë@example.com")  # Graph allows no accents in a UPN
+    assert worker.drain()
+    with app.app_context():
+        dead = db.session.scalars(select(OutboxEvent).where(OutboxEvent.status == "dead")).all()
+        assert [e.resource_id for e in dead] == [user["id"]]
+        assert "userPrincipalName" in (dead[0].last_error or "")
+    link = _link(app, user["id"])
+    assert link is not None and link.state == "error"
+
+
+def test_sync_domains_are_checked_against_the_tenant(
+    graph_emulator: RunningEmulator,
+) -> None:
+    client = GraphClient(settings_for(graph_emulator))
+    assert sync_domains(client, ()) == ("example.com",)
+    assert sync_domains(client, ("contoso.com",)) == ("contoso.com",)
+    with pytest.raises(ScopeError, match="federated"):
+        sync_domains(client, ("federated.example",))
+    with pytest.raises(ScopeError, match="not verified"):
+        sync_domains(client, ("unverified.example",))
+    with pytest.raises(ScopeError, match="not a domain"):
+        sync_domains(client, ("nowhere.example",))
