@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import subprocess
 import sys
 from typing import Any
 
@@ -11,6 +13,7 @@ from flask import Flask
 from flask.cli import FlaskGroup, with_appcontext
 
 from scim_server.graph.emulator.command import graph_emulator
+from scim_server.sync import commands as sync_commands
 
 
 def upgrade_schema() -> None:
@@ -31,14 +34,21 @@ def upgrade_schema() -> None:
     show_default=True,
     help="one line per request on stdout",
 )
+@click.option(
+    "--sync/--no-sync",
+    default=True,
+    show_default=True,
+    help="run a sync worker beside the server (turn off when `scim-server worker` runs apart)",
+)
 @with_appcontext
-def serve(host: str, port: int, workers: int, threads: int, access_log: bool) -> None:
+def serve(host: str, port: int, workers: int, threads: int, access_log: bool, sync: bool) -> None:
     """Run the SCIM server with gunicorn. The SCIM base URL is http://HOST:PORT/scim/v2."""
     from gunicorn.app.base import BaseApplication
 
     from scim_server import create_app
 
     upgrade_schema()
+    worker = _start_sync_worker() if sync else None
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -53,7 +63,26 @@ def serve(host: str, port: int, workers: int, threads: int, access_log: bool) ->
             return create_app()
 
     click.echo(f"SCIM base URL: http://{host}:{port}/scim/v2", err=True)
-    Server().run()
+    try:
+        Server().run()
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(15)
+
+
+def _start_sync_worker() -> subprocess.Popen[bytes]:
+    """The embedded sync worker: `scim-server worker` as a child process, so gunicorn's
+    processes stay free of its threads (and of the sandbox emulator's)."""
+    command = [sys.executable, "-c", "from scim_server.cli import main; main()", "worker"]
+    child = subprocess.Popen([*command, "--concurrency", "2"])
+
+    def stop() -> None:
+        if child.poll() is None:
+            child.terminate()
+
+    atexit.register(stop)
+    return child
 
 
 @click.group("token")
@@ -123,6 +152,8 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(serve)
     app.cli.add_command(token)
     app.cli.add_command(graph_emulator)
+    app.cli.add_command(sync_commands.worker)
+    app.cli.add_command(sync_commands.sync)
 
 
 def main() -> None:

@@ -120,7 +120,7 @@ def complete(session: AnySession, event_id: int) -> None:
     session.execute(
         update(OutboxEvent)
         .where(OutboxEvent.id == event_id)
-        .values(status="done", locked_by=None, locked_until=None)
+        .values(status="done", locked_by=None, locked_until=None, completed_at=utcnow())
     )
     session.commit()
 
@@ -166,7 +166,13 @@ def complete_through(session: AnySession, resource_type: str, resource_id: str, 
             OutboxEvent.status == "pending",
             OutboxEvent.id <= upto,
         )
-        .values(status="done", locked_by=None, locked_until=None, last_error=None)
+        .values(
+            status="done",
+            locked_by=None,
+            locked_until=None,
+            last_error=None,
+            completed_at=utcnow(),
+        )
     )
 
 
@@ -193,6 +199,7 @@ def dead(session: AnySession, event_id: int, error: str) -> None:
             status="dead",
             locked_by=None,
             locked_until=None,
+            completed_at=utcnow(),
             attempts=OutboxEvent.attempts + 1,
             last_error=error[:4000],
         )

@@ -66,8 +66,26 @@ def test_serve_runs_gunicorn_and_upgrades_schema(tmp_path: Path) -> None:
                 time.sleep(0.1)
         assert body is not None, "server did not answer"
         assert body["totalResults"] == 0
+        # The embedded sync worker delivers to the sandbox tenant.
+        new_user = urllib.request.Request(
+            url,
+            data=json.dumps({"userName": "bjensen@example.com"}).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"},
+        )
+        with urllib.request.urlopen(new_user, timeout=5) as resp:
+            assert resp.status == 201
+        status = ""
+        for _ in range(100):
+            status = subprocess.run(
+                [cli, "sync", "status"], env=env, capture_output=True, text=True, check=True
+            ).stdout
+            if "Users synced: 1" in status:
+                break
+            time.sleep(0.2)
+        assert "SANDBOX" in status and "Users synced: 1" in status, status
     finally:
         server.terminate()
         output = server.communicate(timeout=20)[0]
     assert "gunicorn" in output.lower() or "Booting worker" in output
+    assert "SANDBOX tenant" in output  # said plainly on start
     assert token not in output  # secrets never reach the log

@@ -1,0 +1,129 @@
+"""Wiring the sync engine for a process: the Graph target (a real tenant, or the sandbox
+emulator when GRAPH_TENANT_ID is unset), the checked sync domains, and worker threads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from scim_server.graph.client import GraphClient, GraphSession, TokenProvider
+from scim_server.graph.settings import GraphSettings
+from scim_server.graph.settings import from_env as graph_from_env
+from scim_server.sync.pacer import Pacer
+from scim_server.sync.settings import SyncSettings
+from scim_server.sync.settings import from_env as sync_from_env
+from scim_server.sync.worker import Worker, sync_domains
+
+log = logging.getLogger("scim_server.sync")
+
+SANDBOX_DOMAIN = "example.com"
+
+
+@dataclass
+class Target:
+    settings: GraphSettings
+    sandbox: bool
+    emulator: Any = None  # the in-process EmulatorServer of the sandbox
+
+    def describe(self) -> str:
+        if self.sandbox:
+            return (
+                "SANDBOX tenant: the built-in Graph emulator, not Microsoft 365 "
+                f"(Graph at {self.settings.graph_url}). Set GRAPH_TENANT_ID to sync a real tenant."
+            )
+        return (
+            f"Microsoft 365 tenant {self.settings.tenant_id} (Graph at {self.settings.graph_url})"
+        )
+
+
+def sandbox_domains(sync: SyncSettings) -> list[str]:
+    return list(sync.sync_domains) or [SANDBOX_DOMAIN]
+
+
+def target(app: Flask, sync: SyncSettings) -> Target:
+    """The real tenant from GRAPH_*, else the sandbox emulator, started in this process with
+    its tenant kept in the instance folder."""
+    settings = graph_from_env()
+    if settings is not None:
+        return Target(settings, sandbox=False)
+    from scim_server.graph.emulator.server import EmulatorServer
+    from scim_server.graph.emulator.state import EmulatorOptions
+
+    options = EmulatorOptions(domains=sandbox_domains(sync), state_file=sandbox_state_file(app))
+    server = EmulatorServer(options, port=0, use_tls=True).start()
+    info = server.info
+    settings = GraphSettings(
+        tenant_id=info["tenant_id"],
+        client_id=info["client_id"],
+        client_secret=info["client_secret"],
+        authority_host=info["authority_host"],
+        graph_url=info["graph_url"],
+        ca_bundle=info["ca_bundle"],
+    )
+    return Target(settings, sandbox=True, emulator=server)
+
+
+def sandbox_state_file(app: Flask) -> Path:
+    """The sandbox tenant lives beside a SQLite directory (a new database, a new tenant),
+    else in the instance folder."""
+    from sqlalchemy import make_url
+
+    url = make_url(app.config["SQLALCHEMY_DATABASE_URI"])
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database + ".sandbox-tenant")
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    return Path(app.instance_path) / "sandbox-tenant.sqlite3"
+
+
+@dataclass
+class Engine:
+    target: Target
+    workers: list[Worker]
+    threads: list[threading.Thread] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> Engine:
+        for worker in self.workers:
+            thread = threading.Thread(
+                target=worker.run, args=(self.stop,), name=f"sync-{worker.name}", daemon=True
+            )
+            thread.start()
+            self.threads.append(thread)
+        return self
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout)
+        if self.target.emulator is not None:
+            self.target.emulator.stop()
+
+
+def engine(app: Flask, concurrency: int = 1, name: str = "worker") -> Engine:
+    """Workers for this process, sharing one msal app (token cache) and one write pacer."""
+    sync = sync_from_env()
+    where = target(app, sync)
+    tokens = TokenProvider(
+        where.settings, GraphSession(where.settings.verify, where.settings.timeout)
+    )
+    probe = GraphClient(where.settings, tokens=tokens)
+    domains = sync_domains(probe, sync.sync_domains)
+    pacer = Pacer(sync.write_rate)
+    workers = [
+        Worker(
+            app,
+            GraphClient(where.settings, tokens=tokens),
+            sync,
+            domains,
+            name=f"{name}-{i}",
+            pacer=pacer,
+        )
+        for i in range(concurrency)
+    ]
+    log.warning("%s; provisioning users on %s", where.describe(), ", ".join(domains))
+    return Engine(where, workers)
