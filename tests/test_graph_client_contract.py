@@ -154,6 +154,30 @@ def test_requests_ca_bundle_in_the_environment_does_not_override_the_settings(
     assert any(d["id"] == "example.com" for d in client.domains())
 
 
+def test_the_default_trust_ignores_requests_ca_bundle_and_netrc(
+    graph_emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    # With the emulator's CA only in REQUESTS_CA_BUNDLE, the client must not trust it.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", graph_emulator.ca_bundle or "")
+    with pytest.raises(errors.TlsError):
+        GraphClient(settings_for(graph_emulator, ca_bundle=None)).domains()
+    # A ~/.netrc entry for the host must not replace the bearer token with Basic auth.
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password something\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    assert GraphClient(settings_for(graph_emulator)).domains()
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_token_endpoint_outages_are_transient(graph_emulator: RunningEmulator, status: int) -> None:
+    token_path = f"/{graph_emulator.tenant_id}/oauth2/v2.0/token"
+    graph_emulator.fault(kind="status", status=status, retry_after=1, path=token_path)
+    with pytest.raises(errors.Transient):
+        GraphClient(settings_for(graph_emulator)).domains()
+
+
 # ---------------------------------------------------------------- users
 
 
@@ -287,7 +311,8 @@ def test_batch_with_depends_on_and_a_failed_dependency(target: Target) -> None:
                 "passwordProfile": {"password": STRONG_PASSWORD},
             },
         ),
-        BatchRequest("2", "GET", "/users/00000000-0000-0000-0000-000000000000"),
+        # Graph takes a batch fully parallel or fully sequential, never mixed.
+        BatchRequest("2", "GET", "/users/00000000-0000-0000-0000-000000000000", depends_on=("1",)),
         BatchRequest("3", "GET", "/domains", depends_on=("2",)),
     ]
     results = {r.id: r for r in target.client.batch(parts)}
@@ -295,6 +320,7 @@ def test_batch_with_depends_on_and_a_failed_dependency(target: Target) -> None:
     target.users.append(results["1"].body["id"])
     assert isinstance(results["2"].error, errors.NotFound)
     assert results["3"].status == 424
+    assert isinstance(results["3"].error, errors.FailedDependency)  # it never ran: retryable
     with pytest.raises(ValueError):
         target.client.batch([BatchRequest(str(i), "GET", "/domains") for i in range(21)])
 

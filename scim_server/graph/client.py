@@ -9,11 +9,12 @@ operation names its Graph documentation page.
 from __future__ import annotations
 
 import threading
+import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import msal
 import requests
@@ -22,6 +23,7 @@ from scim_server.graph.errors import (
     AuthError,
     GraphError,
     NotFound,
+    TlsError,
     Transient,
     classify,
     from_response,
@@ -35,15 +37,19 @@ BIND_LIMIT = 20  # members@odata.bind: https://learn.microsoft.com/graph/api/gro
 class GraphSession(requests.Session):
     """A session whose every request carries a timeout and the TLS trust of the settings.
 
-    `verify` is passed per request: a session-level `verify` is silently overridden by
-    `REQUESTS_CA_BUNDLE` in the environment, a per-request path is not. msal uses this session
-    too, so its discovery and token calls get the same timeout and trust.
+    `verify` is passed per request and `trust_env` is off: otherwise `REQUESTS_CA_BUNDLE` in
+    the environment silently overrides a session's trust. msal uses this session too, so its
+    discovery and token calls get the same timeout and trust.
     """
 
     def __init__(self, verify: str | bool, timeout: float) -> None:
         super().__init__()
         self._graph_verify = verify
         self._graph_timeout = timeout
+        # Nothing from the environment but its proxies: no REQUESTS_CA_BUNDLE replacing the
+        # trust, no ~/.netrc replacing the bearer token with Basic auth.
+        self.trust_env = False
+        self.proxies.update(urllib.request.getproxies())
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("timeout") is None:
@@ -120,8 +126,12 @@ class TokenProvider:
     def token(self) -> str:
         try:
             result = self._application().acquire_token_for_client(scopes=[self._settings.scope])
+        except requests.exceptions.SSLError:
+            raise TlsError(f"TLS verification failed for {self._settings.authority}") from None
         except requests.RequestException as exc:
             raise Transient(f"Token endpoint unreachable: {type(exc).__name__}") from None
+        except msal.exceptions.MsalServiceError as exc:  # msal raises on a 5xx
+            raise Transient(f"Token endpoint failed: {exc}") from None
         except ValueError as exc:  # msal: the authority's discovery document was unusable
             raise AuthError(f"Authority {self._settings.authority} refused: {exc}") from None
         if not isinstance(result, dict) or "access_token" not in result:
@@ -129,7 +139,10 @@ class TokenProvider:
             description = result.get("error_description", "") if isinstance(result, dict) else ""
             # The description names the AADSTS code and never carries the secret.
             first_line = description.splitlines()[0] if description else ""
-            raise AuthError(f"Token request failed: {error}: {first_line}")
+            message = f"Token request failed: {error}: {first_line}"
+            if error in ("temporarily_unavailable", "server_error"):  # 429 and 5xx bodies
+                raise Transient(message)
+            raise AuthError(message)
         token: str = result["access_token"]
         return token
 
@@ -190,6 +203,8 @@ class GraphClient:
         self.settings = settings
         self.session = session or GraphSession(settings.verify, settings.timeout)
         self.tokens = tokens or TokenProvider(settings, self.session)
+        parts = urlsplit(settings.graph_url)
+        self._origin = f"{parts.scheme}://{parts.netloc}"
 
     # ------------------------------------------------------------ transport
 
@@ -211,22 +226,35 @@ class GraphClient:
         member_add: bool = False,
     ) -> requests.Response:
         """One Graph call; a failure raises its typed GraphError."""
+        url = self._url(path)
+        if not url.startswith(self._origin + "/"):
+            # A next or delta link pointing elsewhere must not receive the bearer token.
+            raise GraphError(f"{method} {url}: not under GRAPH_URL; refused")
         sent = {"Authorization": f"Bearer {self.tokens.token()}", **(headers or {})}
         try:
-            response = self.session.request(
-                method, self._url(path), json=json, params=params, headers=sent
-            )
+            response = self.session.request(method, url, json=json, params=params, headers=sent)
+        except requests.exceptions.SSLError:
+            raise TlsError(f"{method} {path}: TLS verification failed") from None
         except requests.Timeout:
             raise Transient(f"{method} {path}: timed out") from None
-        except requests.ConnectionError as exc:
+        except requests.RequestException as exc:  # refused, reset, a body cut short
             raise Transient(f"{method} {path}: connection failed ({type(exc).__name__})") from None
         if response.status_code >= 400:
             raise from_response(response, member_add=member_add)
         return response
 
-    def _get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = self.request("GET", path, params=params).json()
+    @staticmethod
+    def _json(response: requests.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            raise Transient(f"Graph answered {response.status_code} without JSON") from None
+        if not isinstance(body, dict):
+            raise Transient(f"Graph answered {response.status_code} with unexpected JSON")
         return body
+
+    def _get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        return self._json(self.request("GET", path, params=params))
 
     def _pages(self, path: str, params: dict[str, str] | None) -> Iterator[dict[str, Any]]:
         """Follow `@odata.nextLink` as given: its `$skiptoken` is opaque."""
@@ -244,8 +272,7 @@ class GraphClient:
     def create_user(self, user: dict[str, Any]) -> dict[str, Any]:
         """POST /users (user-post-users): `accountEnabled`, `displayName`, `mailNickname`,
         `userPrincipalName` and `passwordProfile` are required."""
-        body: dict[str, Any] = self.request("POST", "/users", json=user).json()
-        return body
+        return self._json(self.request("POST", "/users", json=user))
 
     def get_user(self, user_id: str, select: Sequence[str] = ()) -> dict[str, Any]:
         params = {"$select": ",".join(select)} if select else None
@@ -292,8 +319,7 @@ class GraphClient:
     def restore_deleted(self, object_id: str) -> dict[str, Any]:
         """POST /directory/deletedItems/{id}/restore (directory-deleteditems-restore)."""
         path = f"/directory/deletedItems/{quote(object_id, safe='')}/restore"
-        body: dict[str, Any] = self.request("POST", path).json()
-        return body
+        return self._json(self.request("POST", path))
 
     def revoke_sign_in_sessions(self, user_id: str) -> None:
         """POST /users/{id}/revokeSignInSessions (user-revokesigninsessions)."""
@@ -353,8 +379,7 @@ class GraphClient:
             body["description"] = description
         if member_ids:
             body["members@odata.bind"] = self._binds(member_ids)
-        group: dict[str, Any] = self.request("POST", "/groups", json=body).json()
-        return group
+        return self._json(self.request("POST", "/groups", json=body))
 
     def get_group(self, group_id: str, select: Sequence[str] = ()) -> dict[str, Any]:
         params = {"$select": ",".join(select)} if select else None
@@ -418,7 +443,7 @@ class GraphClient:
         if len(parts) > BATCH_LIMIT:
             raise ValueError(f"A batch takes at most {BATCH_LIMIT} requests")
         body = {"requests": [p.to_json() for p in parts]}
-        answer = self.request("POST", "/$batch", json=body).json()
+        answer = self._json(self.request("POST", "/$batch", json=body))
         by_id = {str(r.get("id")): r for r in answer.get("responses") or []}
         results = []
         for part in parts:

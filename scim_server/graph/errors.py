@@ -2,14 +2,17 @@
 
 GraphError                  status, code, message, request_id, details (Graph's error body)
 ├── Throttled               429; `retry_after` seconds from Retry-After, None when absent
-├── Transient               5xx, timeouts, dropped connections
+├── Transient               5xx, timeouts, dropped connections, an unreadable answer
+│   └── FailedDependency    424: a $batch part whose dependency failed; it never ran
 ├── NotFound                404 (Request_ResourceNotFound); right after a create, replication lag
 ├── Conflict                ObjectConflict (a duplicate userPrincipalName), or a member that is
 │                           already there ("already exist", the one case where Graph says it only
 │                           in the message)
 ├── Invalid                 400 validation: password complexity, a UPN domain that is not verified
-└── AuthError               401/403, and token failures; names the missing permission where
-                            Graph says it
+├── AuthError               401/403, and token failures; names the missing permission where
+│                           Graph says it
+└── TlsError                the server's certificate is not trusted (GRAPH_CA_BUNDLE): fix the
+                            configuration; retrying cannot help
 
 Error body (https://learn.microsoft.com/graph/errors):
 `{"error": {"code", "message", "innerError": {"date", "request-id", "client-request-id"},
@@ -69,7 +72,15 @@ class Transient(GraphError):
     pass
 
 
+class FailedDependency(Transient):
+    pass
+
+
 class NotFound(GraphError):
+    pass
+
+
+class TlsError(GraphError):
     pass
 
 
@@ -157,6 +168,8 @@ def classify(
         return Throttled(message, retry_after=retry_after(lowered.get("retry-after")), **kw)
     if status >= 500:
         return Transient(message, **kw)
+    if status == 424:
+        return FailedDependency(message, **kw)
     if status in (401, 403):
         found = _PERMISSION.search(message)
         permission = (found.group(1) or found.group(2)) if found else None
