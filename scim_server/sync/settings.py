@@ -44,10 +44,16 @@ def from_env(environ: Mapping[str, str] | None = None) -> SyncSettings:
     try:
         rate = float(get("M365_WRITE_RATE") or 18.0)
         attempts = int(get("M365_MAX_ATTEMPTS") or 8)
+        lease = int(get("M365_LEASE_SECONDS") or 120)
     except ValueError:
-        raise ConfigError("M365_WRITE_RATE and M365_MAX_ATTEMPTS must be numbers") from None
-    if rate <= 0 or attempts < 1:
-        raise ConfigError("M365_WRITE_RATE must be positive and M365_MAX_ATTEMPTS at least 1")
+        raise ConfigError(
+            "M365_WRITE_RATE, M365_MAX_ATTEMPTS and M365_LEASE_SECONDS must be numbers"
+        ) from None
+    if rate <= 0 or attempts < 1 or lease < 5:
+        raise ConfigError(
+            "M365_WRITE_RATE must be positive, M365_MAX_ATTEMPTS at least 1 and "
+            "M365_LEASE_SECONDS at least 5"
+        )
     return SyncSettings(
         sync_domains=domains,
         delete_policy=delete_policy,
@@ -55,4 +61,5 @@ def from_env(environ: Mapping[str, str] | None = None) -> SyncSettings:
         usage_location=usage,
         write_rate=rate,
         max_attempts=attempts,
+        lease_seconds=lease,
     )

@@ -124,8 +124,15 @@ class Worker:
                     limit=limit or self.settings.batch_size,
                     lease_seconds=self.settings.lease_seconds,
                 )
+                lease = self.settings.lease_seconds
+                renewed = time.monotonic()
                 for event in events:
                     self._deliver(event)
+                    if time.monotonic() - renewed > lease / 3:
+                        # Still alive: keep the claim on the events not delivered yet.
+                        with store.transaction() as session:
+                            outbox.heartbeat(session, self.name, lease)
+                        renewed = time.monotonic()
                 return len(events)
             finally:
                 db.session.remove()
@@ -242,8 +249,17 @@ class Worker:
         An existing account is bound (M365_ON_CONFLICT=bind: the directory's values overwrite
         it) or reported as a conflict (fail)."""
         upn = properties["userPrincipalName"]
+        link = store.link("User", user_id)
+        # "creating" is written before the create: a worker killed after Graph created the
+        # account but before the link was saved finds it on the next try, and it is ours.
+        ours = (
+            link is not None
+            and link.state == "creating"
+            and (link.synced or {}).get("userPrincipalName", "").lower() == upn.lower()
+        )
         existing = self.client.find_user(upn, select=["id"])
         if existing is None:
+            store.save_link("User", user_id, state="creating", synced={"userPrincipalName": upn})
             try:
                 self._write()
                 created = self.client.create_user(
@@ -263,7 +279,7 @@ class Worker:
                     created_in_m365_at=utcnow(),
                 )
                 return str(created["id"])
-        if self.settings.on_conflict != "bind":
+        if self.settings.on_conflict != "bind" and not ours:
             message = (
                 f"{upn} already exists in Microsoft 365 (object {existing['id']}); "
                 "M365_ON_CONFLICT=fail leaves it alone. Bind it with M365_ON_CONFLICT=bind "
