@@ -110,7 +110,7 @@ def _sqlite_datetime(moment: datetime | None) -> str | None:
     rows written here and through the ORM compare and sort alike."""
     if moment is None:
         return None
-    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return moment.isoformat(" ", "microseconds")
 
 
 class Tx:
