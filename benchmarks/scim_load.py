@@ -31,6 +31,7 @@ import http.client
 import json
 import math
 import multiprocessing
+import os
 import queue
 import random
 import re
@@ -293,6 +294,7 @@ class Stats:
     errors: list[str] = field(default_factory=list)
     wall: float = 0.0
     stopped_early: bool = False
+    server_cpu: float | None = None  # seconds of CPU the server used (--server-pid)
 
     @property
     def done(self) -> int:
@@ -304,6 +306,45 @@ class Stats:
 
     def pct_ms(self, q: float) -> float:
         return ms(percentile(sorted(self.latencies), q))
+
+    @property
+    def server_cpu_ms(self) -> float:
+        """Server CPU per completed request, in ms (NaN without --server-pid)."""
+        if self.server_cpu is None or not self.done:
+            return math.nan
+        return ms(self.server_cpu) / self.done
+
+
+def process_tree_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by `pid` and its descendants, from Linux's
+    /proc; None when `pid` cannot be read. Reaped children count through their parent's
+    cutime/cstime, so a worker that exits between two readings is not lost."""
+    parents: dict[int, int] = {}
+    times: dict[int, int] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command: state ppid ... utime(11) stime(12) cutime(13) cstime(14).
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = sum(int(f) for f in fields[11:15])
+    if pid not in times:
+        return None
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(times[p] for p in tree) / os.sysconf("SC_CLK_TCK")
 
 
 # An operation takes the request index and returns (latency in seconds, error or None).
@@ -646,9 +687,10 @@ def check_single_match(reply: Reply, user_name: str) -> str | None:
 
 
 def print_table(results: Sequence[Stats]) -> None:
+    with_cpu = any(stats.server_cpu is not None for stats in results)
     header = (
         f"{'scenario':<10} {'requests':>11} {'errors':>7} {'req/s':>9} "
-        f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
+        f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}" + (f" {'srv cpu ms':>10}" if with_cpu else "")
     )
     print(header)
     print("-" * len(header))
@@ -658,6 +700,7 @@ def print_table(results: Sequence[Stats]) -> None:
             f"{stats.name:<10} {requests_text:>11} {len(stats.errors):>7} "
             f"{fmt(stats.rps, 1):>9} {fmt(stats.pct_ms(0.50)):>8} "
             f"{fmt(stats.pct_ms(0.95)):>8} {fmt(stats.pct_ms(0.99)):>8}"
+            + (f" {fmt(stats.server_cpu_ms, 3):>10}" if with_cpu else "")
         )
     if any(stats.stopped_early for stats in results):
         print("* stopped by --max-seconds before the requested number of requests")
@@ -696,9 +739,12 @@ def run_load(args: argparse.Namespace) -> int:
         f"server {client.base_url}: {population} users; {clients or f'{args.threads} threads'}, "
         f"{args.requests} requests per scenario"
     )
+    if args.server_pid and process_tree_cpu(args.server_pid) is None:
+        log(f"--server-pid {args.server_pid}: no such process in /proc; no server CPU figures")
     results: list[Stats] = []
     for scenario in scenarios:
         log(f"running {scenario} ...")
+        cpu_before = process_tree_cpu(args.server_pid) if args.server_pid else None
         if processes > 1:
             stats, reconnects = run_processes(args, scenario, names, pool, population)
         else:
@@ -716,6 +762,9 @@ def run_load(args: argparse.Namespace) -> int:
             reconnects = client.reconnects - before
         if reconnects:
             log(f"  {scenario}: {reconnects} reconnects (the server closed the connection)")
+        cpu_after = process_tree_cpu(args.server_pid) if args.server_pid else None
+        if cpu_before is not None and cpu_after is not None:
+            stats.server_cpu = cpu_after - cpu_before
         results.append(stats)
         if scenario == "create":
             population += stats.done - len(stats.errors)
@@ -745,6 +794,11 @@ def run_load(args: argparse.Namespace) -> int:
                     "p50_ms": num(stats.pct_ms(0.50), 3),
                     "p95_ms": num(stats.pct_ms(0.95), 3),
                     "p99_ms": num(stats.pct_ms(0.99), 3),
+                    **(
+                        {"server_cpu_ms": num(stats.server_cpu_ms, 3)}
+                        if stats.server_cpu is not None
+                        else {}
+                    ),
                 }
                 for stats in results
             },
@@ -1378,6 +1432,13 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     )
     load.add_argument(
         "--setup-max-seconds", type=float, default=600.0, help="time cap for setup (default 600)"
+    )
+    load.add_argument(
+        "--server-pid",
+        type=int,
+        default=None,
+        help="on Linux, also report the CPU time the server (this process and its "
+        "descendants, e.g. a gunicorn master and its workers) used per request",
     )
 
     scale = argparse.ArgumentParser(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from models import ApiToken, utcnow
-from scim_server.db import db
+from scim_server.db import db, transaction
 
 TOKEN_PREFIX = "scim_"
 
@@ -75,18 +75,18 @@ def authenticate(header: str | None, cache_seconds: float = 0) -> Principal | No
     digest = hash_token(token)
     if cache_seconds > 0 and (cached := _cache.get(digest)) is not None:
         return cached
-    row = db.session.execute(
-        select(ApiToken.id, ApiToken.name, ApiToken.read_only, ApiToken.token_hash).where(
-            ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None)
+    # A read of its own (hand-written SQL, see db.transaction): it never takes the write
+    # lock, and ends before the request body is parsed.
+    with transaction(write=False) as tx:
+        row = tx.first(
+            "SELECT id, name, read_only, token_hash FROM api_tokens"
+            " WHERE token_hash = ? AND revoked_at IS NULL",
+            (digest,),
         )
-    ).first()
-    # End the read at once: a write request then opens its own transaction, so on SQLite the
-    # write lock is not held while the request body is parsed.
-    db.session.rollback()
     # The lookup is by digest; compare again in constant time so no timing leaks from the index.
-    if row is None or not hmac.compare_digest(row.token_hash, digest):
+    if row is None or not hmac.compare_digest(row[3], digest):
         return None
-    principal = Principal(row.id, row.name, row.read_only)
+    principal = Principal(row[0], row[1], bool(row[2]))
     if cache_seconds > 0:
         _cache.put(digest, principal, cache_seconds)
     return principal

@@ -3,21 +3,23 @@ outbox event, committed here and nowhere else. Views call these functions and se
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
 from argon2 import PasswordHasher
-from flask import g
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from models import Group, GroupMember, User, UserValue, utcnow
 from scim_server import mapping, outbox
-from scim_server.db import db
+from scim_server.db import Tx, db, session_tx, transaction
 from scim_server.errors import Conflict, InternalError, NotFound, PreconditionFailed
 from scim_server.scim import projection as proj
 from scim_server.scim.filter_parser import parse_filter
@@ -62,39 +64,73 @@ class ListQuery:
 # ---------------------------------------------------------------- reading
 
 
+USER_COLUMNS = tuple(c.name for c in User.__table__.columns)
+UserRow = namedtuple("UserRow", USER_COLUMNS)  # type: ignore[misc]
+_SELECT_USER = f"SELECT {', '.join(USER_COLUMNS)} FROM users"
+_USER_DATETIMES = tuple(USER_COLUMNS.index(c) for c in ("created", "last_modified"))
+_USER_ACTIVE = USER_COLUMNS.index("active")
+VALUE_COLUMNS = tuple(c.name for c in UserValue.__table__.columns if c.name not in ("id",))
+ValueRow = namedtuple("ValueRow", VALUE_COLUMNS)  # type: ignore[misc]
+_VALUE_PRIMARY = VALUE_COLUMNS.index("primary")
+# Quoted: "primary" is a reserved word.
+_SELECT_VALUES = "SELECT " + ", ".join(f'"{c}"' for c in VALUE_COLUMNS) + " FROM user_values"
+
+
+def _user_row(tx: Tx, row: Sequence[Any]) -> Any:
+    """A users row read by hand, typed as the ORM would type it."""
+    if tx.sqlite:
+        row = list(row)
+        for i in _USER_DATETIMES:
+            row[i] = _read_datetime(row[i])
+        if row[_USER_ACTIVE] is not None:
+            row[_USER_ACTIVE] = bool(row[_USER_ACTIVE])
+    return UserRow._make(row)
+
+
+def _read_datetime(value: Any) -> Any:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _placeholders(n: int) -> str:
+    return ", ".join("?" * n)
+
+
 def _user_docs(
-    users: Sequence[Any], base_url: str, projection: proj.Projection
+    tx: Tx, users: Sequence[Any], base_url: str, projection: proj.Projection
 ) -> list[dict[str, Any]]:
-    """Render a page of users (User instances or plain rows) with one query per related
-    table, never one per user. Plain rows skip the ORM's per-object cost."""
+    """Render a page of users (rows with the users columns as attributes) with one query per
+    related table, never one per user, in the transaction of `tx`."""
     ids = [u.id for u in users]
     values: dict[str, list[Any]] = {i: [] for i in ids}
-    if ids:
-        rows = db.session.execute(
-            select(UserValue.__table__)
-            .where(UserValue.user_id.in_(ids))
-            .order_by(UserValue.user_id, UserValue.attr, UserValue.position)
-        )
-        for row in rows:
-            values[row.user_id].append(row)
     groups: dict[str, list[tuple[str, str]]] = {i: [] for i in ids}
-    if ids and projection.wants(USER, "groups"):
-        for member_id, gid, gname in db.session.execute(
-            select(GroupMember.member_id, Group.id, Group.display_name)
-            .join(Group, Group.id == GroupMember.group_id)
-            .where(GroupMember.member_id.in_(ids))
-            .order_by(Group.display_name_ci)
+    want_groups = projection.wants(USER, "groups")
+    for chunk in _chunks(ids):
+        marks = _placeholders(len(chunk))
+        for row in tx.rows(
+            f"{_SELECT_VALUES} WHERE user_id IN ({marks}) ORDER BY user_id, attr, position",
+            chunk,
         ):
-            groups[member_id].append((gid, gname))
-    manager_ids = {u.manager_id for u in users if u.manager_id}
+            if tx.sqlite and row[_VALUE_PRIMARY] is not None:
+                row = (*row[:_VALUE_PRIMARY], bool(row[_VALUE_PRIMARY]), *row[_VALUE_PRIMARY + 1 :])
+            values[row[0]].append(ValueRow._make(row))
+        if want_groups:
+            for member_id, gid, gname in tx.rows(
+                "SELECT group_members.member_id, groups.id, groups.display_name"
+                " FROM group_members JOIN groups ON groups.id = group_members.group_id"
+                f" WHERE group_members.member_id IN ({marks}) ORDER BY groups.display_name_ci",
+                chunk,
+            ):
+                groups[member_id].append((gid, gname))
+    manager_ids = sorted({u.manager_id for u in users if u.manager_id})
     managers: dict[str, str] = {}
     if manager_ids and projection.wants(ENTERPRISE, "manager"):
-        managers = {
-            mid: name or uname
-            for mid, name, uname in db.session.execute(
-                select(User.id, User.display_name, User.user_name).where(User.id.in_(manager_ids))
-            )
-        }
+        for chunk in _chunks(manager_ids):
+            for mid, name, uname in tx.rows(
+                "SELECT id, display_name, user_name FROM users"
+                f" WHERE id IN ({_placeholders(len(chunk))})",
+                chunk,
+            ):
+                managers[mid] = name or uname
     return [
         proj.apply(
             mapping.user_to_doc(
@@ -150,8 +186,12 @@ def _group_docs(
 def get_user(
     user_id: str, base_url: str, projection: proj.Projection
 ) -> tuple[dict[str, Any], int]:
-    user = _load_user(user_id)
-    return _user_docs([user], base_url, projection)[0], user.version
+    with transaction(write=False) as tx:
+        row = tx.first(f"{_SELECT_USER} WHERE id = ?", (user_id,))
+        if row is None:
+            raise NotFound(f"User {user_id} not found.")
+        user = _user_row(tx, row)
+        return _user_docs(tx, [user], base_url, projection)[0], user.version
 
 
 def get_group(
@@ -177,10 +217,19 @@ def _load_group(group_id: str, *, lock: bool = False) -> Group:
     return group
 
 
+# `userName eq "…"`, the lookup every IdP makes before it provisions a user, as sent: a
+# plain JSON string (no escapes, no control characters), nothing else in the filter.
+_USER_NAME_EQ = re.compile(r'username eq "([^"\\\x00-\x1f]*)"', re.IGNORECASE)
+
+
 def list_resources(
     resource: str, query: ListQuery, base_url: str, projection: proj.Projection
 ) -> tuple[int, list[dict[str, Any]]]:
     """Filter, count and page in the database: nothing loads a whole table."""
+    if resource == "User" and query.filter and not query.sort_by and query.count > 0:
+        match = _USER_NAME_EQ.fullmatch(query.filter)
+        if match:
+            return _list_by_user_name(match.group(1), query, base_url, projection)
     model: type[User] | type[Group] = User if resource == "User" else Group
     rtype = USER_TYPE if resource == "User" else GROUP_TYPE
     where = to_sql(parse_filter(query.filter), rtype) if query.filter else None
@@ -208,18 +257,39 @@ def list_resources(
     else:
         total = int(db.session.scalar(count_q) or 0)
     if resource == "User":
-        return total, _user_docs(rows, base_url, projection)
+        return total, _user_docs(session_tx(), rows, base_url, projection)
     return total, _group_docs(rows, base_url, projection)
+
+
+def _list_by_user_name(
+    user_name: str, query: ListQuery, base_url: str, projection: proj.Projection
+) -> tuple[int, list[dict[str, Any]]]:
+    """`userName eq` as filter_sql translates it (userName is caseExact=false: the indexed
+    lower-cased copy equals the lower-cased value), without parsing and compiling it."""
+    with transaction(write=False) as tx:
+        found = tx.rows(
+            f"{_SELECT_USER} WHERE user_name_ci = ? ORDER BY id LIMIT ? OFFSET ?",
+            (user_name.lower(), query.count, query.start_index - 1),
+        )
+        rows = [_user_row(tx, row) for row in found]
+        if rows and len(rows) < query.count:
+            total = query.start_index - 1 + len(rows)
+        else:
+            counted = tx.first(
+                "SELECT count(*) FROM users WHERE user_name_ci = ?", (user_name.lower(),)
+            )
+            total = int(counted[0])
+        return total, _user_docs(tx, rows, base_url, projection)
 
 
 # ---------------------------------------------------------------- users
 
 
-def _ensure_unique_user_name(user_name: str, user_id: str | None) -> None:
-    q = select(User.id).where(User.user_name_ci == user_name.lower())
-    if user_id:
-        q = q.where(User.id != user_id)
-    if db.session.scalar(q) is not None:
+def _ensure_unique_user_name(tx: Tx, user_name: str, user_id: str) -> None:
+    taken = tx.first(
+        "SELECT id FROM users WHERE user_name_ci = ? AND id != ?", (user_name.lower(), user_id)
+    )
+    if taken is not None:
         raise Conflict(f"A user with userName {user_name!r} already exists.")
 
 
@@ -274,6 +344,24 @@ def _render_written_user(
     return mapping.user_to_doc(user, mapping.UserExtras(values, groups, None), base_url)
 
 
+def _insert(tx: Tx, table: str, rows: Sequence[dict[str, Any]]) -> None:
+    """INSERT rows in one executemany. Rows may differ in keys (an address row has columns an
+    email row has not): every row gets every column, None where it has none."""
+    names = list(dict.fromkeys(n for row in rows for n in row))
+    tx.executemany(
+        "INSERT INTO " + table + " (" + ", ".join(f'"{n}"' for n in names) + ")"
+        f" VALUES ({_placeholders(len(names))})",
+        [[row.get(n) for n in names] for row in rows],
+    )
+
+
+def _user_params(tx: Tx, columns: dict[str, Any]) -> dict[str, Any]:
+    """Column values as the driver takes them (datetimes as text on SQLite)."""
+    return {
+        c: tx.timestamp(v) if c in ("created", "last_modified") else v for c, v in columns.items()
+    }
+
+
 def create_user(body: dict[str, Any], base_url: str) -> tuple[dict[str, Any], int]:
     doc = canonicalize(body, USER_TYPE)
     password = doc.pop("password", None)
@@ -284,13 +372,12 @@ def create_user(body: dict[str, Any], base_url: str) -> tuple[dict[str, Any], in
     columns["password_hash"] = hash_password(password) if password is not None else None
     rows = _value_rows(columns["id"], doc)
     conflict = f"A user with userName {doc['userName']!r} already exists."
-    # Core inserts: the unique index on user_name_ci decides uniqueness, race-free.
-    with _unique(conflict):
-        db.session.execute(insert(User), [columns])
+    # The unique index on user_name_ci decides uniqueness, race-free.
+    with _unique(conflict), transaction(write=True) as tx:
+        _insert(tx, "users", [_user_params(tx, columns)])
         if rows:
-            db.session.execute(insert(UserValue), rows)
-        outbox.record(db.session, "User", columns["id"], "created", {"version": 1})
-        db.session.commit()
+            _insert(tx, "user_values", rows)
+        outbox.record_sql(tx, "User", columns["id"], "created", {"version": 1})
     return _render_written_user(SimpleNamespace(**columns), rows, [], base_url), 1
 
 
@@ -303,98 +390,112 @@ class _Snapshot:
     groups: list[tuple[str, str]]
 
 
-@contextmanager
-def _read_phase(locked: bool) -> Iterator[None]:
-    """The reads of a write request. Unlocked, they take no write lock (on SQLite the
-    transaction begins deferred, see db.py) and end here, before the change is computed.
-    Locked, the transaction stays open and holds the row (FOR UPDATE on PostgreSQL, the
-    database write lock on SQLite) until the write commits."""
-    if locked:
-        yield
-        return
-    g.read_phase = True
-    try:
-        yield
-    finally:
-        db.session.rollback()
-        g.read_phase = False
-
-
-def _snapshot(user_id: str, if_match: str | None, base_url: str, locked: bool) -> _Snapshot:
-    with _read_phase(locked):
-        # A plain row, not an ORM object: the snapshot is read once and never flushed.
-        query = select(User.__table__).where(User.id == user_id)
-        if locked:
-            query = query.with_for_update()
-        row = db.session.execute(query).first()
-        if row is None:
-            raise NotFound(f"User {user_id} not found.")
-        check_if_match(if_match, row.version)
-        columns = dict(row._mapping)
-        doc = _user_docs([row], base_url, FULL_USER)[0]
+def _snapshot(tx: Tx, user_id: str, if_match: str | None, base_url: str) -> _Snapshot:
+    # FOR UPDATE holds the row on PostgreSQL; SQLite has no such clause, and a writing
+    # transaction there already holds the database.
+    lock = "" if tx.sqlite or not tx.writing else " FOR UPDATE"
+    found = tx.first(f"{_SELECT_USER} WHERE id = ?{lock}", (user_id,))
+    if found is None:
+        raise NotFound(f"User {user_id} not found.")
+    row = _user_row(tx, found)
+    check_if_match(if_match, row.version)
+    doc = _user_docs(tx, [row], base_url, FULL_USER)[0]
     groups = [(grp["value"], grp["display"]) for grp in doc.get("groups", ())]
-    return _Snapshot(columns, doc, groups)
+    return _Snapshot(row._asdict(), doc, groups)
+
+
+@dataclass(frozen=True)
+class _UserWrite:
+    """A user update computed from a snapshot, ready to be written."""
+
+    snap: _Snapshot
+    user_name: str
+    changes: dict[str, Any]  # the columns that change, version and lastModified included
+    rows: list[dict[str, Any]]  # the user_values rows of the new document
+    rewrite_values: bool
+    password_changed: bool
+
+
+def _prepare_user_write(
+    snap: _Snapshot, doc: dict[str, Any], password: str | None, *, rewrite_values: bool
+) -> _UserWrite:
+    """Everything a user update needs that is not the database (the password hash is slow):
+    computed before the write lock is taken."""
+    columns = mapping.doc_to_user_columns(doc)
+    _check_user_columns(columns)
+    rows = _value_rows(snap.columns["id"], doc)
+    changes = {c: v for c, v in columns.items() if snap.columns[c] != v}
+    if password is not None:
+        changes["password_hash"] = hash_password(password)
+    changes.update(version=snap.columns["version"] + 1, last_modified=utcnow())
+    return _UserWrite(snap, doc["userName"], changes, rows, rewrite_values, password is not None)
 
 
 def _save_user(
-    snap: _Snapshot,
-    doc: dict[str, Any],
-    password: str | None,
-    event: str,
-    base_url: str,
-    *,
-    rewrite_values: bool,
+    tx: Tx, write: _UserWrite, event: str, base_url: str
 ) -> tuple[dict[str, Any], int] | None:
     """Write a user's new document if the row is still at the snapshot's version.
 
     Optimistic: the update names the version it read, so a concurrent writer makes it match
     no row and the caller starts again from a fresh snapshot. Returns None in that case.
     """
+    snap, changes = write.snap, write.changes
     user_id, version = snap.columns["id"], snap.columns["version"]
-    columns = mapping.doc_to_user_columns(doc)
-    _check_user_columns(columns)
-    rows = _value_rows(user_id, doc)
-    changes = {c: v for c, v in columns.items() if snap.columns[c] != v}
-    if password is not None:
-        changes["password_hash"] = hash_password(password)
-    changes.update(version=version + 1, last_modified=utcnow())
-    conflict = f"A user with userName {doc['userName']!r} already exists."
-    with _unique(conflict):
-        if "user_name_ci" in changes:
-            _ensure_unique_user_name(doc["userName"], user_id)
-        updated = db.session.execute(
-            update(User).where(User.id == user_id, User.version == version).values(**changes)
-        )
-        if getattr(updated, "rowcount", 0) != 1:
-            db.session.rollback()
-            return None
-        if rewrite_values:
-            db.session.execute(delete(UserValue).where(UserValue.user_id == user_id))
-            if rows:
-                db.session.execute(insert(UserValue), rows)
-        outbox.record(
-            db.session,
-            "User",
-            user_id,
-            event,
-            {"version": version + 1, "password_changed": password is not None},
-        )
-        db.session.commit()
+    if "user_name_ci" in changes:
+        _ensure_unique_user_name(tx, write.user_name, user_id)
+    params = _user_params(tx, changes)
+    updated = tx.execute(
+        f"UPDATE users SET {', '.join(f'{c} = ?' for c in params)} WHERE id = ? AND version = ?",
+        [*params.values(), user_id, version],
+    )
+    if updated != 1:
+        return None
+    if write.rewrite_values:
+        tx.execute("DELETE FROM user_values WHERE user_id = ?", (user_id,))
+        if write.rows:
+            _insert(tx, "user_values", write.rows)
+    outbox.record_sql(
+        tx,
+        "User",
+        user_id,
+        event,
+        {"version": version + 1, "password_changed": write.password_changed},
+    )
     user = SimpleNamespace(**{**snap.columns, **changes})
-    return _render_written_user(user, rows, snap.groups, base_url), version + 1
+    return _render_written_user(user, write.rows, snap.groups, base_url), version + 1
 
 
-def _retrying(
-    attempt: Callable[[bool], tuple[dict[str, Any], int] | None],
+def _update_user(
+    user_id: str,
+    if_match: str | None,
+    base_url: str,
+    change: Callable[[_Snapshot], _UserWrite],
+    event: str,
 ) -> tuple[dict[str, Any], int]:
-    """First optimistically, with the change computed outside the write lock; if another
-    writer got there first, again holding the lock from the read on, which cannot lose."""
-    result = attempt(False)
-    if result is None:
-        result = attempt(True)
+    """Read, change, write. First optimistically: the snapshot is read without the write lock
+    and the change computed outside it; if another writer got there first, again holding the
+    lock from the read on, which cannot lose."""
+    with transaction(write=False) as tx:
+        snap = _snapshot(tx, user_id, if_match, base_url)
+    write = change(snap)
+    with _unique(_user_name_taken(write)), transaction(write=True) as tx:
+        result = _save_user(tx, write, event, base_url)
+        if result is None:
+            tx.rollback_only = True
+    if result is not None:
+        return result
+    with transaction(write=True) as tx:
+        snap = _snapshot(tx, user_id, if_match, base_url)
+        write = change(snap)
+        with _unique(_user_name_taken(write)):
+            result = _save_user(tx, write, event, base_url)
     if result is None:  # the locked attempt holds the row: this would be a bug
         raise InternalError("A locked update found its row changed.")
     return result
+
+
+def _user_name_taken(write: _UserWrite) -> str:
+    return f"A user with userName {write.user_name!r} already exists."
 
 
 def replace_user(
@@ -403,26 +504,22 @@ def replace_user(
     doc = canonicalize(body, USER_TYPE)
     password = doc.pop("password", None)
 
-    def attempt(locked: bool) -> tuple[dict[str, Any], int] | None:
-        snap = _snapshot(user_id, if_match, base_url, locked)
-        return _save_user(snap, doc, password, "replaced", base_url, rewrite_values=True)
+    def change(snap: _Snapshot) -> _UserWrite:
+        return _prepare_user_write(snap, doc, password, rewrite_values=True)
 
-    return _retrying(attempt)
+    return _update_user(user_id, if_match, base_url, change, "replaced")
 
 
 def patch_user(
     user_id: str, operations: list[dict[str, Any]], if_match: str | None, base_url: str
 ) -> tuple[dict[str, Any], int]:
-    def attempt(locked: bool) -> tuple[dict[str, Any], int] | None:
-        snap = _snapshot(user_id, if_match, base_url, locked)
+    def change(snap: _Snapshot) -> _UserWrite:
         result = apply_patch(snap.doc, operations, USER_TYPE)
         # Multi-valued attributes are rewritten only when the PATCH changed them.
         changed = any(snap.doc.get(a) != result.doc.get(a) for a in mapping.MULTI_VALUED)
-        return _save_user(
-            snap, result.doc, result.password, "patched", base_url, rewrite_values=changed
-        )
+        return _prepare_user_write(snap, result.doc, result.password, rewrite_values=changed)
 
-    return _retrying(attempt)
+    return _update_user(user_id, if_match, base_url, change, "patched")
 
 
 def delete_user(user_id: str, if_match: str | None) -> None:

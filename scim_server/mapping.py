@@ -74,14 +74,28 @@ USER_LABELS = {
 VALUE_LABELS = {c: a for a, c in ADDRESS.items()}
 
 
+_LIMITS: dict[FromClause, tuple[tuple[str, int], ...]] = {}
+
+
+def _limits(table: FromClause) -> tuple[tuple[str, int], ...]:
+    """(column name, maximum length) of the table's length-limited columns."""
+    limits = _LIMITS.get(table)
+    if limits is None:
+        limits = _LIMITS[table] = tuple(
+            (column.name, length)
+            for column in table.columns
+            if (length := getattr(column.type, "length", None))
+        )
+    return limits
+
+
 def check_lengths(table: FromClause, row: dict[str, Any], label: Callable[[str], str]) -> None:
     """A string longer than its column is 400 invalidValue on every database (PostgreSQL
     would refuse it with an error, SQLite would silently keep it)."""
-    for column in table.columns:
-        limit = getattr(column.type, "length", None)
-        value = row.get(column.name)
-        if limit and isinstance(value, str) and len(value) > limit:
-            raise InvalidValue(f"{label(column.name)} is longer than {limit} characters.")
+    for name, limit in _limits(table):
+        value = row.get(name)
+        if isinstance(value, str) and len(value) > limit:
+            raise InvalidValue(f"{label(name)} is longer than {limit} characters.")
 
 
 def etag(version: int) -> str:

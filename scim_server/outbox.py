@@ -17,6 +17,7 @@ from sqlalchemy import and_, exists, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased, scoped_session
 
 from models import OutboxEvent, utcnow
+from scim_server.db import Tx
 
 AnySession = Session | scoped_session[Any]
 
@@ -56,6 +57,17 @@ class Claimed:
     payload: dict[str, Any]
     attempts: int
     created_at: datetime
+
+
+def record_sql(
+    tx: Tx, resource_type: str, resource_id: str, event: str, payload: dict[str, Any]
+) -> None:
+    """`record` for the writes that run hand-written SQL (db.transaction)."""
+    tx.execute(
+        "INSERT INTO outbox (resource_type, resource_id, event, payload, status, attempts,"
+        " created_at) VALUES (?, ?, ?, ?, 'pending', 0, ?)",
+        (resource_type, resource_id, event, tx.json(payload), tx.timestamp(utcnow())),
+    )
 
 
 def claim(

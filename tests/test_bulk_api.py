@@ -133,3 +133,45 @@ def test_unresolvable_bulk_id(scim: ScimClient) -> None:
         },
     )
     assert response.get_json()["Operations"][0]["status"] == "409"
+
+
+def test_bulk_user_writes_after_group_writes(scim: ScimClient) -> None:
+    """Group writes go through the ORM session, user writes through db.transaction; on SQLite
+    both take the write lock, so a group operation must not leave the session holding it
+    (the next user write in the same request would wait for it forever)."""
+    user = scim.user("first")
+    response = scim.post(
+        "/Bulk",
+        {
+            "schemas": [BULK],
+            "Operations": [
+                {"method": "POST", "path": "/Groups", "bulkId": "g", "data": {"displayName": "A"}},
+                {"method": "POST", "path": "/Users", "bulkId": "u", "data": {"userName": "second"}},
+                {
+                    "method": "PUT",
+                    "path": "/Groups/bulkId:g",
+                    "data": {"displayName": "A", "members": [{"value": user["id"]}]},
+                },
+                {
+                    "method": "PATCH",
+                    "path": f"/Users/{user['id']}",
+                    "data": {
+                        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                        "Operations": [{"op": "replace", "path": "title", "value": "T"}],
+                    },
+                },
+                {"method": "DELETE", "path": "/Groups/bulkId:g"},
+                {"method": "POST", "path": "/Users", "bulkId": "v", "data": {"userName": "third"}},
+            ],
+        },
+    )
+    assert response.status_code == 200
+    assert [o["status"] for o in response.get_json()["Operations"]] == [
+        "201",
+        "201",
+        "200",
+        "200",
+        "204",
+        "201",
+    ]
+    assert scim.get(f"/Users/{user['id']}").get_json()["title"] == "T"

@@ -179,3 +179,54 @@ def test_search_request_with_malformed_attributes_is_400(scim: ScimClient) -> No
         response = scim.post("/.search", body)
         assert response.status_code == 400, body
         assert response.get_json()["scimType"] == "invalidValue"
+
+
+def test_user_name_lookup_pages_like_any_filter(scim: ScimClient) -> None:
+    """`userName eq "…"` has its own lookup (directory._list_by_user_name); paging and
+    totals follow the general rules."""
+    scim.user("Carol@Example.com")
+    found = scim.get('/Users?filter=userName eq "carol@example.com"').get_json()
+    assert found["totalResults"] == 1
+    assert [r["userName"] for r in found["Resources"]] == ["Carol@Example.com"]
+    past = scim.get('/Users?filter=userName eq "carol@example.com"&startIndex=2').get_json()
+    assert past["totalResults"] == 1
+    assert past["Resources"] == []
+    only_total = scim.get('/Users?filter=userName eq "carol@example.com"&count=0').get_json()
+    assert only_total == {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+        "totalResults": 1,
+    }
+    missing = scim.get('/Users?filter=userName eq "nobody"').get_json()
+    assert missing["totalResults"] == 0
+    assert missing["Resources"] == []
+
+
+def test_user_name_lookup_renders_as_the_general_path(scim: ScimClient) -> None:
+    """The same user through the hand-written lookups (GET by id, `userName eq`) and through
+    the compiled filters renders the same document."""
+    manager = scim.user("boss", displayName="The Boss")
+    user = scim.user(
+        "full",
+        name={"givenName": "F", "familyName": "Ull"},
+        active=False,
+        emails=[
+            {"value": "a@x.com", "type": "work", "primary": True},
+            {"value": "b@x.com", "primary": False},
+        ],
+        addresses=[{"streetAddress": "1 Main St", "country": "NL", "type": "work"}],
+        **{
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {
+                "department": "R&D",
+                "manager": {"value": manager["id"]},
+            }
+        },
+    )
+    scim.group("Team", members=[user["id"]])
+    by_id = scim.get(f"/Users/{user['id']}").get_json()
+    by_name = scim.get('/Users?filter=userName eq "FULL"').get_json()["Resources"]
+    general = scim.get(f'/Users?filter=id eq "{user["id"]}"').get_json()["Resources"]
+    assert by_name == general == [by_id]
+    assert by_id["active"] is False
+    assert by_id["emails"][1]["primary"] is False
+    assert by_id["groups"][0]["display"] == "Team"
+    assert by_id["meta"]["created"] == user["meta"]["created"]

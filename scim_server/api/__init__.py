@@ -4,7 +4,7 @@ errors) in one place."""
 from __future__ import annotations
 
 import logging
-import uuid
+import random
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
@@ -36,7 +36,9 @@ def register(app: Flask) -> None:
 
     @app.before_request
     def _authenticate() -> Response | None:
-        g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        # 128 random bits without a system call (uuid4 reads os.urandom each time); the
+        # random module is reseeded in every forked worker.
+        g.request_id = request.headers.get("X-Request-Id") or f"{random.getrandbits(128):032x}"
         if not request.path.startswith(PREFIX):
             return None
         principal = auth.authenticate(

@@ -131,8 +131,13 @@ def _run(op: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
             "status": "200",
         }
     except ScimError as exc:
-        db.session.rollback()
         return _failure(op, exc)
+    finally:
+        # Each operation is its own transaction. A group operation reads through the ORM
+        # session after its commit, and on SQLite a write request's session transaction holds
+        # the write lock: end it, or the next user operation (db.transaction) would wait for
+        # that lock forever.
+        db.session.rollback()
 
 
 def _object(data: Any) -> dict[str, Any]:

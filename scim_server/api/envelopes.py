@@ -101,7 +101,43 @@ SEARCH_REQUEST = SearchRequest()
 BULK_REQUEST = BulkRequest()
 
 
+_PATCH_OPERATION_KEYS = frozenset(PatchOperation().fields)
+
+
+def _plain_patch_operations(body: Any) -> list[dict[str, Any]] | None:
+    """The operations of a PatchOp in the shape every IdP sends (string `op`, `path` a string
+    or absent, known keys only), as PATCH_REQUEST would load them; None for anything else,
+    which goes through marshmallow and its error messages."""
+    if not isinstance(body, dict):
+        return None
+    ops: Any = None
+    for key, value in body.items():
+        name = key.lower()
+        if name == "operations":
+            ops = value
+        elif name != "schemas" or not (
+            isinstance(value, list) and all(isinstance(s, str) for s in value)
+        ):
+            return None
+    if not isinstance(ops, list) or not ops:
+        return None
+    out = []
+    for op in ops:
+        if not (
+            isinstance(op, dict)
+            and op.keys() <= _PATCH_OPERATION_KEYS
+            and isinstance(op.get("op"), str)
+            and isinstance(op.get("path", ""), str | None)
+        ):
+            return None
+        out.append({"op": op["op"], "path": op.get("path"), "value": op.get("value")})
+    return out
+
+
 def patch_operations(body: Any) -> list[dict[str, Any]]:
+    plain = _plain_patch_operations(body)
+    if plain is not None:
+        return plain
     data = load(PATCH_REQUEST, body)
     ops = data["Operations"]
     assert isinstance(ops, list)

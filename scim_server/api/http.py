@@ -31,8 +31,18 @@ def _content_type() -> str:
     return "application/json" if best == "application/json" else SCIM_CONTENT_TYPE
 
 
+_BASE_URLS: dict[tuple[str, str], str] = {}
+
+
 def base_url() -> str:
-    return request.host_url.rstrip("/") + "/scim/v2"
+    # A pure function of scheme and host; werkzeug's host_url costs ~10 µs a request.
+    key = (request.scheme, request.host)
+    url = _BASE_URLS.get(key)
+    if url is None:
+        if len(_BASE_URLS) >= 256:  # Host headers are client input: keep the map small
+            _BASE_URLS.clear()
+        url = _BASE_URLS[key] = request.host_url.rstrip("/") + "/scim/v2"
+    return url
 
 
 def json_body() -> Any:

@@ -18,6 +18,7 @@ from scim_server.scim import projection as proj
 from scim_server.scim.schema import GROUP_TYPE, LIST_RESPONSE, USER_TYPE, ResourceType
 
 bp = Blueprint("resources", __name__)
+_DEFAULT_PROJECTION = proj.Projection(include=None, exclude=frozenset())
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ KINDS = {
 
 
 def _projection(rtype: ResourceType, source: dict[str, Any] | None = None) -> proj.Projection:
+    if source is None and not request.query_string:
+        return _DEFAULT_PROJECTION  # no query string to parse
     src = source if source is not None else request.args
     return proj.parse(rtype, src.get("attributes"), src.get("excludedAttributes"))
 
