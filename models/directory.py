@@ -45,6 +45,9 @@ class User(Base):
     division: Mapped[str | None] = mapped_column(String(255))
     department: Mapped[str | None] = mapped_column(String(255))
     manager_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    # The Microsoft 365 extension (urn:…:extension:m365:2.0:User).
+    usage_location: Mapped[str | None] = mapped_column(String(2))
+    alternate_email: Mapped[str | None] = mapped_column(String(255))
 
     created: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_modified: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
@@ -89,6 +92,8 @@ class Group(Base):
     # Okta and Entra treat a second group of the same name as a conflict (409 uniqueness).
     display_name_ci: Mapped[str] = mapped_column(String(255), unique=True)
     external_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    # The M365 extension: the security group's mailNickname (else derived from the name).
+    mail_nickname: Mapped[str | None] = mapped_column(String(64))
     created: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_modified: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     version: Mapped[int] = mapped_column(Integer, default=1)

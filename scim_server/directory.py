@@ -17,7 +17,7 @@ from argon2 import PasswordHasher
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from models import Group, GroupMember, User, UserValue, utcnow
+from models import Group, GroupMember, M365Link, User, UserValue, utcnow
 from scim_server import mapping, outbox
 from scim_server.db import Tx, db, session_tx, transaction
 from scim_server.errors import Conflict, InternalError, NotFound, PreconditionFailed
@@ -26,7 +26,15 @@ from scim_server.scim.filter_parser import parse_filter
 from scim_server.scim.filter_sql import sort_column, to_sql
 from scim_server.scim.patch import MemberChange, apply_patch
 from scim_server.scim.resource import canonicalize
-from scim_server.scim.schema import ENTERPRISE, GROUP, GROUP_TYPE, USER, USER_TYPE
+from scim_server.scim.schema import (
+    ENTERPRISE,
+    GROUP,
+    GROUP_TYPE,
+    M365_GROUP,
+    M365_USER,
+    USER,
+    USER_TYPE,
+)
 
 _hasher = PasswordHasher()
 FULL_USER = proj.parse(USER_TYPE, None, None)
@@ -121,6 +129,7 @@ def _user_docs(
                 chunk,
             ):
                 groups[member_id].append((gid, gname))
+    links = _links(tx, "User", ids) if projection.wants_schema(M365_USER) else {}
     manager_ids = sorted({u.manager_id for u in users if u.manager_id})
     managers: dict[str, str] = {}
     if manager_ids and projection.wants(ENTERPRISE, "manager"):
@@ -135,7 +144,9 @@ def _user_docs(
         proj.apply(
             mapping.user_to_doc(
                 u,
-                mapping.UserExtras(values[u.id], groups[u.id], managers.get(u.manager_id or "")),
+                mapping.UserExtras(
+                    values[u.id], groups[u.id], managers.get(u.manager_id or ""), links.get(u.id)
+                ),
                 base_url,
             ),
             USER_TYPE,
@@ -143,6 +154,22 @@ def _user_docs(
         )
         for u in users
     ]
+
+
+LinkRow = namedtuple("LinkRow", "object_id state last_synced_at last_error")
+
+
+def _links(tx: Tx, resource_type: str, ids: Sequence[str]) -> dict[str, Any]:
+    """The m365_links rows of these resources: their Microsoft 365 sync state."""
+    out: dict[str, Any] = {}
+    for chunk in _chunks(ids):
+        for rid, object_id, state, synced_at, error in tx.rows(
+            "SELECT resource_id, object_id, state, last_synced_at, last_error FROM m365_links"
+            f" WHERE resource_type = ? AND resource_id IN ({_placeholders(len(chunk))})",
+            [resource_type, *chunk],
+        ):
+            out[rid] = LinkRow(object_id, state, _read_datetime(synced_at), error)
+    return out
 
 
 def _members_of(group_ids: Sequence[str]) -> dict[str, list[tuple[str, str, str | None]]]:
@@ -177,8 +204,23 @@ def _group_docs(
     groups: Sequence[Any], base_url: str, projection: proj.Projection
 ) -> list[dict[str, Any]]:
     members = _members_of([g.id for g in groups]) if projection.wants(GROUP, "members") else {}
+    links: dict[str, Any] = {}
+    if groups and projection.wants_schema(M365_GROUP):
+        links = {
+            row.resource_id: row
+            for row in db.session.scalars(
+                select(M365Link).where(
+                    M365Link.resource_type == "Group",
+                    M365Link.resource_id.in_([g.id for g in groups]),
+                )
+            )
+        }
     return [
-        proj.apply(mapping.group_to_doc(g, members.get(g.id), base_url), GROUP_TYPE, projection)
+        proj.apply(
+            mapping.group_to_doc(g, members.get(g.id), base_url, links.get(g.id)),
+            GROUP_TYPE,
+            projection,
+        )
         for g in groups
     ]
 
@@ -610,6 +652,7 @@ def create_group(body: dict[str, Any], base_url: str) -> tuple[dict[str, Any], i
         display_name=doc["displayName"],
         display_name_ci=doc["displayName"].lower(),
         external_id=doc.get("externalId"),
+        mail_nickname=mapping.group_mail_nickname(doc),
         created=now,
         last_modified=now,
         version=1,
@@ -643,6 +686,7 @@ def _save_group(group: Group, doc: dict[str, Any], change: MemberChange | None, 
                 display_name=doc["displayName"],
                 display_name_ci=doc["displayName"].lower(),
                 external_id=doc.get("externalId"),
+                mail_nickname=mapping.group_mail_nickname(doc),
                 version=Group.version + 1,
                 last_modified=utcnow(),
             )

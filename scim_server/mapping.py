@@ -5,6 +5,7 @@ A document uses canonical attribute names; the enterprise extension is nested un
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,7 +14,14 @@ from typing import Any
 from sqlalchemy import FromClause
 
 from scim_server.errors import InvalidValue
-from scim_server.scim.schema import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA
+from scim_server.scim.schema import (
+    COUNTRY_CODES,
+    ENTERPRISE_SCHEMA,
+    GROUP_SCHEMA,
+    M365_GROUP_SCHEMA,
+    M365_USER_SCHEMA,
+    USER_SCHEMA,
+)
 
 # SCIM attribute → User column, for single-valued simple attributes.
 USER_SIMPLE = {
@@ -43,6 +51,8 @@ ENTERPRISE_SIMPLE = {
     "division": "division",
     "department": "department",
 }
+M365_SIMPLE = {"usageLocation": "usage_location", "alternateEmail": "alternate_email"}
+_COUNTRIES = frozenset(COUNTRY_CODES)
 MULTI_VALUED = (
     "emails",
     "phoneNumbers",
@@ -68,6 +78,7 @@ USER_LABELS = {
     **{c: a for a, c in USER_SIMPLE.items()},
     **{c: f"name.{a}" for a, c in USER_NAME.items()},
     **{c: a for a, c in ENTERPRISE_SIMPLE.items()},
+    **{c: f"{M365_USER_SCHEMA}:{a}" for a, c in M365_SIMPLE.items()},
     "user_name_ci": "userName",
     "manager_id": "manager.value",
 }
@@ -116,11 +127,27 @@ def iso(moment: datetime) -> str:
 
 @dataclass(frozen=True)
 class UserExtras:
-    """What a User document needs beyond its own row: its values, groups and manager."""
+    """What a User document needs beyond its own row: its values, groups, manager and
+    Microsoft 365 link."""
 
     values: Sequence[Any]  # UserValue instances or user_values rows
     groups: list[tuple[str, str]]  # (group id, displayName)
     manager_display: str | None
+    link: Any = None  # an m365_links row, if the sync has seen the user
+
+
+def sync_state(link: Any) -> dict[str, Any]:
+    """The read-only M365 attributes of a user or group, from its m365_links row."""
+    if link is None:
+        return {}
+    out: dict[str, Any] = {"syncState": link.state}
+    if link.object_id:
+        out["objectId"] = link.object_id
+    if link.last_synced_at is not None:
+        out["lastSyncedAt"] = iso(link.last_synced_at)
+    if link.last_error:
+        out["lastError"] = link.last_error
+    return out
 
 
 def user_to_doc(user: Any, extras: UserExtras, base_url: str) -> dict[str, Any]:
@@ -158,6 +185,11 @@ def user_to_doc(user: Any, extras: UserExtras, base_url: str) -> dict[str, Any]:
         # The extension object names its schema too, as scim2-models (and so scim2-tester)
         # write and read it; RFC 7643 clients ignore the extra member.
         doc[ENTERPRISE_SCHEMA] = {"schemas": [ENTERPRISE_SCHEMA], **ent}
+    m365 = {a: getattr(user, c) for a, c in M365_SIMPLE.items() if getattr(user, c) is not None}
+    m365.update(sync_state(extras.link))
+    if m365:
+        doc["schemas"].append(M365_USER_SCHEMA)
+        doc[M365_USER_SCHEMA] = {"schemas": [M365_USER_SCHEMA], **m365}
     doc["meta"] = {
         "resourceType": "User",
         "created": iso(user.created),
@@ -192,6 +224,16 @@ def doc_to_user_columns(doc: dict[str, Any]) -> dict[str, Any]:
     cols["active"] = doc.get("active")
     ent = doc.get(ENTERPRISE_SCHEMA) or {}
     cols.update({c: ent.get(a) for a, c in ENTERPRISE_SIMPLE.items()})
+    m365 = doc.get(M365_USER_SCHEMA) or {}
+    cols.update({c: m365.get(a) for a, c in M365_SIMPLE.items()})
+    usage = cols["usage_location"]
+    if usage is not None:
+        if not isinstance(usage, str) or usage.upper() not in _COUNTRIES:
+            raise InvalidValue(
+                f"{M365_USER_SCHEMA}:usageLocation must be an ISO 3166-1 alpha-2 country "
+                f"code such as GB or US, not {usage!r}."
+            )
+        cols["usage_location"] = usage.upper()
     manager = ent.get("manager")
     cols["manager_id"] = manager.get("value") if isinstance(manager, dict) else None
     return cols
@@ -218,7 +260,10 @@ def doc_to_user_values(doc: dict[str, Any]) -> Iterable[dict[str, Any]]:
 
 
 def group_to_doc(
-    group: Any, members: list[tuple[str, str, str | None]] | None, base_url: str
+    group: Any,
+    members: list[tuple[str, str, str | None]] | None,
+    base_url: str,
+    link: Any = None,
 ) -> dict[str, Any]:
     """members: (id, type, display) rows, or None when the caller chose not to load them."""
     doc: dict[str, Any] = {
@@ -230,6 +275,12 @@ def group_to_doc(
         doc["externalId"] = group.external_id
     if members:
         doc["members"] = [_member(mid, mtype, display, base_url) for mid, mtype, display in members]
+    m365 = sync_state(link)
+    if group.mail_nickname is not None:
+        m365["mailNickname"] = group.mail_nickname
+    if m365:
+        doc["schemas"].append(M365_GROUP_SCHEMA)
+        doc[M365_GROUP_SCHEMA] = {"schemas": [M365_GROUP_SCHEMA], **m365}
     doc["meta"] = {
         "resourceType": "Group",
         "created": iso(group.created),
@@ -249,3 +300,20 @@ def _member(mid: str, mtype: str, display: str | None, base_url: str) -> dict[st
     if display is not None:
         out["display"] = display
     return out
+
+
+# Graph's mailNickname for groups: ASCII, at most 64, none of @ ( ) \ [ ] " ; : . < > , or space.
+_NICKNAME = re.compile(r"[!#$%&'*+\-/=?^_`{|}~A-Za-z0-9]{1,64}")
+
+
+def group_mail_nickname(doc: dict[str, Any]) -> str | None:
+    """The M365 extension's mailNickname of a group document, checked as Graph checks it."""
+    value = (doc.get(M365_GROUP_SCHEMA) or {}).get("mailNickname")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _NICKNAME.fullmatch(value):
+        raise InvalidValue(
+            f"{M365_GROUP_SCHEMA}:mailNickname must be 1 to 64 ASCII letters, digits or "
+            'symbols, without spaces or any of @ ( ) \\ [ ] " ; : . < > ,'
+        )
+    return value

@@ -288,3 +288,70 @@ def test_sync_domains_are_checked_against_the_tenant(
         sync_domains(client, ("unverified.example",))
     with pytest.raises(ScopeError, match="not a domain"):
         sync_domains(client, ("nowhere.example",))
+
+
+M365 = "urn:ietf:params:scim:schemas:extension:m365:2.0:User"
+M365_GROUP = "urn:ietf:params:scim:schemas:extension:m365:2.0:Group"
+
+
+def test_the_m365_state_shows_in_scim(
+    scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator
+) -> None:
+    user = scim.user("shown@example.com", **{M365: {"usageLocation": "gb"}})
+    assert user[M365] == {"schemas": [M365], "usageLocation": "GB"}  # no sync state yet
+    outsider = scim.user("hidden@elsewhere.example")
+    group = scim.group("Shown", members=[user["id"]])
+    assert worker.drain()
+    got = scim.get(f"/Users/{user['id']}").get_json()
+    m365 = _m365_user(graph_emulator, "shown@example.com")
+    assert m365 is not None and m365["usageLocation"] == "GB"
+    assert got[M365]["objectId"] == m365["id"]
+    assert got[M365]["syncState"] == "synced"
+    assert got[M365]["lastSyncedAt"].endswith("Z")
+    assert M365 in got["schemas"]
+    assert scim.get(f"/Users/{outsider['id']}").get_json()[M365]["syncState"] == "out_of_scope"
+    shown = scim.get(f"/Groups/{group['id']}").get_json()[M365_GROUP]
+    assert shown["syncState"] == "synced" and shown["objectId"]
+    # The sync state is read-only: a PATCH aimed at it is refused (RFC 7644 §3.5.2 mutability).
+    refused = scim.patch(
+        f"/Users/{user['id']}",
+        _ops({"op": "replace", "path": f"{M365}:syncState", "value": "error"}),
+    )
+    assert (refused.status_code, refused.get_json()["scimType"]) == (400, "mutability")
+    assert scim.get(f"/Users/{user['id']}").get_json()[M365]["syncState"] == "synced"
+
+
+@pytest.mark.parametrize("bad", ["XX", "England", "G"])
+def test_usage_location_must_be_an_iso_country_code(scim: ScimClient, bad: str) -> None:
+    response = scim.post(
+        "/Users",
+        {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", M365],
+            "userName": "where@example.com",
+            M365: {"usageLocation": bad},
+        },
+    )
+    assert response.status_code == 400
+    assert response.get_json()["scimType"] == "invalidValue"
+    assert "usageLocation" in response.get_json()["detail"]
+
+
+def test_group_mail_nickname_from_the_m365_extension(
+    scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator
+) -> None:
+    group = scim.group("Named Group", **{M365_GROUP: {"mailNickname": "named-grp"}})
+    assert group[M365_GROUP]["mailNickname"] == "named-grp"
+    assert worker.drain()
+    m365 = _m365_group(graph_emulator, "Named Group")
+    assert m365 is not None and m365["mailNickname"] == "named-grp"
+    scim.patch(
+        f"/Groups/{group['id']}",
+        _ops({"op": "replace", "path": f"{M365_GROUP}:mailNickname", "value": "renamed-grp"}),
+    )
+    assert worker.drain()
+    m365 = _m365_group(graph_emulator, "Named Group")
+    assert m365 is not None and m365["mailNickname"] == "renamed-grp"
+    bad = scim.post(
+        "/Groups", {"displayName": "Bad", M365_GROUP: {"mailNickname": "no spaces allowed"}}
+    )
+    assert (bad.status_code, bad.get_json()["scimType"]) == (400, "invalidValue")

@@ -25,6 +25,10 @@ class Projection:
             return any(s == schema.id and a == attr for s, a, _ in self.include)
         return (schema.id, attr, None) not in self.exclude
 
+    def wants_schema(self, schema: Schema) -> bool:
+        """Whether any attribute of `schema` may appear."""
+        return any(self.wants(schema, a.name) for a in schema.attributes)
+
 
 def parse(
     rtype: ResourceType, attributes: str | list[str] | None, excluded: str | list[str] | None

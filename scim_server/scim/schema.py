@@ -11,6 +11,8 @@ from typing import Any
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+M365_USER_SCHEMA = "urn:ietf:params:scim:schemas:extension:m365:2.0:User"
+M365_GROUP_SCHEMA = "urn:ietf:params:scim:schemas:extension:m365:2.0:Group"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 LIST_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 SEARCH_REQUEST = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
@@ -291,6 +293,60 @@ GROUP = Schema(
 )
 
 
+# ISO 3166-1 alpha-2, the codes Graph takes as usageLocation.
+_COUNTRIES = """
+    AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ
+    BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO
+    DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU
+    GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW
+    KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU
+    MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW
+    PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF
+    TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA
+    ZM ZW"""
+COUNTRY_CODES = tuple(_COUNTRIES.split())
+
+
+def _sync_state() -> tuple[Attribute, ...]:
+    """The Microsoft 365 sync state of a user or group, kept by the sync worker."""
+    return (
+        _s("objectId", mutability="readOnly", case_exact=True),
+        _s(
+            "syncState",
+            mutability="readOnly",
+            canonical_values=("pending", "synced", "out_of_scope", "conflict", "error"),
+        ),
+        _s("lastSyncedAt", type="dateTime", mutability="readOnly"),
+        _s("lastError", mutability="readOnly"),
+    )
+
+
+M365_USER = Schema(
+    id=M365_USER_SCHEMA,
+    name="M365User",
+    description="Microsoft 365: what the directory sends beyond the core schemas, and the "
+    "state of the user's M365 account",
+    attributes=(
+        # An ISO 3166-1 alpha-2 country code; Microsoft 365 needs one to license the user.
+        _s("usageLocation", canonical_values=COUNTRY_CODES),
+        # Where the activation email goes (the user has no mailbox before activation).
+        _s("alternateEmail"),
+        *_sync_state(),
+    ),
+)
+
+M365_GROUP = Schema(
+    id=M365_GROUP_SCHEMA,
+    name="M365Group",
+    description="Microsoft 365: the group's security group and its state",
+    attributes=(
+        # The security group's mailNickname; by default folded from displayName.
+        _s("mailNickname"),
+        *_sync_state(),
+    ),
+)
+
+
 @dataclass(frozen=True)
 class ResourceType:
     name: str
@@ -317,10 +373,10 @@ class ResourceType:
         }
 
 
-USER_TYPE = ResourceType("User", "/Users", USER, (ENTERPRISE,))
-GROUP_TYPE = ResourceType("Group", "/Groups", GROUP)
+USER_TYPE = ResourceType("User", "/Users", USER, (ENTERPRISE, M365_USER))
+GROUP_TYPE = ResourceType("Group", "/Groups", GROUP, (M365_GROUP,))
 RESOURCE_TYPES = {"User": USER_TYPE, "Group": GROUP_TYPE}
-SCHEMAS = {s.id: s for s in (USER, ENTERPRISE, GROUP)}
+SCHEMAS = {s.id: s for s in (USER, ENTERPRISE, M365_USER, GROUP, M365_GROUP)}
 
 
 def resolve(rtype: ResourceType, path: str) -> tuple[Schema, Attribute, Attribute | None] | None:

@@ -12,8 +12,7 @@ import unicodedata
 from typing import Any
 
 from scim_server.scim.schema import ENTERPRISE_SCHEMA
-
-M365_SCHEMA = "urn:ietf:params:scim:schemas:extension:m365:2.0:User"
+from scim_server.scim.schema import M365_USER_SCHEMA as M365_SCHEMA
 
 # Graph's limits (graph.md): mailNickname ≤ 64, displayName ≤ 256, givenName/surname ≤ 64.
 _LIMITS = {

@@ -120,10 +120,13 @@ def user_doc(user_id: str) -> dict[str, Any] | None:
         return doc
 
 
-def group_name(group_id: str) -> str | None:
+def group_names(group_id: str) -> tuple[str, str | None] | None:
+    """(displayName, mailNickname of the M365 extension) of a group, or None once deleted."""
     with transaction() as session:
-        name: str | None = session.scalar(select(Group.display_name).where(Group.id == group_id))
-        return name
+        row = session.execute(
+            select(Group.display_name, Group.mail_nickname).where(Group.id == group_id)
+        ).first()
+        return (row[0], row[1]) if row is not None else None
 
 
 def group_member_ids(group_id: str) -> list[str]:

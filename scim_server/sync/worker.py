@@ -344,41 +344,45 @@ class Worker:
         link: store.Link | None,
         events: list[tuple[int, str, dict[str, Any]]],
     ) -> None:
-        name = store.group_name(group_id)
+        names = store.group_names(group_id)
         bound = link.object_id if link else None
-        if name is None:  # deleted in the directory
+        if names is None:  # deleted in the directory
             if bound:
                 self._write()
                 with contextlib.suppress(NotFound):
                     self.client.delete_group(bound)
             store.drop_link("Group", group_id)
             return
+        name, nickname = names
+        wanted = {
+            "displayName": name,
+            "mailNickname": nickname or mapping.group_mail_nickname(name, group_id),
+        }
         if not bound:
             self._write()
-            created = self.client.create_security_group(
-                name, mapping.group_mail_nickname(name, group_id)
-            )
+            created = self.client.create_security_group(name, wanted["mailNickname"])
             bound = str(created["id"])
             store.save_link(
                 "Group",
                 group_id,
                 object_id=bound,
                 state="synced",
-                synced={"displayName": name},
+                synced=wanted,
                 created_in_m365_at=utcnow(),
             )
             self._reconcile_members(group_id, bound, fresh=True)
             return
         assert link is not None
-        if (link.synced or {}).get("displayName") != name:
+        changed = {k: v for k, v in wanted.items() if (link.synced or {}).get(k) != v}
+        if changed:
             self._write()
-            self.client.update_group(bound, {"displayName": name})
+            self.client.update_group(bound, changed)
         added, removed, replace_all = _fold(events)
         if replace_all:
             self._reconcile_members(group_id, bound, fresh=False)
         else:
             self._change_members(bound, added, removed)
-        store.save_link("Group", group_id, state="synced", synced={"displayName": name})
+        store.save_link("Group", group_id, state="synced", synced=wanted)
 
     def _reconcile_members(self, group_id: str, object_id: str, fresh: bool) -> None:
         """Make the M365 group's members the directory's (those that have an M365 object)."""
