@@ -524,11 +524,50 @@ def _part_request(raw: dict[str, Any], app_id: str) -> GraphRequest:
     )
 
 
+MIXED_BATCH = "Batch should be either fully sequential or fully parallel"
+
+
+def _check_sequencing(depends: dict[str, list[str]]) -> None:
+    """Graph accepts only three shapes of dependsOn (known issues, "Request dependencies are
+    limited"): each request depends on at most one other, and the batch is
+    - parallel: no request states a dependency;
+    - serial: every request but the first depends on the request just before it;
+    - same: every request that states a dependency states the same one, an earlier request
+      that itself depends on nothing (these run sequentially).
+    Anything else is a 400 "Batch should be either fully sequential or fully parallel"."""
+    keys = list(depends)
+    for key, deps in depends.items():
+        for dep in deps:
+            if dep not in depends:
+                raise BadRequest(
+                    f"Request '{key}' depends on an unknown request id '{dep}'.",
+                    code="BadRequest",
+                )
+    stated = {key: deps for key, deps in depends.items() if deps}
+    if not stated:
+        return
+    if all(len(deps) == 1 for deps in stated.values()):
+        serial = not depends[keys[0]] and all(
+            depends[keys[i]] == [keys[i - 1]] for i in range(1, len(keys))
+        )
+        targets = {deps[0] for deps in stated.values()}
+        same = False
+        if len(targets) == 1:
+            target = targets.pop()
+            same = not depends[target] and all(
+                keys.index(target) < keys.index(key) for key in stated
+            )
+        if serial or same:
+            return
+    raise BadRequest(MIXED_BATCH, code="BadRequest")
+
+
 def run_batch(
     em: Emulator, body: Any, app_id: str, on_part: Callable[[GraphRequest, int], None]
 ) -> GraphResponse:
-    """Validate the whole batch first (400 for the batch), then run its parts in order,
-    each after the parts it dependsOn; a part whose dependency failed answers 424."""
+    """Validate the whole batch first (400 for the batch: ids unique ignoring case, dependsOn
+    in one of Graph's three shapes), then run its parts in order, each after the part it
+    dependsOn; a part whose dependency failed answers 424."""
     if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
         raise BadRequest("Invalid batch payload format.", code="BadRequest")
     raws: list[dict[str, Any]] = body["requests"]
@@ -539,50 +578,44 @@ def run_batch(
             f"Number of requests in the batch exceeds the limit of {MAX_BATCH}.",
             code="BadRequest",
         )
-    parts: dict[str, tuple[GraphRequest, list[str]]] = {}
+    # Ids are "Not case-sensitive" (json-batching): parts are keyed by the lower-cased id.
+    parts: dict[str, tuple[str, GraphRequest, list[str]]] = {}
     for raw in raws:
         if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
             raise BadRequest("Each batch request needs a string 'id'.", code="BadRequest")
-        if raw["id"] in parts:
+        key = raw["id"].lower()
+        if key in parts:
             raise BadRequest(f"Batch request id '{raw['id']}' is not unique.", code="BadRequest")
-        depends = raw.get("dependsOn") or []
-        if not isinstance(depends, list):
+        depends = raw.get("dependsOn")
+        if depends is None:
+            depends = []
+        if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
             raise BadRequest("'dependsOn' must be a list of request ids.", code="BadRequest")
-        parts[raw["id"]] = (_part_request(raw, app_id), [str(d) for d in depends])
-    for part_id, (_, depends) in parts.items():
-        for dep in depends:
-            if dep not in parts or dep == part_id:
-                raise BadRequest(
-                    f"Request '{part_id}' depends on an unknown request id '{dep}'.",
-                    code="BadRequest",
-                )
+        parts[key] = (raw["id"], _part_request(raw, app_id), [d.lower() for d in depends])
+    _check_sequencing({key: depends for key, (_, _, depends) in parts.items()})
 
     results: dict[str, GraphResponse] = {}
-    running: set[str] = set()
 
-    def run(part_id: str) -> GraphResponse:
-        if part_id in results:
-            return results[part_id]
-        if part_id in running:
-            raise BadRequest("Batch 'dependsOn' references form a cycle.", code="BadRequest")
-        running.add(part_id)
-        request, depends = parts[part_id]
-        failed = [d for d in depends if run(d).status >= 400]
+    def run(key: str) -> GraphResponse:
+        if key in results:
+            return results[key]
+        _, request, depends = parts[key]
+        failed = [parts[d][0] for d in depends if run(d).status >= 400]
         if failed:
             error = FailedDependency(f"Dependent request(s) {', '.join(failed)} failed.")
-            results[part_id] = GraphResponse(
+            results[key] = GraphResponse(
                 424, error.body(request.request_id, None), {"request-id": request.request_id}
             )
         else:
-            results[part_id] = dispatch(em, request)
-        on_part(request, results[part_id].status)
-        return results[part_id]
+            results[key] = dispatch(em, request)
+        on_part(request, results[key].status)
+        return results[key]
 
-    for part_id in parts:
-        run(part_id)
+    for key in parts:
+        run(key)
     responses = []
-    for part_id in parts:
-        result = results[part_id]
+    for key, (part_id, _, _) in parts.items():
+        result = results[key]
         entry: dict[str, Any] = {"id": part_id, "status": result.status}
         headers = dict(result.headers)
         if result.body is not None:
