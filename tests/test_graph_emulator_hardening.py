@@ -13,6 +13,8 @@ without secrets, Entra's UPN and password rules, and delta's `id`.
 
 from __future__ import annotations
 
+import socket
+import time
 from typing import Any
 
 import pytest
@@ -85,3 +87,25 @@ def test_parallel_serial_and_same_batches_run(
 def test_batch_ids_are_unique_ignoring_case(graph_emulator: RunningEmulator) -> None:
     error = _graph_error(_batch(graph_emulator, [_get("a"), _get("A")]), 400)
     assert error["code"] == "BadRequest"
+
+
+# ---------------------------------------------------------------------- 2. TLS handshakes
+
+
+def test_an_idle_tcp_connection_does_not_hold_other_requests(
+    graph_emulator: RunningEmulator,
+) -> None:
+    em = graph_emulator
+    port = em.server.server.server_port
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+    try:
+        started = time.monotonic()
+        response = em.session.get(
+            f"{em.authority}/v2.0/.well-known/openid-configuration", timeout=3
+        )
+        assert response.status_code == 200
+        assert em.graph("GET", "/domains").status_code == 200
+        assert time.monotonic() - started < 3
+    finally:
+        for sock in idle:
+            sock.close()
