@@ -13,6 +13,9 @@ without secrets, Entra's UPN and password rules, and delta's `id`.
 
 from __future__ import annotations
 
+import base64
+import json
+import logging
 import socket
 import time
 from typing import Any
@@ -20,6 +23,7 @@ from typing import Any
 import pytest
 import requests
 
+from scim_server.graph.emulator import graph_api
 from tests.graph_emulator import RunningEmulator
 
 
@@ -109,3 +113,108 @@ def test_an_idle_tcp_connection_does_not_hold_other_requests(
     finally:
         for sock in idle:
             sock.close()
+
+
+# ---------------------------------------------------------------------- 3. malformed input
+
+
+def _token(data: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def test_a_deeply_nested_filter_is_a_400(graph_emulator: RunningEmulator) -> None:
+    deep = "(" * 5000 + "displayName eq 'a'" + ")" * 5000
+    _graph_error(graph_emulator.graph("GET", "/users", params={"$filter": deep}), 400)
+    # A long flat chain is no recursion either, and still filters (sent in a batch: the
+    # URL would be too long).
+    graph_emulator.create_user("adele")
+    chain = " or ".join(["displayName eq 'x'"] * 3000 + ["displayName eq 'Adele'"])
+    part = {"id": "1", "method": "GET", "url": f"/users?$filter={chain}"}
+    [result] = _batch(graph_emulator, [part]).json()["responses"]
+    assert result["status"] == 200, result
+    assert [u["displayName"] for u in result["body"]["value"]] == ["Adele"]
+
+
+@pytest.mark.parametrize("token", [{"o": "abc"}, {"o": -1}, {"o": True}, [1], "1e400"])
+def test_a_forged_skiptoken_is_a_400(graph_emulator: RunningEmulator, token: Any) -> None:
+    raw = "eyJvIjoxZTQwMH0" if token == "1e400" else _token(token)  # {"o":1e400}
+    response = graph_emulator.graph("GET", "/users", params={"$skiptoken": raw})
+    assert _graph_error(response, 400)["code"] == "Request_BadRequest"
+
+
+@pytest.mark.parametrize(
+    "arg, token",
+    [
+        ("$skiptoken", {"s": None, "o": 0}),
+        ("$skiptoken", {"s": "x", "o": 0, "u": 1}),
+        ("$skiptoken", {"s": None, "o": 0, "u": 1.5}),
+        ("$deltatoken", {"s": "x"}),
+        ("$deltatoken", {}),
+    ],
+)
+def test_a_forged_delta_token_is_a_400(
+    graph_emulator: RunningEmulator, arg: str, token: dict[str, Any]
+) -> None:
+    response = graph_emulator.graph("GET", "/users/delta", params={arg: _token(token)})
+    _graph_error(response, 400)
+
+
+@pytest.mark.parametrize("headers", [["Content-Type"], "x", {"Content-Type": 5}])
+def test_batch_part_headers_must_be_an_object(
+    graph_emulator: RunningEmulator, headers: Any
+) -> None:
+    part = {"id": "1", "method": "GET", "url": "/domains", "headers": headers}
+    _graph_error(_batch(graph_emulator, [part]), 400)
+
+
+def test_a_bearer_token_with_a_non_ascii_character_is_a_401(
+    graph_emulator: RunningEmulator,
+) -> None:
+    token = graph_emulator.token()[:-1] + "é"
+    response = graph_emulator.session.get(
+        f"{graph_emulator.graph_url}/users",
+        headers={"Authorization": f"Bearer {token}".encode("latin-1")},  # type: ignore[dict-item]
+        timeout=10,
+    )
+    assert _graph_error(response, 401)["code"] == "InvalidAuthenticationToken"
+
+
+@pytest.mark.parametrize(
+    "method, path, status",
+    [
+        ("GET", "/v1.0", 404),
+        ("GET", "/beta/users", 404),
+        ("GET", "/nowhere", 404),
+        ("OPTIONS", "/v1.0/users", 405),
+        ("GET", "/_emulator/nowhere", 404),
+    ],
+)
+def test_unknown_paths_and_methods_get_graphs_error_body(
+    graph_emulator: RunningEmulator, method: str, path: str, status: int
+) -> None:
+    response = graph_emulator.session.request(
+        method,
+        graph_emulator.authority_host + path,
+        headers={"Authorization": f"Bearer {graph_emulator.token()}"},
+        timeout=10,
+    )
+    _graph_error(response, status)
+
+
+def test_an_unexpected_error_is_graphs_500_and_is_logged(
+    graph_emulator: RunningEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(graph_api._HANDLERS, "list_domains", broken)
+    monkeypatch.setattr(graph_emulator.server.emulator, "snapshot", broken)
+    with caplog.at_level(logging.ERROR):
+        error = _graph_error(graph_emulator.graph("GET", "/domains"), 500)
+        assert error["code"] == "generalException"
+        part = _batch(graph_emulator, [_get("1"), _get("2", dependsOn=["1"])])
+        assert {r["id"]: r["status"] for r in part.json()["responses"]} == {"1": 500, "2": 424}
+        _graph_error(graph_emulator.control("GET", "state"), 500)
+    assert "RuntimeError: boom" in caplog.text

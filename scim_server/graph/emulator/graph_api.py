@@ -8,6 +8,7 @@ https://learn.microsoft.com/en-us/graph/throttling
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from scim_server.graph.emulator.errors import (
     ServiceError,
     TooManyRequests,
     resource_not_found,
+    unexpected_error,
 )
 from scim_server.graph.emulator.state import Emulator
 from scim_server.graph.emulator.tenant import (
@@ -36,6 +38,8 @@ from scim_server.graph.emulator.tenant import (
     USER_READABLE,
     Obj,
 )
+
+log = logging.getLogger(__name__)
 
 WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
 MAX_BATCH = 20
@@ -124,7 +128,7 @@ def _page(
     top = odata.parse_top(req.args.get("$top"), default_top)
     offset = 0
     if "$skiptoken" in req.args:
-        offset = int(odata.decode_token(req.args["$skiptoken"]).get("o", 0))
+        offset = odata.token_int(odata.decode_token(req.args["$skiptoken"]), "o")
     if "$skip" in req.args:
         raise BadRequest("'$skip' is not supported by this API.", code="Request_UnsupportedQuery")
     select = odata.parse_select(req.args.get("$select")) or default_select
@@ -257,15 +261,17 @@ def users_delta(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResp
     tenant = em.tenant
     if "$skiptoken" in req.args:
         state = odata.decode_token(req.args["$skiptoken"])
+        since = odata.token_int(state, "s", nullable=True)
+        offset, upto = odata.token_int(state, "o"), odata.token_int(state, "u")
     elif "$deltatoken" in req.args:
-        state = {**odata.decode_token(req.args["$deltatoken"]), "o": 0, "u": tenant.seq}
+        since = odata.token_int(odata.decode_token(req.args["$deltatoken"]), "s")
+        offset, upto = 0, tenant.seq
     else:
-        state = {"s": None, "o": 0, "u": tenant.seq}
-    since, offset, upto = state.get("s"), int(state["o"]), int(state["u"])
+        since, offset, upto = None, 0, tenant.seq
     if since is None:
         ids = [u.id for u in tenant.listing("user")]
     else:
-        ids = tenant.changed_since(int(since), upto)
+        ids = tenant.changed_since(since, upto)
     items: list[dict[str, Any]] = []
     for object_id in ids[offset : offset + page_size]:
         obj = tenant.objects.get(object_id)
@@ -482,7 +488,13 @@ def dispatch(em: Emulator, req: GraphRequest) -> GraphResponse:
             response = _HANDLERS[str(endpoint)](em, req, dict(params))
             if req.method in WRITE_METHODS:
                 em.persist()
-    except GraphError as error:
+    except Exception as exc:
+        if isinstance(exc, GraphError):
+            error: GraphError = exc
+        else:
+            # A bug or an input no check caught: Graph's 500 body, and the traceback in the log.
+            log.exception("unexpected error in %s %s", req.method, req.path)
+            error = unexpected_error()
         client_request_id = req.headers.get("client-request-id")
         response = GraphResponse(
             error.status, error.body(req.request_id, client_request_id), dict(error.headers)
@@ -508,7 +520,18 @@ def _part_request(raw: dict[str, Any], app_id: str) -> GraphRequest:
         )
     split = urlsplit(url if url.startswith("/") else f"/{url}")
     path = split.path.removeprefix("/v1.0")
-    headers = {str(k).lower(): str(v) for k, v in (raw.get("headers") or {}).items()}
+    raw_headers = raw.get("headers")
+    if raw_headers is None:
+        raw_headers = {}
+    if not isinstance(raw_headers, dict) or not all(
+        isinstance(v, str) for v in raw_headers.values()
+    ):
+        raise BadRequest(
+            f"Invalid batch request id : {raw.get('id')}: 'headers' must be a JSON object of "
+            "strings.",
+            code="BadRequest",
+        )
+    headers = {str(k).lower(): v for k, v in raw_headers.items()}
     if "body" in raw and "content-type" not in headers:
         raise BadRequest(
             f"Write request id : {raw.get('id')} does not contain Content-Type header or body.",

@@ -38,12 +38,16 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     return out
 
 
+MAX_FILTER_DEPTH = 50  # nested parentheses; deeper is a 400, never a RecursionError
+
+
 class FilterParser:
     """prop eq 'v' | prop in ('a','b') | startswith(prop,'v'), joined by and/or, with ()."""
 
     def __init__(self, text: str, properties: set[str], resource: str) -> None:
         self.tokens = _tokens(text)
         self.pos = 0
+        self.depth = 0
         self.properties = {p.lower(): p for p in properties}
         self.resource = resource
 
@@ -70,19 +74,22 @@ class FilterParser:
             return True
         return False
 
+    # Flat lists, not nested lambdas: a long chain of or/and must not recurse per clause.
     def _or(self) -> Predicate:
-        left = self._and()
+        terms = [self._and()]
         while self._keyword("or"):
-            right = self._and()
-            left = (lambda a, b: lambda o: a(o) or b(o))(left, right)
-        return left
+            terms.append(self._and())
+        if len(terms) == 1:
+            return terms[0]
+        return lambda o: any(term(o) for term in terms)
 
     def _and(self) -> Predicate:
-        left = self._term()
+        terms = [self._term()]
         while self._keyword("and"):
-            right = self._term()
-            left = (lambda a, b: lambda o: a(o) and b(o))(left, right)
-        return left
+            terms.append(self._term())
+        if len(terms) == 1:
+            return terms[0]
+        return lambda o: all(term(o) for term in terms)
 
     def _property(self, name: str) -> str:
         prop = self.properties.get(name.lower())
@@ -104,9 +111,13 @@ class FilterParser:
     def _term(self) -> Predicate:
         kind, value = self._next()
         if kind == "lp":
+            self.depth += 1
+            if self.depth > MAX_FILTER_DEPTH:
+                raise BadRequest("Invalid filter clause: the expression is nested too deeply.")
             inner = self._or()
             if self._next()[0] != "rp":
                 raise BadRequest("Invalid filter clause: ')' expected.")
+            self.depth -= 1
             return inner
         if kind != "word":
             raise BadRequest(f"Invalid filter clause: unexpected '{value}'.")
@@ -177,11 +188,25 @@ def encode_token(data: dict[str, Any]) -> str:
     return b64url(json.dumps(data, separators=(",", ":")).encode())
 
 
+INVALID_TOKEN = "The specified page token value has expired or is invalid."
+
+
 def decode_token(text: str) -> dict[str, Any]:
     try:
         data = json.loads(b64url_decode(text))
     except ValueError:
         data = None
     if not isinstance(data, dict):
-        raise BadRequest("The specified page token value has expired or is invalid.")
+        raise BadRequest(INVALID_TOKEN)
     return data
+
+
+def token_int(data: dict[str, Any], key: str, *, nullable: bool = False) -> Any:
+    """A counter from a decoded token: a non-negative int (or None if `nullable`), else 400.
+    Tokens are opaque to clients, but one they forged or cut must not become a 500."""
+    value = data.get(key, ...)
+    if value is None and nullable:
+        return None
+    if type(value) is not int or value < 0:
+        raise BadRequest(INVALID_TOKEN)
+    return value
