@@ -218,3 +218,59 @@ def test_an_unexpected_error_is_graphs_500_and_is_logged(
         assert {r["id"]: r["status"] for r in part.json()["responses"]} == {"1": 500, "2": 424}
         _graph_error(graph_emulator.control("GET", "state"), 500)
     assert "RuntimeError: boom" in caplog.text
+
+
+# ---------------------------------------------------------------------- 4. control endpoints
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "status", "path": 5},
+        {"kind": "status", "path": "v1.0/users"},
+        {"kind": "status", "method": 5},
+        {"kind": "status", "method": "FETCH"},
+        {"kind": "status", "status": 503.5},
+        {"kind": "status", "status": "503"},
+        {"kind": "status", "status": True},
+        {"kind": "status", "status": 200},
+        {"kind": "status", "retry_after": "7"},
+        {"kind": "status", "count": 0},
+        {"kind": "status", "count": 1.5},
+        {"kind": "timeout", "seconds": "x"},
+        {"kind": "timeout", "seconds": -1},
+        {"kind": "timeout", "seconds": 1e9},
+        {"kind": "drop", "pathh": "/v1.0"},
+    ],
+)
+def test_a_bad_fault_is_a_400_and_breaks_nothing(
+    graph_emulator: RunningEmulator, fault: dict[str, Any]
+) -> None:
+    response = graph_emulator.control("POST", "faults", json=fault)
+    assert response.status_code == 400, response.text
+    assert graph_emulator.control("GET", "faults").json() == {"value": []}
+    assert graph_emulator.graph("GET", "/domains").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"replication_lag": "nan"},
+        {"replication_lag": "1"},
+        {"replication_lag": -1},
+        {"write_window": "inf"},
+        {"write_window": 0},
+        {"write_budget": 2.5},
+        {"write_budget": "10"},
+        {"write_budget": True},
+        {"replication_lag": 5, "write_budget": 0},  # nothing is applied
+        {"replicationLag": 5},
+    ],
+)
+def test_a_bad_setting_is_a_400_and_changes_nothing(
+    graph_emulator: RunningEmulator, settings: dict[str, Any]
+) -> None:
+    before = graph_emulator.control("GET", "config").json()
+    response = graph_emulator.control("POST", "config", json=settings)
+    assert response.status_code == 400, response.text
+    assert graph_emulator.control("GET", "config").json() == before
