@@ -274,3 +274,31 @@ def test_a_bad_setting_is_a_400_and_changes_nothing(
     response = graph_emulator.control("POST", "config", json=settings)
     assert response.status_code == 400, response.text
     assert graph_emulator.control("GET", "config").json() == before
+
+
+# ---------------------------------------------------------------------- 5. the request log
+
+
+def test_the_request_log_keeps_no_secret_from_a_query_string(
+    graph_emulator: RunningEmulator,
+) -> None:
+    em = graph_emulator
+    em.session.post(
+        em.token_endpoint + "?password=Hunter2-secret&client_secret=s3cr3t-value",
+        data={"grant_type": "client_credentials", "client_id": em.client_id},
+        timeout=10,
+    )
+    em.graph(
+        "GET",
+        "/users?$top=1&access_token=tok-value&Code=code-value&refresh_token=rt-value"
+        "&user_password=pw-value&client_assertion=ca-value",
+    )
+    log = em.request_log()
+    text = json.dumps(log)
+    for value in ("Hunter2", "s3cr3t", "tok-value", "code-value", "rt-value", "pw-value"):
+        assert value not in text
+    assert "ca-value" not in text
+    token_entries = [e for e in log if e["path"].endswith("/oauth2/v2.0/token")]
+    assert token_entries and all(e["query"] == "" for e in token_entries)
+    [users] = [e for e in log if e["path"] == "/v1.0/users"]
+    assert users["query"].startswith("$top=1&access_token=REDACTED&Code=REDACTED")

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import unquote_plus
 
 from flask import Blueprint, Flask, Response, request
 from werkzeug.exceptions import HTTPException
@@ -190,6 +191,38 @@ def _control_blueprint(em: Emulator) -> Blueprint:
     return bp
 
 
+SECRET_PARAMETERS = {
+    "password",
+    "client_secret",
+    "client_assertion",
+    "code",
+    "refresh_token",
+    "access_token",
+    "id_token",
+    "assertion",
+}
+
+
+def _is_secret(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in SECRET_PARAMETERS or any(
+        word in lowered for word in ("password", "secret", "assertion")
+    )
+
+
+def loggable_query(path: str, query: str) -> str:
+    """The query string as the request log keeps it: none at all on the identity endpoints
+    (a token request may carry credentials there), elsewhere each parameter named like a
+    secret with its value replaced by REDACTED; the rest is kept as sent."""
+    if not query or not (path.startswith("/v1.0") or path.startswith("/_emulator/")):
+        return ""
+    pieces = []
+    for piece in query.split("&"):
+        name = piece.partition("=")[0]
+        pieces.append(f"{name}=REDACTED" if _is_secret(unquote_plus(name)) else piece)
+    return "&".join(pieces)
+
+
 class FaultsAndLog:
     """WSGI middleware: takes queued faults for each request (but /_emulator/) and logs it."""
 
@@ -200,7 +233,7 @@ class FaultsAndLog:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "/")
-        query = environ.get("QUERY_STRING", "")
+        query = loggable_query(path, environ.get("QUERY_STRING", ""))
         entry: dict[str, Any] = {"method": method, "path": path, "query": query}
         if path.startswith("/_emulator/"):
             return self.app(environ, start_response)
