@@ -9,6 +9,11 @@ without secrets, Entra's UPN and password rules, and delta's `id`.
   (https://learn.microsoft.com/en-us/graph/known-issues, JSON batching: parallel, serial, or
   every dependent request naming the same dependency; one dependency per request).
 - Error body: https://learn.microsoft.com/en-us/graph/errors
+- UPN and password characters and lengths ("Username policies", "Microsoft Entra password
+  policies"): https://learn.microsoft.com/en-us/entra/identity/authentication/concept-sspr-policy
+  (MicrosoftDocs/entra-docs docs/identity/authentication/concept-sspr-policy.md)
+- delta with $select ("The id property is always returned"):
+  https://learn.microsoft.com/en-us/graph/api/user-delta?view=graph-rest-1.0
 """
 
 from __future__ import annotations
@@ -24,7 +29,12 @@ import pytest
 import requests
 
 from scim_server.graph.emulator import graph_api
-from tests.graph_emulator import RunningEmulator
+from tests.graph_emulator import STRONG_PASSWORD, RunningEmulator, run_emulator
+
+COMPLEXITY = (
+    "The specified password does not comply with password complexity requirements. "
+    "Please provide a different password."
+)
 
 
 def _get(part_id: str, **extra: Any) -> dict[str, Any]:
@@ -302,3 +312,50 @@ def test_the_request_log_keeps_no_secret_from_a_query_string(
     assert token_entries and all(e["query"] == "" for e in token_entries)
     [users] = [e for e in log if e["path"] == "/v1.0/users"]
     assert users["query"].startswith("$top=1&access_token=REDACTED&Code=REDACTED")
+
+
+# ---------------------------------------------------------------------- 6. UPN and password
+
+
+def _user(upn: str, password: str = STRONG_PASSWORD) -> dict[str, Any]:
+    return {
+        "accountEnabled": True,
+        "displayName": "Adele",
+        "mailNickname": "adele",
+        "userPrincipalName": upn,
+        "passwordProfile": {"password": password},
+    }
+
+
+def _domain(length: int) -> str:
+    """A verified domain name of exactly `length` characters, for run_emulator."""
+    return "d" * (length - len(".example")) + ".example"
+
+
+@pytest.mark.parametrize("upn", ["adele.@example.com", "a" * 65 + "@example.com"])
+def test_upn_rules_from_the_username_policy(graph_emulator: RunningEmulator, upn: str) -> None:
+    error = _graph_error(graph_emulator.graph("POST", "/users", json=_user(upn)), 400)
+    assert error["message"] == "Property userPrincipalName is invalid."
+    adele = graph_emulator.create_user("adele")
+    patch = {"userPrincipalName": upn}
+    response = graph_emulator.graph("PATCH", f"/users/{adele['id']}", json=patch)
+    assert _graph_error(response, 400)["message"] == "Property userPrincipalName is invalid."
+
+
+def test_upn_lengths_64_before_and_48_after_the_at() -> None:
+    with run_emulator(domains=[_domain(48), _domain(49)]) as em:
+        longest = "a" * 64 + "@" + _domain(48)
+        assert len(longest) == 113
+        assert em.graph("POST", "/users", json=_user(longest)).status_code == 201
+        response = em.graph("POST", "/users", json=_user("b@" + _domain(49)))
+        assert _graph_error(response, 400)["message"] == "Property userPrincipalName is invalid."
+
+
+@pytest.mark.parametrize("password", ["Corr3ct-Horsé!", "Corr3ct-Horse!\x00", "Pässwörd-123"])
+def test_a_password_with_unicode_is_refused(graph_emulator: RunningEmulator, password: str) -> None:
+    response = graph_emulator.graph("POST", "/users", json=_user("adele@example.com", password))
+    assert _graph_error(response, 400)["message"] == COMPLEXITY
+    adele = graph_emulator.create_user("bob")
+    patch = {"passwordProfile": {"password": password}}
+    response = graph_emulator.graph("PATCH", f"/users/{adele['id']}", json=patch)
+    assert _graph_error(response, 400)["message"] == COMPLEXITY
