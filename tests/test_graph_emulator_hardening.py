@@ -359,3 +359,16 @@ def test_a_password_with_unicode_is_refused(graph_emulator: RunningEmulator, pas
     patch = {"passwordProfile": {"password": password}}
     response = graph_emulator.graph("PATCH", f"/users/{adele['id']}", json=patch)
     assert _graph_error(response, 400)["message"] == COMPLEXITY
+
+
+# ---------------------------------------------------------------------- 7. delta and $select
+
+
+def test_delta_with_select_always_returns_id(graph_emulator: RunningEmulator) -> None:
+    em = graph_emulator
+    adele = em.create_user("adele")
+    first = em.graph("GET", "/users/delta", params={"$select": "displayName"}).json()
+    assert first["value"] == [{"displayName": "Adele", "id": adele["id"]}]
+    em.graph("PATCH", f"/users/{adele['id']}", json={"displayName": "Adele V"})
+    later = em.graph("GET", first["@odata.deltaLink"]).json()
+    assert later["value"] == [{"displayName": "Adele V", "id": adele["id"]}]

@@ -254,6 +254,8 @@ def users_delta(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResp
     a deleted user as {"id", "@removed": {"reason": "changed"|"deleted"}}."""
     select = odata.parse_select(req.args.get("$select"))
     _check_select(select, USER_READABLE, "user")
+    if select is not None and "id" not in select:
+        select = [*select, "id"]  # user-delta: "The id property is always returned."
     page_size = 100
     prefer = req.headers.get("prefer", "")
     if "odata.maxpagesize=" in prefer:
