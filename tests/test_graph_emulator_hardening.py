@@ -12,6 +12,12 @@ without secrets, Entra's UPN and password rules, and delta's `id`.
 - UPN and password characters and lengths ("Username policies", "Microsoft Entra password
   policies"): https://learn.microsoft.com/en-us/entra/identity/authentication/concept-sspr-policy
   (MicrosoftDocs/entra-docs docs/identity/authentication/concept-sspr-policy.md)
+- Advanced queries (`ne`, $count, $search need ConsistencyLevel: eventual, and but for
+  $search $count=true; $count=true alone is silently ignored):
+  https://learn.microsoft.com/en-us/graph/aad-advanced-queries
+- businessPhones ("Only one number can be set"), group booleans:
+  https://learn.microsoft.com/en-us/graph/api/resources/user and
+  https://learn.microsoft.com/en-us/graph/api/group-post-groups
 - delta with $select ("The id property is always returned"):
   https://learn.microsoft.com/en-us/graph/api/user-delta?view=graph-rest-1.0
 """
@@ -372,3 +378,60 @@ def test_delta_with_select_always_returns_id(graph_emulator: RunningEmulator) ->
     em.graph("PATCH", f"/users/{adele['id']}", json={"displayName": "Adele V"})
     later = em.graph("GET", first["@odata.deltaLink"]).json()
     assert later["value"] == [{"displayName": "Adele V", "id": adele["id"]}]
+
+
+# ---------------------------------------------------------------------- 8. queries and types
+
+EVENTUAL = {"ConsistencyLevel": "eventual"}
+
+
+def test_ne_is_an_advanced_query(graph_emulator: RunningEmulator) -> None:
+    em = graph_emulator
+    em.create_user("adele")
+    em.create_user("bob")
+    params = {"$filter": "displayName ne 'Adele'"}
+    error = _graph_error(em.graph("GET", "/users", params=params), 400)
+    assert error["code"] == "Request_UnsupportedQuery" and "'ne'" in error["message"]
+    no_count = em.graph("GET", "/users", params=params, headers=EVENTUAL)
+    _graph_error(no_count, 400)
+    response = em.graph("GET", "/users", params={**params, "$count": "true"}, headers=EVENTUAL)
+    assert response.status_code == 200, response.text
+    assert [u["displayName"] for u in response.json()["value"]] == ["Bob"]
+    assert response.json()["@odata.count"] == 1
+
+
+def test_count_search_and_orderby_are_not_silently_ignored(
+    graph_emulator: RunningEmulator,
+) -> None:
+    em = graph_emulator
+    for name in ("carol", "adele", "bob"):
+        em.create_user(name)
+    # $count=true without ConsistencyLevel: 200 without @odata.count, as the page documents.
+    assert "@odata.count" not in em.graph("GET", "/users?$count=true").json()
+    counted = em.graph("GET", "/users?$count=true&$top=1", headers=EVENTUAL).json()
+    assert counted["@odata.count"] == 3 and len(counted["value"]) == 1
+    error = _graph_error(em.graph("GET", '/users?$search="displayName:adele"'), 400)
+    assert error["code"] == "Request_UnsupportedQuery"
+    assert "ConsistencyLevel: eventual" in error["message"]
+    _graph_error(em.graph("GET", '/users?$search="displayName:a"', headers=EVENTUAL), 400)
+    ordered = em.graph("GET", "/users?$orderby=displayName desc").json()["value"]
+    assert [u["displayName"] for u in ordered] == ["Carol", "Bob", "Adele"]
+    error = _graph_error(em.graph("GET", "/users?$orderby=jobTitle"), 400)
+    assert error["message"] == "Sorting not supported for current query."
+
+
+@pytest.mark.parametrize("phones", ["+1 555 0100", [5], ["+1 555 0100", "+1 555 0101"], None])
+def test_business_phones_is_one_string_in_a_list(
+    graph_emulator: RunningEmulator, phones: Any
+) -> None:
+    body = {**_user("adele@example.com"), "businessPhones": phones}
+    error = _graph_error(graph_emulator.graph("POST", "/users", json=body), 400)
+    assert error["details"] == [{"target": "businessPhones", "code": "InvalidValue"}]
+
+
+@pytest.mark.parametrize("prop", ["securityEnabled", "mailEnabled"])
+def test_group_flags_are_booleans(graph_emulator: RunningEmulator, prop: str) -> None:
+    group = graph_emulator.create_group("sales")
+    response = graph_emulator.graph("PATCH", f"/groups/{group['id']}", json={prop: "true"})
+    error = _graph_error(response, 400)
+    assert error["details"] == [{"target": prop, "code": "InvalidValue"}]

@@ -42,6 +42,8 @@ from scim_server.graph.emulator.tenant import (
 log = logging.getLogger(__name__)
 
 WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
+# $orderby the emulator sorts on (users and groups: displayName; users also by UPN).
+SORTABLE = {"displayName", "userPrincipalName"}
 MAX_BATCH = 20
 
 
@@ -123,8 +125,20 @@ def _page(
     typed: bool = False,
     default_top: int = 100,
     default_select: list[str] | None = None,
+    sortable: set[str] | None = None,
 ) -> GraphResponse:
-    """A page of `items` with an absolute @odata.nextLink carrying an opaque $skiptoken."""
+    """A page of `items` with an absolute @odata.nextLink carrying an opaque $skiptoken.
+
+    $search is refused (odata.check_unsupported_options); $orderby sorts on the `sortable`
+    properties and is a 400 on others; with the advanced query parameters the first page
+    carries @odata.count, without them $count=true is ignored, as Graph does."""
+    odata.check_unsupported_options(req.args, req.headers)
+    for prop, descending in reversed(
+        odata.parse_orderby(req.args.get("$orderby"), sortable or set())
+    ):
+        items = sorted(
+            items, key=lambda o: str(o.props.get(prop) or "").lower(), reverse=descending
+        )
     top = odata.parse_top(req.args.get("$top"), default_top)
     offset = 0
     if "$skiptoken" in req.args:
@@ -132,10 +146,10 @@ def _page(
     if "$skip" in req.args:
         raise BadRequest("'$skip' is not supported by this API.", code="Request_UnsupportedQuery")
     select = odata.parse_select(req.args.get("$select")) or default_select
-    body: dict[str, Any] = {
-        "@odata.context": _context(em, fragment),
-        "value": [render(o, select, typed=typed) for o in items[offset : offset + top]],
-    }
+    body: dict[str, Any] = {"@odata.context": _context(em, fragment)}
+    if offset == 0 and odata.is_advanced(req.args, req.headers):
+        body["@odata.count"] = len(items)
+    body["value"] = [render(o, select, typed=typed) for o in items[offset : offset + top]]
     if offset + top < len(items):
         args = {k: v for k, v in req.args.items() if k != "$skiptoken"}
         args["$skiptoken"] = odata.encode_token({"o": offset + top})
@@ -166,13 +180,16 @@ def _ref(req: GraphRequest) -> str:
 
 @route("/users", ["GET"])
 def list_users(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
-    predicate = odata.parse_filter(req.args.get("$filter"), USER_FILTERABLE, "User")
+    advanced = odata.is_advanced(req.args, req.headers)
+    predicate = odata.parse_filter(
+        req.args.get("$filter"), USER_FILTERABLE, "User", advanced=advanced
+    )
     select = odata.parse_select(req.args.get("$select"))
     _check_select(select, USER_READABLE, "user")
     users = em.tenant.listing("user")
     if predicate:
         users = [u for u in users if predicate(u.props)]
-    return _page(em, req, users, "users")
+    return _page(em, req, users, "users", sortable=SORTABLE)
 
 
 @route("/users", ["POST"])
@@ -299,11 +316,14 @@ def users_delta(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResp
 
 @route("/groups", ["GET"])
 def list_groups(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
-    predicate = odata.parse_filter(req.args.get("$filter"), GROUP_FILTERABLE, "Group")
+    advanced = odata.is_advanced(req.args, req.headers)
+    predicate = odata.parse_filter(
+        req.args.get("$filter"), GROUP_FILTERABLE, "Group", advanced=advanced
+    )
     groups = em.tenant.listing("group")
     if predicate:
         groups = [g for g in groups if predicate(g.props)]
-    return _page(em, req, groups, "groups")
+    return _page(em, req, groups, "groups", sortable=SORTABLE)
 
 
 @route("/groups", ["POST"])

@@ -48,6 +48,7 @@ class FilterParser:
         self.tokens = _tokens(text)
         self.pos = 0
         self.depth = 0
+        self.operators: set[str] = set()
         self.properties = {p.lower(): p for p in properties}
         self.resource = resource
 
@@ -135,6 +136,7 @@ class FilterParser:
             literal = self._literal()
             return lambda o: _equal(o.get(prop), literal)
         if self._keyword("ne"):
+            self.operators.add("ne")
             literal = self._literal()
             return lambda o: not _equal(o.get(prop), literal)
         if self._keyword("in"):
@@ -157,10 +159,65 @@ def _equal(value: Any, literal: Any) -> bool:
     return bool(value == literal)
 
 
-def parse_filter(text: str | None, properties: set[str], resource: str) -> Predicate | None:
+ADVANCED_ONLY = (
+    "Operator '{op}' is not supported because the required parameters might be missing. Try "
+    "adding $count=true query parameter and ConsistencyLevel:eventual header. Refer to "
+    "https://aka.ms/graph-docs/advanced-queries for more information"
+)
+
+
+def parse_filter(
+    text: str | None, properties: set[str], resource: str, *, advanced: bool = True
+) -> Predicate | None:
+    """A predicate for $filter. `ne` is an advanced query (aad-advanced-queries): without
+    ConsistencyLevel: eventual and $count=true (`advanced` False) it is a 400."""
     if not text:
         return None
-    return FilterParser(text, properties, resource).parse()
+    parser = FilterParser(text, properties, resource)
+    predicate = parser.parse()
+    if not advanced and "ne" in parser.operators:
+        raise UnsupportedQuery(ADVANCED_ONLY.format(op="ne"))
+    return predicate
+
+
+def is_advanced(args: dict[str, str], headers: dict[str, str]) -> bool:
+    """ConsistencyLevel: eventual and $count=true, the advanced query parameters."""
+    return (
+        headers.get("consistencylevel", "").lower() == "eventual"
+        and args.get("$count", "").lower() == "true"
+    )
+
+
+def check_unsupported_options(args: dict[str, str], headers: dict[str, str]) -> None:
+    """$search needs ConsistencyLevel: eventual (Graph's 400 otherwise); the emulator does not
+    implement it, and says so rather than ignoring it."""
+    if "$search" in args:
+        if headers.get("consistencylevel", "").lower() != "eventual":
+            raise UnsupportedQuery(
+                "Request with $search query parameter only works through MSGraph with a "
+                "special request header: 'ConsistencyLevel: eventual'"
+            )
+        raise UnsupportedQuery("The Graph emulator does not support $search.")
+    if "$count" in args and args["$count"].lower() not in ("true", "false"):
+        raise BadRequest(f"Invalid value '{args['$count']}' for $count: true or false expected.")
+
+
+def parse_orderby(text: str | None, sortable: set[str]) -> list[tuple[str, bool]]:
+    """[(property, descending)] for `$orderby=prop [asc|desc], ...`, only `sortable` ones."""
+    if text is None:
+        return []
+    keys = []
+    for clause in text.split(","):
+        words = clause.split()
+        if not 1 <= len(words) <= 2 or (len(words) == 2 and words[1].lower() not in DIRECTIONS):
+            raise BadRequest(f"Invalid $orderby clause '{clause.strip()}'.")
+        if words[0] not in sortable:
+            raise UnsupportedQuery("Sorting not supported for current query.")
+        keys.append((words[0], len(words) == 2 and words[1].lower() == "desc"))
+    return keys
+
+
+DIRECTIONS = ("asc", "desc")
 
 
 def parse_top(text: str | None, default: int = 100) -> int:

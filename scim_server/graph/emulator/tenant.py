@@ -277,6 +277,13 @@ class Tenant:
             raise invalid_value("mailNickname", "User")
         if "accountEnabled" in body and not isinstance(body["accountEnabled"], bool):
             raise invalid_value("accountEnabled", "User")
+        if "businessPhones" in body:
+            # String collection; "Only one number can be set for this property" (user resource).
+            phones = body["businessPhones"]
+            if not isinstance(phones, list) or len(phones) > 1:
+                raise invalid_value("businessPhones", "User")
+            if not all(isinstance(p, str) for p in phones):
+                raise invalid_value("businessPhones", "User")
 
     def _password(self, profile: Any, domain: Domain) -> tuple[str | None, bool]:
         if not isinstance(profile, dict) or not isinstance(profile.get("password"), str):
@@ -445,6 +452,9 @@ class Tenant:
             raise invalid_value("displayName", "Group")
         if "mailNickname" in body and not _valid_nickname(body["mailNickname"], group=True):
             raise invalid_value("mailNickname", "Group")
+        for name in ("mailEnabled", "securityEnabled"):
+            if name in body and not isinstance(body[name], bool):
+                raise invalid_value(name, "Group")
         if creating and (
             body.get("mailEnabled") is not False
             or body.get("securityEnabled") is not True
