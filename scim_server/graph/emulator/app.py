@@ -6,21 +6,27 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import unquote_plus
 
 from flask import Blueprint, Flask, Response, request
+from werkzeug.exceptions import HTTPException
 
 from scim_server.graph.emulator.control import Fault
 from scim_server.graph.emulator.errors import (
     AuthorizationDenied,
     GraphError,
     InvalidAuthenticationToken,
+    MethodNotAllowed,
+    NotFound,
     OAuthError,
     ServiceError,
+    unexpected_error,
 )
 from scim_server.graph.emulator.graph_api import (
     GraphRequest,
@@ -32,6 +38,8 @@ from scim_server.graph.emulator.graph_api import (
 from scim_server.graph.emulator.identity import create_identity_blueprint
 from scim_server.graph.emulator.state import Emulator
 from scim_server.graph.emulator.tokens import TokenError
+
+log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -90,7 +98,7 @@ def _graph_blueprint(em: Emulator) -> Blueprint:
             request_id=request_id,
         )
 
-    @bp.route("/$batch", methods=["POST"])
+    @bp.route("/$batch", methods=["POST"], provide_automatic_options=False)
     def batch() -> Response:
         request_id = str(uuid.uuid4())
         try:
@@ -112,7 +120,11 @@ def _graph_blueprint(em: Emulator) -> Blueprint:
         response.headers["request-id"] = request_id
         return _graph_response(response)
 
-    @bp.route("/<path:path>", methods=["GET", "POST", "PATCH", "PUT", "DELETE"])
+    @bp.route(
+        "/<path:path>",
+        methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
+        provide_automatic_options=False,
+    )
     def graph(path: str) -> Response:
         request_id = str(uuid.uuid4())
         try:
@@ -179,6 +191,38 @@ def _control_blueprint(em: Emulator) -> Blueprint:
     return bp
 
 
+SECRET_PARAMETERS = {
+    "password",
+    "client_secret",
+    "client_assertion",
+    "code",
+    "refresh_token",
+    "access_token",
+    "id_token",
+    "assertion",
+}
+
+
+def _is_secret(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in SECRET_PARAMETERS or any(
+        word in lowered for word in ("password", "secret", "assertion")
+    )
+
+
+def loggable_query(path: str, query: str) -> str:
+    """The query string as the request log keeps it: none at all on the identity endpoints
+    (a token request may carry credentials there), elsewhere each parameter named like a
+    secret with its value replaced by REDACTED; the rest is kept as sent."""
+    if not query or not (path.startswith("/v1.0") or path.startswith("/_emulator/")):
+        return ""
+    pieces = []
+    for piece in query.split("&"):
+        name = piece.partition("=")[0]
+        pieces.append(f"{name}=REDACTED" if _is_secret(unquote_plus(name)) else piece)
+    return "&".join(pieces)
+
+
 class FaultsAndLog:
     """WSGI middleware: takes queued faults for each request (but /_emulator/) and logs it."""
 
@@ -189,7 +233,7 @@ class FaultsAndLog:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "/")
-        query = environ.get("QUERY_STRING", "")
+        query = loggable_query(path, environ.get("QUERY_STRING", ""))
         entry: dict[str, Any] = {"method": method, "path": path, "query": query}
         if path.startswith("/_emulator/"):
             return self.app(environ, start_response)
@@ -259,9 +303,40 @@ class FaultsAndLog:
         return [body]
 
 
+def _error_response(error: GraphError) -> Response:
+    request_id = str(uuid.uuid4())
+    body = error.body(request_id, request.headers.get("client-request-id"))
+    response = GraphResponse(error.status, body, {**error.headers, "request-id": request_id})
+    return _graph_response(response)
+
+
+def _register_error_handlers(app: Flask) -> None:
+    """Graph's error body, never Flask's HTML page: for unknown paths, other methods, and any
+    exception nothing else caught (500, with the traceback in the log)."""
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        if status == 404:
+            error: GraphError = NotFound(f"Resource not found for the segment '{request.path}'.")
+        elif status == 405:
+            error = MethodNotAllowed("Specified HTTP method is not allowed for the request target.")
+        elif status >= 500:
+            error = unexpected_error()
+        else:
+            error = GraphError(exc.description or "Bad request.", code="BadRequest", status=status)
+        return _error_response(error)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return _error_response(unexpected_error())
+
+
 def create_emulator_app(em: Emulator) -> Flask:
     app = Flask("scim_server.graph.emulator")
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    _register_error_handlers(app)
     app.register_blueprint(create_identity_blueprint(em))
     app.register_blueprint(_graph_blueprint(em))
     if em.options.control:

@@ -8,6 +8,7 @@ and `drop` (close the connection without an answer).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -15,6 +16,30 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 FAULT_KINDS = ("status", "timeout", "drop")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+MAX_FAULT_SECONDS = 3600.0
+
+
+def checked_int(data: dict[str, Any], name: str, low: int, high: int | None = None) -> int:
+    """data[name] as an int in [low, high]; a bool, float or string is a ValueError (400)."""
+    value = data[name]
+    if type(value) is not int or value < low or (high is not None and value > high):
+        bound = f"from {low} to {high}" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be an integer {bound}")
+    return value
+
+
+def checked_number(
+    data: dict[str, Any], name: str, low: float, high: float, *, low_open: bool = False
+) -> float:
+    """data[name] as a finite int or float in [low, high] (or (low, high]), else ValueError."""
+    value = data[name]
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number")
+    if value > high or value < low or (low_open and value == low):
+        bound = "(" if low_open else "["
+        raise ValueError(f"{name} must be in {bound}{low:g}, {high:g}]")
+    return float(value)
 
 
 @dataclass
@@ -29,16 +54,32 @@ class Fault:
 
     @classmethod
     def from_json(cls, data: Any) -> Fault:
+        """A fault from the control endpoint's JSON, each field type- and range-checked (a
+        bad one is a ValueError, so a 400, never a fault that breaks later requests)."""
         if not isinstance(data, dict) or data.get("kind") not in FAULT_KINDS:
             raise ValueError(f"a fault needs kind one of {', '.join(FAULT_KINDS)}")
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        fault = cls(**known)
-        if fault.kind == "status" and not (400 <= int(fault.status) <= 599):
-            raise ValueError("a status fault needs a status from 400 to 599")
-        if fault.count < 1:
-            raise ValueError("count must be at least 1")
-        if fault.method:
-            fault.method = fault.method.upper()
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown fault fields: {', '.join(unknown)}")
+        fault = cls(kind=data["kind"])
+        if "status" in data:
+            fault.status = checked_int(data, "status", 400, 599)
+        if data.get("retry_after") is not None:
+            fault.retry_after = checked_int(data, "retry_after", 0, 86_400)
+        if "seconds" in data:
+            fault.seconds = checked_number(data, "seconds", 0.0, MAX_FAULT_SECONDS)
+        if "count" in data:
+            fault.count = checked_int(data, "count", 1)
+        if data.get("method") is not None:
+            method = data["method"]
+            if not isinstance(method, str) or method.upper() not in HTTP_METHODS:
+                raise ValueError(f"method must be one of {', '.join(HTTP_METHODS)}")
+            fault.method = method.upper()
+        if "path" in data:
+            path = data["path"]
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise ValueError("path must be a string that starts with '/'")
+            fault.path = path
         return fault
 
     def matches(self, method: str, path: str) -> bool:

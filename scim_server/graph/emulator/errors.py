@@ -136,6 +136,11 @@ class ServiceError(GraphError):
     code = "generalException"
 
 
+def unexpected_error() -> ServiceError:
+    """What an unexpected exception becomes: 500 generalException (Graph's errors page)."""
+    return ServiceError("An unspecified error has occurred.")
+
+
 class OAuthError(Exception):
     """An Entra token-endpoint error: `error` is the OAuth 2.0 code, `aadsts` Entra's number."""
 

@@ -8,6 +8,7 @@ https://learn.microsoft.com/en-us/graph/throttling
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from scim_server.graph.emulator.errors import (
     ServiceError,
     TooManyRequests,
     resource_not_found,
+    unexpected_error,
 )
 from scim_server.graph.emulator.state import Emulator
 from scim_server.graph.emulator.tenant import (
@@ -37,7 +39,11 @@ from scim_server.graph.emulator.tenant import (
     Obj,
 )
 
+log = logging.getLogger(__name__)
+
 WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
+# $orderby the emulator sorts on (users and groups: displayName; users also by UPN).
+SORTABLE = {"displayName", "userPrincipalName"}
 MAX_BATCH = 20
 
 
@@ -119,19 +125,31 @@ def _page(
     typed: bool = False,
     default_top: int = 100,
     default_select: list[str] | None = None,
+    sortable: set[str] | None = None,
 ) -> GraphResponse:
-    """A page of `items` with an absolute @odata.nextLink carrying an opaque $skiptoken."""
+    """A page of `items` with an absolute @odata.nextLink carrying an opaque $skiptoken.
+
+    $search is refused (odata.check_unsupported_options); $orderby sorts on the `sortable`
+    properties and is a 400 on others; with the advanced query parameters the first page
+    carries @odata.count, without them $count=true is ignored, as Graph does."""
+    odata.check_unsupported_options(req.args, req.headers)
+    for prop, descending in reversed(
+        odata.parse_orderby(req.args.get("$orderby"), sortable or set())
+    ):
+        items = sorted(
+            items, key=lambda o: str(o.props.get(prop) or "").lower(), reverse=descending
+        )
     top = odata.parse_top(req.args.get("$top"), default_top)
     offset = 0
     if "$skiptoken" in req.args:
-        offset = int(odata.decode_token(req.args["$skiptoken"]).get("o", 0))
+        offset = odata.token_int(odata.decode_token(req.args["$skiptoken"]), "o")
     if "$skip" in req.args:
         raise BadRequest("'$skip' is not supported by this API.", code="Request_UnsupportedQuery")
     select = odata.parse_select(req.args.get("$select")) or default_select
-    body: dict[str, Any] = {
-        "@odata.context": _context(em, fragment),
-        "value": [render(o, select, typed=typed) for o in items[offset : offset + top]],
-    }
+    body: dict[str, Any] = {"@odata.context": _context(em, fragment)}
+    if offset == 0 and odata.is_advanced(req.args, req.headers):
+        body["@odata.count"] = len(items)
+    body["value"] = [render(o, select, typed=typed) for o in items[offset : offset + top]]
     if offset + top < len(items):
         args = {k: v for k, v in req.args.items() if k != "$skiptoken"}
         args["$skiptoken"] = odata.encode_token({"o": offset + top})
@@ -162,13 +180,16 @@ def _ref(req: GraphRequest) -> str:
 
 @route("/users", ["GET"])
 def list_users(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
-    predicate = odata.parse_filter(req.args.get("$filter"), USER_FILTERABLE, "User")
+    advanced = odata.is_advanced(req.args, req.headers)
+    predicate = odata.parse_filter(
+        req.args.get("$filter"), USER_FILTERABLE, "User", advanced=advanced
+    )
     select = odata.parse_select(req.args.get("$select"))
     _check_select(select, USER_READABLE, "user")
     users = em.tenant.listing("user")
     if predicate:
         users = [u for u in users if predicate(u.props)]
-    return _page(em, req, users, "users")
+    return _page(em, req, users, "users", sortable=SORTABLE)
 
 
 @route("/users", ["POST"])
@@ -250,6 +271,8 @@ def users_delta(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResp
     a deleted user as {"id", "@removed": {"reason": "changed"|"deleted"}}."""
     select = odata.parse_select(req.args.get("$select"))
     _check_select(select, USER_READABLE, "user")
+    if select is not None and "id" not in select:
+        select = [*select, "id"]  # user-delta: "The id property is always returned."
     page_size = 100
     prefer = req.headers.get("prefer", "")
     if "odata.maxpagesize=" in prefer:
@@ -257,15 +280,17 @@ def users_delta(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResp
     tenant = em.tenant
     if "$skiptoken" in req.args:
         state = odata.decode_token(req.args["$skiptoken"])
+        since = odata.token_int(state, "s", nullable=True)
+        offset, upto = odata.token_int(state, "o"), odata.token_int(state, "u")
     elif "$deltatoken" in req.args:
-        state = {**odata.decode_token(req.args["$deltatoken"]), "o": 0, "u": tenant.seq}
+        since = odata.token_int(odata.decode_token(req.args["$deltatoken"]), "s")
+        offset, upto = 0, tenant.seq
     else:
-        state = {"s": None, "o": 0, "u": tenant.seq}
-    since, offset, upto = state.get("s"), int(state["o"]), int(state["u"])
+        since, offset, upto = None, 0, tenant.seq
     if since is None:
         ids = [u.id for u in tenant.listing("user")]
     else:
-        ids = tenant.changed_since(int(since), upto)
+        ids = tenant.changed_since(since, upto)
     items: list[dict[str, Any]] = []
     for object_id in ids[offset : offset + page_size]:
         obj = tenant.objects.get(object_id)
@@ -291,11 +316,14 @@ def users_delta(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResp
 
 @route("/groups", ["GET"])
 def list_groups(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
-    predicate = odata.parse_filter(req.args.get("$filter"), GROUP_FILTERABLE, "Group")
+    advanced = odata.is_advanced(req.args, req.headers)
+    predicate = odata.parse_filter(
+        req.args.get("$filter"), GROUP_FILTERABLE, "Group", advanced=advanced
+    )
     groups = em.tenant.listing("group")
     if predicate:
         groups = [g for g in groups if predicate(g.props)]
-    return _page(em, req, groups, "groups")
+    return _page(em, req, groups, "groups", sortable=SORTABLE)
 
 
 @route("/groups", ["POST"])
@@ -482,7 +510,13 @@ def dispatch(em: Emulator, req: GraphRequest) -> GraphResponse:
             response = _HANDLERS[str(endpoint)](em, req, dict(params))
             if req.method in WRITE_METHODS:
                 em.persist()
-    except GraphError as error:
+    except Exception as exc:
+        if isinstance(exc, GraphError):
+            error: GraphError = exc
+        else:
+            # A bug or an input no check caught: Graph's 500 body, and the traceback in the log.
+            log.exception("unexpected error in %s %s", req.method, req.path)
+            error = unexpected_error()
         client_request_id = req.headers.get("client-request-id")
         response = GraphResponse(
             error.status, error.body(req.request_id, client_request_id), dict(error.headers)
@@ -508,7 +542,18 @@ def _part_request(raw: dict[str, Any], app_id: str) -> GraphRequest:
         )
     split = urlsplit(url if url.startswith("/") else f"/{url}")
     path = split.path.removeprefix("/v1.0")
-    headers = {str(k).lower(): str(v) for k, v in (raw.get("headers") or {}).items()}
+    raw_headers = raw.get("headers")
+    if raw_headers is None:
+        raw_headers = {}
+    if not isinstance(raw_headers, dict) or not all(
+        isinstance(v, str) for v in raw_headers.values()
+    ):
+        raise BadRequest(
+            f"Invalid batch request id : {raw.get('id')}: 'headers' must be a JSON object of "
+            "strings.",
+            code="BadRequest",
+        )
+    headers = {str(k).lower(): v for k, v in raw_headers.items()}
     if "body" in raw and "content-type" not in headers:
         raise BadRequest(
             f"Write request id : {raw.get('id')} does not contain Content-Type header or body.",
@@ -524,11 +569,50 @@ def _part_request(raw: dict[str, Any], app_id: str) -> GraphRequest:
     )
 
 
+MIXED_BATCH = "Batch should be either fully sequential or fully parallel"
+
+
+def _check_sequencing(depends: dict[str, list[str]]) -> None:
+    """Graph accepts only three shapes of dependsOn (known issues, "Request dependencies are
+    limited"): each request depends on at most one other, and the batch is
+    - parallel: no request states a dependency;
+    - serial: every request but the first depends on the request just before it;
+    - same: every request that states a dependency states the same one, an earlier request
+      that itself depends on nothing (these run sequentially).
+    Anything else is a 400 "Batch should be either fully sequential or fully parallel"."""
+    keys = list(depends)
+    for key, deps in depends.items():
+        for dep in deps:
+            if dep not in depends:
+                raise BadRequest(
+                    f"Request '{key}' depends on an unknown request id '{dep}'.",
+                    code="BadRequest",
+                )
+    stated = {key: deps for key, deps in depends.items() if deps}
+    if not stated:
+        return
+    if all(len(deps) == 1 for deps in stated.values()):
+        serial = not depends[keys[0]] and all(
+            depends[keys[i]] == [keys[i - 1]] for i in range(1, len(keys))
+        )
+        targets = {deps[0] for deps in stated.values()}
+        same = False
+        if len(targets) == 1:
+            target = targets.pop()
+            same = not depends[target] and all(
+                keys.index(target) < keys.index(key) for key in stated
+            )
+        if serial or same:
+            return
+    raise BadRequest(MIXED_BATCH, code="BadRequest")
+
+
 def run_batch(
     em: Emulator, body: Any, app_id: str, on_part: Callable[[GraphRequest, int], None]
 ) -> GraphResponse:
-    """Validate the whole batch first (400 for the batch), then run its parts in order,
-    each after the parts it dependsOn; a part whose dependency failed answers 424."""
+    """Validate the whole batch first (400 for the batch: ids unique ignoring case, dependsOn
+    in one of Graph's three shapes), then run its parts in order, each after the part it
+    dependsOn; a part whose dependency failed answers 424."""
     if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
         raise BadRequest("Invalid batch payload format.", code="BadRequest")
     raws: list[dict[str, Any]] = body["requests"]
@@ -539,50 +623,44 @@ def run_batch(
             f"Number of requests in the batch exceeds the limit of {MAX_BATCH}.",
             code="BadRequest",
         )
-    parts: dict[str, tuple[GraphRequest, list[str]]] = {}
+    # Ids are "Not case-sensitive" (json-batching): parts are keyed by the lower-cased id.
+    parts: dict[str, tuple[str, GraphRequest, list[str]]] = {}
     for raw in raws:
         if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
             raise BadRequest("Each batch request needs a string 'id'.", code="BadRequest")
-        if raw["id"] in parts:
+        key = raw["id"].lower()
+        if key in parts:
             raise BadRequest(f"Batch request id '{raw['id']}' is not unique.", code="BadRequest")
-        depends = raw.get("dependsOn") or []
-        if not isinstance(depends, list):
+        depends = raw.get("dependsOn")
+        if depends is None:
+            depends = []
+        if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
             raise BadRequest("'dependsOn' must be a list of request ids.", code="BadRequest")
-        parts[raw["id"]] = (_part_request(raw, app_id), [str(d) for d in depends])
-    for part_id, (_, depends) in parts.items():
-        for dep in depends:
-            if dep not in parts or dep == part_id:
-                raise BadRequest(
-                    f"Request '{part_id}' depends on an unknown request id '{dep}'.",
-                    code="BadRequest",
-                )
+        parts[key] = (raw["id"], _part_request(raw, app_id), [d.lower() for d in depends])
+    _check_sequencing({key: depends for key, (_, _, depends) in parts.items()})
 
     results: dict[str, GraphResponse] = {}
-    running: set[str] = set()
 
-    def run(part_id: str) -> GraphResponse:
-        if part_id in results:
-            return results[part_id]
-        if part_id in running:
-            raise BadRequest("Batch 'dependsOn' references form a cycle.", code="BadRequest")
-        running.add(part_id)
-        request, depends = parts[part_id]
-        failed = [d for d in depends if run(d).status >= 400]
+    def run(key: str) -> GraphResponse:
+        if key in results:
+            return results[key]
+        _, request, depends = parts[key]
+        failed = [parts[d][0] for d in depends if run(d).status >= 400]
         if failed:
             error = FailedDependency(f"Dependent request(s) {', '.join(failed)} failed.")
-            results[part_id] = GraphResponse(
+            results[key] = GraphResponse(
                 424, error.body(request.request_id, None), {"request-id": request.request_id}
             )
         else:
-            results[part_id] = dispatch(em, request)
-        on_part(request, results[part_id].status)
-        return results[part_id]
+            results[key] = dispatch(em, request)
+        on_part(request, results[key].status)
+        return results[key]
 
-    for part_id in parts:
-        run(part_id)
+    for key in parts:
+        run(key)
     responses = []
-    for part_id in parts:
-        result = results[part_id]
+    for key, (part_id, _, _) in parts.items():
+        result = results[key]
         entry: dict[str, Any] = {"id": part_id, "status": result.status}
         headers = dict(result.headers)
         if result.body is not None:

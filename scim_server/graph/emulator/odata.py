@@ -38,12 +38,17 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     return out
 
 
+MAX_FILTER_DEPTH = 50  # nested parentheses; deeper is a 400, never a RecursionError
+
+
 class FilterParser:
     """prop eq 'v' | prop in ('a','b') | startswith(prop,'v'), joined by and/or, with ()."""
 
     def __init__(self, text: str, properties: set[str], resource: str) -> None:
         self.tokens = _tokens(text)
         self.pos = 0
+        self.depth = 0
+        self.operators: set[str] = set()
         self.properties = {p.lower(): p for p in properties}
         self.resource = resource
 
@@ -70,19 +75,22 @@ class FilterParser:
             return True
         return False
 
+    # Flat lists, not nested lambdas: a long chain of or/and must not recurse per clause.
     def _or(self) -> Predicate:
-        left = self._and()
+        terms = [self._and()]
         while self._keyword("or"):
-            right = self._and()
-            left = (lambda a, b: lambda o: a(o) or b(o))(left, right)
-        return left
+            terms.append(self._and())
+        if len(terms) == 1:
+            return terms[0]
+        return lambda o: any(term(o) for term in terms)
 
     def _and(self) -> Predicate:
-        left = self._term()
+        terms = [self._term()]
         while self._keyword("and"):
-            right = self._term()
-            left = (lambda a, b: lambda o: a(o) and b(o))(left, right)
-        return left
+            terms.append(self._term())
+        if len(terms) == 1:
+            return terms[0]
+        return lambda o: all(term(o) for term in terms)
 
     def _property(self, name: str) -> str:
         prop = self.properties.get(name.lower())
@@ -104,9 +112,13 @@ class FilterParser:
     def _term(self) -> Predicate:
         kind, value = self._next()
         if kind == "lp":
+            self.depth += 1
+            if self.depth > MAX_FILTER_DEPTH:
+                raise BadRequest("Invalid filter clause: the expression is nested too deeply.")
             inner = self._or()
             if self._next()[0] != "rp":
                 raise BadRequest("Invalid filter clause: ')' expected.")
+            self.depth -= 1
             return inner
         if kind != "word":
             raise BadRequest(f"Invalid filter clause: unexpected '{value}'.")
@@ -124,6 +136,7 @@ class FilterParser:
             literal = self._literal()
             return lambda o: _equal(o.get(prop), literal)
         if self._keyword("ne"):
+            self.operators.add("ne")
             literal = self._literal()
             return lambda o: not _equal(o.get(prop), literal)
         if self._keyword("in"):
@@ -146,10 +159,65 @@ def _equal(value: Any, literal: Any) -> bool:
     return bool(value == literal)
 
 
-def parse_filter(text: str | None, properties: set[str], resource: str) -> Predicate | None:
+ADVANCED_ONLY = (
+    "Operator '{op}' is not supported because the required parameters might be missing. Try "
+    "adding $count=true query parameter and ConsistencyLevel:eventual header. Refer to "
+    "https://aka.ms/graph-docs/advanced-queries for more information"
+)
+
+
+def parse_filter(
+    text: str | None, properties: set[str], resource: str, *, advanced: bool = True
+) -> Predicate | None:
+    """A predicate for $filter. `ne` is an advanced query (aad-advanced-queries): without
+    ConsistencyLevel: eventual and $count=true (`advanced` False) it is a 400."""
     if not text:
         return None
-    return FilterParser(text, properties, resource).parse()
+    parser = FilterParser(text, properties, resource)
+    predicate = parser.parse()
+    if not advanced and "ne" in parser.operators:
+        raise UnsupportedQuery(ADVANCED_ONLY.format(op="ne"))
+    return predicate
+
+
+def is_advanced(args: dict[str, str], headers: dict[str, str]) -> bool:
+    """ConsistencyLevel: eventual and $count=true, the advanced query parameters."""
+    return (
+        headers.get("consistencylevel", "").lower() == "eventual"
+        and args.get("$count", "").lower() == "true"
+    )
+
+
+def check_unsupported_options(args: dict[str, str], headers: dict[str, str]) -> None:
+    """$search needs ConsistencyLevel: eventual (Graph's 400 otherwise); the emulator does not
+    implement it, and says so rather than ignoring it."""
+    if "$search" in args:
+        if headers.get("consistencylevel", "").lower() != "eventual":
+            raise UnsupportedQuery(
+                "Request with $search query parameter only works through MSGraph with a "
+                "special request header: 'ConsistencyLevel: eventual'"
+            )
+        raise UnsupportedQuery("The Graph emulator does not support $search.")
+    if "$count" in args and args["$count"].lower() not in ("true", "false"):
+        raise BadRequest(f"Invalid value '{args['$count']}' for $count: true or false expected.")
+
+
+def parse_orderby(text: str | None, sortable: set[str]) -> list[tuple[str, bool]]:
+    """[(property, descending)] for `$orderby=prop [asc|desc], ...`, only `sortable` ones."""
+    if text is None:
+        return []
+    keys = []
+    for clause in text.split(","):
+        words = clause.split()
+        if not 1 <= len(words) <= 2 or (len(words) == 2 and words[1].lower() not in DIRECTIONS):
+            raise BadRequest(f"Invalid $orderby clause '{clause.strip()}'.")
+        if words[0] not in sortable:
+            raise UnsupportedQuery("Sorting not supported for current query.")
+        keys.append((words[0], len(words) == 2 and words[1].lower() == "desc"))
+    return keys
+
+
+DIRECTIONS = ("asc", "desc")
 
 
 def parse_top(text: str | None, default: int = 100) -> int:
@@ -177,11 +245,25 @@ def encode_token(data: dict[str, Any]) -> str:
     return b64url(json.dumps(data, separators=(",", ":")).encode())
 
 
+INVALID_TOKEN = "The specified page token value has expired or is invalid."
+
+
 def decode_token(text: str) -> dict[str, Any]:
     try:
         data = json.loads(b64url_decode(text))
     except ValueError:
         data = None
     if not isinstance(data, dict):
-        raise BadRequest("The specified page token value has expired or is invalid.")
+        raise BadRequest(INVALID_TOKEN)
     return data
+
+
+def token_int(data: dict[str, Any], key: str, *, nullable: bool = False) -> Any:
+    """A counter from a decoded token: a non-negative int (or None if `nullable`), else 400.
+    Tokens are opaque to clients, but one they forged or cut must not become a 500."""
+    value = data.get(key, ...)
+    if value is None and nullable:
+        return None
+    if type(value) is not int or value < 0:
+        raise BadRequest(INVALID_TOKEN)
+    return value

@@ -1,7 +1,10 @@
 """Entra's password rules for cloud users, and how the emulator keeps passwords (hashed).
 
 https://learn.microsoft.com/en-us/entra/identity/authentication/concept-password-ban-bad-combined-policy
-(8 to 256 characters, 3 of 4 classes: lowercase, uppercase, digits, symbols).
+(8 to 256 characters, 3 of 4 classes: lowercase, uppercase, digits, symbols) and
+https://learn.microsoft.com/en-us/entra/identity/authentication/concept-sspr-policy
+(characters allowed: A-Z a-z 0-9, the ASCII symbols and a blank space; not allowed: Unicode
+characters).
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ _SYMBOLS = set("@#$%^&*-_!+=[]{}|\\:',.?/`~\"();<> ")
 
 def is_complex(password: str) -> bool:
     if not 8 <= len(password) <= 256:
+        return False
+    # The allowed characters are exactly printable ASCII: no Unicode, no control characters.
+    if any(not " " <= c <= "~" for c in password):
         return False
     classes = [
         any(c in string.ascii_lowercase for c in password),

@@ -4,13 +4,16 @@ domains."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import socket
+import ssl
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer, ThreadedWSGIServer, WSGIRequestHandler
 
 from scim_server.graph.emulator import tls
 from scim_server.graph.emulator.app import create_emulator_app
@@ -22,6 +25,44 @@ class QuietHandler(WSGIRequestHandler):
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass
+
+
+HANDSHAKE_TIMEOUT = 10.0  # seconds a client has to finish its TLS handshake
+
+
+class LazyTlsServer(ThreadedWSGIServer):
+    """A threaded server whose TLS handshake runs in the connection's own thread.
+
+    werkzeug wraps the listening socket, so the handshake runs inside accept() on the one
+    serving thread: a client that connects and sends no ClientHello would hold every other
+    request. Here the listening socket stays plain and each accepted socket is wrapped in its
+    handler thread, with a timeout on the handshake."""
+
+    def __init__(
+        self, host: str, port: int, app: Any, handler: type[WSGIRequestHandler], tls: Any
+    ) -> None:
+        super().__init__(host, port, app, handler)
+        # Set after the base class bound a plain socket; werkzeug reads it for https URLs.
+        self.ssl_context: ssl.SSLContext | None = tls
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.ssl_context is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(HANDSHAKE_TIMEOUT)
+        try:
+            conn = self.ssl_context.wrap_socket(request, server_side=True)
+        except (OSError, ValueError):
+            with contextlib.suppress(OSError):
+                request.close()
+            return
+        try:
+            conn.settimeout(None)
+            super().finish_request(conn, client_address)
+        finally:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
 
 
 class EmulatorServer:
@@ -36,13 +77,8 @@ class EmulatorServer:
             self._tempdir = Path(tempfile.mkdtemp(prefix="graph-emulator-"))
             self.tls_files = tls.generate(self._tempdir, host)
             ssl_context = self.tls_files.server_context()
-        self.server: BaseWSGIServer = make_server(
-            host,
-            port,
-            create_emulator_app(self.emulator),
-            threaded=True,
-            request_handler=QuietHandler,
-            ssl_context=ssl_context,
+        self.server: BaseWSGIServer = LazyTlsServer(
+            host, port, create_emulator_app(self.emulator), QuietHandler, ssl_context
         )
         scheme = "https" if use_tls else "http"
         shown_host = f"[{host}]" if ":" in host else host

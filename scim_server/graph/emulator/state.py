@@ -12,11 +12,19 @@ from typing import Any
 
 from cryptography import x509
 
-from scim_server.graph.emulator.control import FaultQueue, RequestLog
+from scim_server.graph.emulator.control import (
+    FaultQueue,
+    RequestLog,
+    checked_int,
+    checked_number,
+)
 from scim_server.graph.emulator.store import StateFile
 from scim_server.graph.emulator.tenant import Domain, Tenant
 from scim_server.graph.emulator.throttle import Budgets
 from scim_server.graph.emulator.tokens import TokenIssuer
+
+MAX_REPLICATION_LAG = 86_400.0  # seconds
+MAX_WRITE_WINDOW = 86_400.0  # seconds
 
 
 @dataclass
@@ -93,17 +101,24 @@ class Emulator:
             self.persist()
 
     def configure(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Apply the control endpoint's settings: all are checked (type, finite, range)
+        before any is applied, and a bad one is a ValueError (400)."""
+        unknown = sorted(set(data) - {"replication_lag", "write_budget", "write_window"})
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(unknown)}")
+        lag = None
+        if "replication_lag" in data:
+            lag = checked_number(data, "replication_lag", 0.0, MAX_REPLICATION_LAG)
+        budget, window = self.budgets.capacity, self.budgets.window
+        if "write_budget" in data:
+            budget = checked_int(data, "write_budget", 1)
+        if "write_window" in data:
+            window = checked_number(data, "write_window", 0.0, MAX_WRITE_WINDOW, low_open=True)
         with self.lock:
-            if "replication_lag" in data:
-                lag = float(data["replication_lag"])
-                if lag < 0:
-                    raise ValueError("replication_lag must be >= 0")
+            if lag is not None:
                 self.tenant.replication_lag = lag
             if "write_budget" in data or "write_window" in data:
-                self.budgets.configure(
-                    int(data.get("write_budget", self.budgets.capacity)),
-                    float(data.get("write_window", self.budgets.window)),
-                )
+                self.budgets.configure(budget, window)
             return self.settings()
 
     def settings(self) -> dict[str, Any]:

@@ -133,6 +133,8 @@ GROUP_FILTERABLE = {"id", "displayName", "mailNickname", "securityEnabled", "mai
 
 # UPN local part: A-Z a-z 0-9 ' . - _ ! # ^ ~ (user resource, userPrincipalName).
 _UPN_LOCAL = re.compile(r"^[A-Za-z0-9'.\-_!#^~]+$")
+# https://learn.microsoft.com/en-us/entra/identity/authentication/concept-sspr-policy
+UPN_LOCAL_MAX, UPN_DOMAIN_MAX, UPN_MAX = 64, 48, 113
 # mailNickname: ASCII 0-127 except @ ( ) \ [ ] " ; : < > , and space; groups also exclude '.'.
 _NICK_FORBIDDEN = set('@()\\[]";:<>, ')
 
@@ -230,17 +232,21 @@ class Tenant:
 
     # ------------------------------------------------------------------ domains
     def _domain_of(self, upn: Any) -> Domain:
+        invalid = BadRequest(
+            "Property userPrincipalName is invalid.",
+            details=[{"target": "userPrincipalName", "code": "InvalidValue"}],
+        )
         if not isinstance(upn, str) or upn.count("@") != 1:
-            raise BadRequest(
-                "Property userPrincipalName is invalid.",
-                details=[{"target": "userPrincipalName", "code": "InvalidValue"}],
-            )
+            raise invalid
         local, domain_name = upn.split("@")
         if not local or not _UPN_LOCAL.match(local) or local.startswith(".") or ".." in local:
-            raise BadRequest(
-                "Property userPrincipalName is invalid.",
-                details=[{"target": "userPrincipalName", "code": "InvalidValue"}],
-            )
+            raise invalid
+        # Entra's username policies (concept-sspr-policy, "Username policies"): no "."
+        # immediately before the "@", up to 64 characters before it and 48 after, 113 in all.
+        if local.endswith(".") or len(local) > UPN_LOCAL_MAX or len(domain_name) > UPN_DOMAIN_MAX:
+            raise invalid
+        if len(upn) > UPN_MAX:
+            raise invalid
         domain = self.domains.get(domain_name.lower())
         if domain is None or not domain.isVerified:
             raise BadRequest(
@@ -271,6 +277,13 @@ class Tenant:
             raise invalid_value("mailNickname", "User")
         if "accountEnabled" in body and not isinstance(body["accountEnabled"], bool):
             raise invalid_value("accountEnabled", "User")
+        if "businessPhones" in body:
+            # String collection; "Only one number can be set for this property" (user resource).
+            phones = body["businessPhones"]
+            if not isinstance(phones, list) or len(phones) > 1:
+                raise invalid_value("businessPhones", "User")
+            if not all(isinstance(p, str) for p in phones):
+                raise invalid_value("businessPhones", "User")
 
     def _password(self, profile: Any, domain: Domain) -> tuple[str | None, bool]:
         if not isinstance(profile, dict) or not isinstance(profile.get("password"), str):
@@ -439,6 +452,9 @@ class Tenant:
             raise invalid_value("displayName", "Group")
         if "mailNickname" in body and not _valid_nickname(body["mailNickname"], group=True):
             raise invalid_value("mailNickname", "Group")
+        for name in ("mailEnabled", "securityEnabled"):
+            if name in body and not isinstance(body[name], bool):
+                raise invalid_value(name, "Group")
         if creating and (
             body.get("mailEnabled") is not False
             or body.get("securityEnabled") is not True

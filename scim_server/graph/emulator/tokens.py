@@ -77,7 +77,8 @@ class TokenIssuer:
         if len(parts) != 3:
             raise TokenError("IDX14100: JWT is not well formed.")
         signing_input = f"{parts[0]}.{parts[1]}".encode()
-        if not hmac.compare_digest(self._sign(signing_input), parts[2]):
+        # Bytes, not str: compare_digest refuses a str with a non-ASCII character.
+        if not hmac.compare_digest(self._sign(signing_input).encode(), parts[2].encode()):
             raise TokenError("Access token validation failure. Invalid signature.")
         try:
             claims: dict[str, Any] = json.loads(b64url_decode(parts[1]))
