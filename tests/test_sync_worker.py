@@ -355,3 +355,20 @@ def test_group_mail_nickname_from_the_m365_extension(
         "/Groups", {"displayName": "Bad", M365_GROUP: {"mailNickname": "no spaces allowed"}}
     )
     assert (bad.status_code, bad.get_json()["scimType"]) == (400, "invalidValue")
+
+
+def test_an_extension_urn_in_attributes_selects_the_whole_extension(
+    scim: ScimClient, worker: Worker
+) -> None:
+    user = scim.user(
+        "urn@example.com",
+        title="Kept out",
+        **{ENTERPRISE: {"department": "R&D"}, M365: {"usageLocation": "FR"}},
+    )
+    assert worker.drain()
+    only = scim.get(f"/Users/{user['id']}?attributes={M365}").get_json()
+    assert set(only) == {"schemas", "id", M365}
+    assert only[M365]["usageLocation"] == "FR" and only[M365]["syncState"] == "synced"
+    without = scim.get(f"/Users/{user['id']}?excludedAttributes={M365}").get_json()
+    assert M365 not in without and M365 not in without["schemas"]
+    assert without[ENTERPRISE]["department"] == "R&D" and without["title"] == "Kept out"

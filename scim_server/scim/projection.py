@@ -50,6 +50,10 @@ def _paths(rtype: ResourceType, raw: str | list[str]) -> list[tuple[str, str, st
         item = item.strip()
         if not item:
             continue
+        extension = next((e for e in rtype.extensions if e.id.lower() == item.lower()), None)
+        if extension is not None:  # an extension's URN names all of its attributes
+            out.extend((extension.id, a.name, None) for a in extension.attributes)
+            continue
         found = resolve(rtype, item)
         if found is None:
             # RFC 7644 §3.4.2.5 does not make an unknown name an error; it selects nothing.
