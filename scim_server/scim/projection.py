@@ -43,7 +43,7 @@ def _paths(rtype: ResourceType, raw: str | list[str]) -> list[tuple[str, str, st
     if not isinstance(raw, list | str):
         raise InvalidValue("attributes and excludedAttributes must be a list of names or a string.")
     items = raw if isinstance(raw, list) else raw.split(",")
-    out = []
+    out: list[tuple[str, str, str | None]] = []
     for item in items:
         if not isinstance(item, str):
             raise InvalidValue("attributes must be strings.")
