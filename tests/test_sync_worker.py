@@ -372,3 +372,31 @@ def test_an_extension_urn_in_attributes_selects_the_whole_extension(
     without = scim.get(f"/Users/{user['id']}?excludedAttributes={M365}").get_json()
     assert M365 not in without and M365 not in without["schemas"]
     assert without[ENTERPRISE]["department"] == "R&D" and without["title"] == "Kept out"
+
+
+def test_a_backlog_goes_in_json_batches(
+    scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator, app: Flask
+) -> None:
+    users = [scim.user(f"batch{i:02}@example.com") for i in range(30)]
+    bad = scim.user("bätch@example.com")  # Graph refuses it: only that one fails
+    assert worker.drain()
+    for user in users:
+        assert _m365_user(graph_emulator, user["userName"]) is not None
+    log = graph_emulator.request_log()
+    # Parts of a $batch are logged with the batch's request id: every create went in one.
+    creates = [r for r in log if r["method"] == "POST" and r["path"] == "/v1.0/users"]
+    assert len(creates) == 31 and all(r.get("batch_request_id") for r in creates)
+    assert sum(1 for r in log if r["path"] == "/v1.0/$batch") <= 6  # 31 lookups + 31 creates
+    link = _link(app, bad["id"])
+    assert link is not None and link.state == "error"
+    for i, user in enumerate(users):
+        scim.patch(
+            f"/Users/{user['id']}", _ops({"op": "replace", "path": "title", "value": f"T{i}"})
+        )
+    before = len(graph_emulator.request_log())
+    assert worker.drain()
+    after = graph_emulator.request_log()[before:]
+    patches = [r for r in after if r["method"] == "PATCH"]
+    assert len(patches) == 30 and all(r.get("batch_request_id") for r in patches)
+    assert sum(1 for r in after if not r.get("batch_request_id")) <= 3  # two batches
+    assert _m365_user(graph_emulator, "batch29@example.com")["jobTitle"] == "T29"  # type: ignore[index]

@@ -29,7 +29,7 @@ from scim_server import outbox
 from scim_server.db import db
 from scim_server.graph.client import GraphClient
 from scim_server.graph.errors import Conflict, GraphError, NotFound
-from scim_server.sync import mapping, store
+from scim_server.sync import batching, mapping, store
 from scim_server.sync.pacer import Pacer
 from scim_server.sync.policy import GiveUp, Policy
 from scim_server.sync.settings import SyncSettings
@@ -126,6 +126,8 @@ class Worker:
                 )
                 lease = self.settings.lease_seconds
                 renewed = time.monotonic()
+                if len(events) > 1:  # a backlog: what batches well goes in JSON batches
+                    events = batching.deliver(self, events)
                 for event in events:
                     self._deliver(event)
                     if time.monotonic() - renewed > lease / 3:
@@ -174,12 +176,12 @@ class Worker:
             else:
                 self._sync_group(rid, link, store.pending_through(rtype, rid, upto))
         except GraphError as error:
-            self._failed(event, link, error)
+            self.failed(event, link, error)
             return
         store.complete_through(rtype, rid, upto)
         self.counters.delivered += 1
 
-    def _failed(self, event: outbox.Claimed, link: store.Link | None, error: GraphError) -> None:
+    def failed(self, event: outbox.Claimed, link: store.Link | None, error: GraphError) -> None:
         kind = type(error).__name__
         self.counters.graph_errors[kind] = self.counters.graph_errors.get(kind, 0) + 1
         # A 404 soon after this resource, or an object it refers to, reached M365 is
@@ -232,17 +234,22 @@ class Worker:
             bound = self._create_or_bind(user_id, properties)
             if bound is None:
                 return
-            self._join_groups(doc, bound)
-        else:
-            changes = mapping.changes(link.synced if link else None, properties)
-            if changes:
+            self.after_create(user_id, doc, bound)
+            return
+        changes = mapping.changes(link.synced if link else None, properties)
+        if changes:
+            self._write()
+            self.client.update_user(bound, changes)
+            if changes.get("accountEnabled") is False:
                 self._write()
-                self.client.update_user(bound, changes)
-                if changes.get("accountEnabled") is False:
-                    self._write()
-                    self.client.revoke_sign_in_sessions(bound)
-            store.save_link("User", user_id, state="synced", synced=properties)
+                self.client.revoke_sign_in_sessions(bound)
+        store.save_link("User", user_id, state="synced", synced=properties)
         self._sync_manager(user_id, doc, bound, link)
+
+    def after_create(self, user_id: str, doc: dict[str, Any], object_id: str) -> None:
+        """What a user just created (or bound) in M365 needs next: its groups and manager."""
+        self._join_groups(doc, object_id)
+        self._sync_manager(user_id, doc, object_id, store.link("User", user_id))
 
     def _create_or_bind(self, user_id: str, properties: dict[str, Any]) -> str | None:
         """Idempotent create: look the UPN up first and on ObjectConflict, never create twice.
