@@ -4,12 +4,13 @@ as the directory says. The production Graph client talks to the emulator over HT
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from models import M365Link, OutboxEvent
 from scim_server.db import db
@@ -239,16 +240,30 @@ def test_groups_and_memberships(
     assert _m365_group(graph_emulator, "Sales EMEA") is None
 
 
-def test_graph_down_for_a_while_loses_nothing(
-    scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator
+def test_graph_down_in_the_middle_of_a_burst_of_1000_changes(
+    scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator, app: Flask
 ) -> None:
-    graph_emulator.fault(kind="status", status=503, count=6, path="/v1.0/users")
-    for i in range(5):
-        scim.user(f"outage{i}@example.com")
-    assert worker.drain()
-    upns = {u["userPrincipalName"] for u in _objects(graph_emulator, "user")}
-    assert {f"outage{i}@example.com" for i in range(5)} <= upns
-    assert worker.counters.retried >= 1
+    users = [scim.user(f"burst{i:03}@example.com") for i in range(500)]
+    stop = threading.Event()
+    running = threading.Thread(target=worker.run, args=(stop, 0.02))
+    running.start()
+    try:
+        for i, user in enumerate(users):
+            scim.patch(
+                f"/Users/{user['id']}", _ops({"op": "replace", "path": "title", "value": f"v{i}"})
+            )
+            if i == 150:  # Graph goes down for a while, mid-burst
+                graph_emulator.fault(kind="status", status=503, count=40, path="/v1.0/")
+    finally:
+        stop.set()
+        running.join()
+    assert worker.drain(timeout=120)  # and then whatever is left
+    assert worker.counters.graph_errors.get("Transient", 0) > 0
+    m365 = {u["userPrincipalName"]: u for u in _objects(graph_emulator, "user")}
+    assert len(m365) == 500  # nothing lost, nothing twice
+    assert all(m365[u["userName"]]["jobTitle"] == f"v{i}" for i, u in enumerate(users))
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).where(OutboxEvent.status != "done")) == 0
 
 
 def test_replication_lag_is_retried(
