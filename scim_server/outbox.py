@@ -168,21 +168,30 @@ def last_pending_id(session: AnySession, resource_type: str, resource_id: str) -
     )
 
 
-def complete_through(session: AnySession, resource_type: str, resource_id: str, upto: int) -> None:
-    """Coalescing: one delivery of the current state completes every event it covers."""
+def complete_through(
+    session: AnySession,
+    resource_type: str,
+    resource_id: str,
+    upto: int,
+    *,
+    supersede_dead: bool = False,
+) -> None:
+    """Coalescing: one delivery of the current state completes every event it covers. With
+    `supersede_dead` (state-based deliveries), earlier dead letters are covered too; they
+    keep their error."""
+    statuses = ("pending", "dead") if supersede_dead else ("pending",)
     session.execute(
         update(OutboxEvent)
         .where(
             OutboxEvent.resource_type == resource_type,
             OutboxEvent.resource_id == resource_id,
-            OutboxEvent.status == "pending",
+            OutboxEvent.status.in_(statuses),
             OutboxEvent.id <= upto,
         )
         .values(
             status="done",
             locked_by=None,
             locked_until=None,
-            last_error=None,
             completed_at=utcnow(),
         )
     )

@@ -244,6 +244,8 @@ def test_graph_down_in_the_middle_of_a_burst_of_1000_changes(
     scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator, app: Flask
 ) -> None:
     users = [scim.user(f"burst{i:03}@example.com") for i in range(500)]
+    # Enough patience for the outage below; a shorter one would dead-letter changes.
+    worker.policy = Policy(max_attempts=60, base_seconds=0.02, cap_seconds=0.1)
     stop = threading.Event()
     running = threading.Thread(target=worker.run, args=(stop, 0.02))
     running.start()
@@ -289,6 +291,16 @@ def test_a_change_graph_refuses_goes_to_the_dead_letters(
         assert "userPrincipalName" in (dead[0].last_error or "")
     link = _link(app, user["id"])
     assert link is not None and link.state == "error"
+    # Fixed in the directory: the new state is delivered and covers the dead letter.
+    scim.patch(
+        f"/Users/{user['id']}",
+        _ops({"op": "replace", "path": "userName", "value": "zoe@example.com"}),
+    )
+    assert worker.drain()
+    link = _link(app, user["id"])
+    assert link is not None and link.state == "synced" and link.last_error is None
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).where(OutboxEvent.status == "dead")) == 0
 
 
 def test_sync_domains_are_checked_against_the_tenant(

@@ -157,8 +157,12 @@ def pending_through(
 
 
 def complete_through(resource_type: str, resource_id: str, upto: int) -> None:
+    """A user's delivery sends its whole current state, so it also covers that user's earlier
+    dead letters; a group's member changes are deltas, so its dead letters stay."""
     with transaction() as session:
-        outbox.complete_through(session, resource_type, resource_id, upto)
+        outbox.complete_through(
+            session, resource_type, resource_id, upto, supersede_dead=resource_type == "User"
+        )
 
 
 def retry_later(event_id: int, at: datetime, counts: bool, error: str) -> None:
