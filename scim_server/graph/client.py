@@ -205,6 +205,7 @@ class GraphClient:
         self.tokens = tokens or TokenProvider(settings, self.session)
         parts = urlsplit(settings.graph_url)
         self._origin = f"{parts.scheme}://{parts.netloc}"
+        self.last_request_id: str | None = None
 
     # ------------------------------------------------------------ transport
 
@@ -239,6 +240,8 @@ class GraphClient:
             raise Transient(f"{method} {path}: timed out") from None
         except requests.RequestException as exc:  # refused, reset, a body cut short
             raise Transient(f"{method} {path}: connection failed ({type(exc).__name__})") from None
+        # For the logs: the request id Graph gave the last call of this client.
+        self.last_request_id = response.headers.get("request-id")
         if response.status_code >= 400:
             raise from_response(response, member_add=member_add)
         return response

@@ -9,6 +9,7 @@ conflicts) takes the worker's one-at-a-time path.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -21,6 +22,8 @@ from scim_server.sync import mapping, store
 
 if TYPE_CHECKING:
     from scim_server.sync.worker import Worker
+
+log = logging.getLogger("scim_server.sync")
 
 
 @dataclass
@@ -89,9 +92,15 @@ def _send(worker: Worker, parts: list[BatchRequest]) -> dict[str, BatchResult]:
     return results
 
 
-def _done(worker: Worker, plan: _Plan) -> None:
+def _done(worker: Worker, plan: _Plan, request_id: str | None) -> None:
     store.complete_through("User", plan.event.resource_id, plan.upto)
     worker.counters.delivered += 1
+    log.info(
+        "sync delivered resource=User/%s through_event=%d graph_request_id=%s",
+        plan.event.resource_id,
+        plan.upto,
+        request_id,
+    )
 
 
 def _updates(worker: Worker, plans: list[_Plan]) -> list[outbox.Claimed]:
@@ -112,7 +121,7 @@ def _updates(worker: Worker, plans: list[_Plan]) -> list[outbox.Claimed]:
             worker.failed(plan.event, plan.link, result.error)
             continue
         store.save_link("User", plan.event.resource_id, state="synced", synced=plan.properties)
-        _done(worker, plan)
+        _done(worker, plan, _request_id(results.get(str(i))))
     return []
 
 
@@ -189,8 +198,15 @@ def _creates(worker: Worker, plans: list[_Plan]) -> list[outbox.Claimed]:
         except GraphError as error:
             worker.failed(plan.event, plan.link, error)
             continue
-        _done(worker, plan)
+        _done(worker, plan, _request_id(result))
     return rest
+
+
+def _request_id(result: BatchResult | None) -> str | None:
+    if result is None:
+        return None
+    headers = {k.lower(): v for k, v in result.headers.items()}
+    return headers.get("request-id")
 
 
 def _odata(value: str) -> str:

@@ -25,10 +25,18 @@ def worker(concurrency: int) -> None:
     Several `worker` processes may run against PostgreSQL; on SQLite run one. Without
     GRAPH_TENANT_ID they deliver to the sandbox tenant (the built-in emulator)."""
     from scim_server.cli import upgrade_schema
+    from scim_server.config import ConfigError
+    from scim_server.graph.errors import GraphError
     from scim_server.sync import runtime
+    from scim_server.sync.worker import ScopeError
 
     upgrade_schema()
-    running = runtime.engine(current_app._get_current_object(), max(concurrency, 1))  # type: ignore[attr-defined]
+    try:
+        running = runtime.engine(current_app._get_current_object(), max(concurrency, 1))  # type: ignore[attr-defined]
+    except (ConfigError, ScopeError, GraphError) as exc:
+        # Said plainly, without a traceback: a setting or the tenant needs fixing.
+        click.echo(f"scim-server worker: {exc}", err=True)
+        sys.exit(2)
     click.echo(running.target.describe(), err=True)
     stopped = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -180,6 +180,13 @@ class Worker:
             return
         store.complete_through(rtype, rid, upto)
         self.counters.delivered += 1
+        log.info(
+            "sync delivered resource=%s/%s through_event=%d graph_request_id=%s",
+            rtype,
+            rid,
+            upto,
+            self.client.last_request_id,
+        )
 
     def failed(self, event: outbox.Claimed, link: store.Link | None, error: GraphError) -> None:
         kind = type(error).__name__
@@ -190,11 +197,13 @@ class Worker:
         created = (link.created_in_m365_at if link else None) or event.created_at
         decision = self.policy.decide(error, event.attempts, utcnow(), self.rng, created)
         log.warning(
-            "sync %s %s: %s (graph request-id %s)",
+            "sync failed resource=%s/%s event=%d error=%s graph_request_id=%s detail=%r",
             event.resource_type,
             event.resource_id,
-            error,
+            event.id,
+            type(error).__name__,
             error.request_id,
+            str(error),
         )
         if isinstance(decision, GiveUp):
             store.dead(event.id, decision.reason)

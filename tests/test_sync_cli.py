@@ -1,0 +1,68 @@
+"""`scim-server worker`, `sync status` and `sync retry` as an operator uses them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from flask import Flask
+from sqlalchemy import select, update
+
+from models import OutboxEvent
+from scim_server.db import db
+from tests.conftest import ScimClient
+from tests.graph_emulator import RunningEmulator
+
+CLI = str(Path(sys.executable).parent / "scim-server")
+
+
+def test_sync_status_and_retry(app: Flask, scim: ScimClient) -> None:
+    user = scim.user("status@example.com")
+    with app.app_context():
+        event_id = db.session.scalar(
+            select(OutboxEvent.id).where(OutboxEvent.resource_id == user["id"])
+        )
+        db.session.execute(
+            update(OutboxEvent)
+            .where(OutboxEvent.id == event_id)
+            .values(status="dead", last_error="Invalid: 400 Request_BadRequest: nope")
+        )
+        db.session.commit()
+    runner = app.test_cli_runner()
+    status = runner.invoke(args=["sync", "status"])
+    assert status.exit_code == 0, status.output
+    assert "SANDBOX" in status.output  # GRAPH_TENANT_ID is unset in the tests
+    assert "0 pending" in status.output and "1 dead" in status.output
+    assert f"{event_id}  User {user['id']}: Invalid: 400 Request_BadRequest: nope" in status.output
+
+    assert runner.invoke(args=["sync", "retry"]).exit_code != 0  # an ID or --all-dead
+    retried = runner.invoke(args=["sync", "retry", str(event_id)])
+    assert retried.exit_code == 0 and "Queued 1" in retried.output
+    again = runner.invoke(args=["sync", "retry", "--all-dead"])
+    assert again.exit_code == 1 and "No dead letters" in again.output
+    with app.app_context():
+        row = db.session.get(OutboxEvent, event_id)
+        assert row is not None and (row.status, row.attempts) == ("pending", 0)
+
+
+def test_worker_refuses_a_sync_domain_the_tenant_cannot_take(
+    graph_emulator: RunningEmulator, database_url: str
+) -> None:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "GRAPH_TENANT_ID": graph_emulator.tenant_id,
+        "GRAPH_CLIENT_ID": graph_emulator.client_id,
+        "GRAPH_CLIENT_SECRET": graph_emulator.client_secret,
+        "GRAPH_AUTHORITY_HOST": graph_emulator.authority_host,
+        "GRAPH_URL": graph_emulator.graph_url,
+        "GRAPH_CA_BUNDLE": graph_emulator.ca_bundle or "",
+        "M365_SYNC_DOMAINS": "federated.example",
+    }
+    done = subprocess.run([CLI, "worker"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "federated.example is federated" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert graph_emulator.client_secret not in done.stderr + done.stdout
