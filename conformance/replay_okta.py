@@ -52,7 +52,10 @@ def _user_body(ctx: Ctx, key: str) -> dict[str, Any]:
         "locale": "en-US",
         "externalId": ctx.name("00ujl29u0le5T6Aj10h7"),
         "groups": [],
-        "password": "1mz050nq",
+        # Okta's example password is "1mz050nq"; the directory applies Microsoft 365's
+        # password policy (three of four character classes), so the replay sends one that
+        # meets it, as an Okta tenant with a matching policy would.
+        "password": "1mz050nQ!",
         "active": True,
     }
 

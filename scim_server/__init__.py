@@ -8,12 +8,13 @@ from typing import Any
 
 from flask import Flask
 
-from scim_server import config
+from scim_server import config, sealing
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     settings = config.load(app.instance_path)
+    sealing.check_key()
     app.config.update(settings.to_flask())
     if test_config:
         app.config.update(test_config)

@@ -151,10 +151,19 @@ def token_revoke(ident: str) -> None:
     click.echo(f"Revoked token {row.id} {row.name!r}.")
 
 
+@click.command("keygen")
+def keygen() -> None:
+    """Print a new SCIM_ENCRYPTION_KEY (a Fernet key) for sealing passwords in the outbox."""
+    from scim_server import sealing
+
+    click.echo(sealing.new_key())
+
+
 def register_commands(app: Flask) -> None:
     app.cli.add_command(serve)
     app.cli.add_command(token)
     app.cli.add_command(graph_emulator)
+    app.cli.add_command(keygen)
     app.cli.add_command(sync_commands.worker)
     app.cli.add_command(sync_commands.sync)
 
@@ -165,4 +174,10 @@ def main() -> None:
     cli = FlaskGroup(
         create_app=create_app, add_default_commands=False, help="SCIM 2.0 server for Microsoft 365."
     )
-    cli.main(prog_name="scim-server")
+    from scim_server.config import ConfigError
+
+    try:
+        cli.main(prog_name="scim-server")
+    except ConfigError as exc:  # a setting to fix: said plainly, without a traceback
+        click.echo(f"scim-server: {exc}", err=True)
+        sys.exit(2)

@@ -14,11 +14,12 @@ from types import SimpleNamespace
 from typing import Any
 
 from argon2 import PasswordHasher
+from flask import current_app
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from models import Group, GroupMember, M365Link, User, UserValue, utcnow
-from scim_server import mapping, outbox
+from scim_server import mapping, outbox, passwords, sealing
 from scim_server.db import Tx, db, session_tx, transaction
 from scim_server.errors import Conflict, InternalError, NotFound, PreconditionFailed
 from scim_server.scim import projection as proj
@@ -407,6 +408,7 @@ def _user_params(tx: Tx, columns: dict[str, Any]) -> dict[str, Any]:
 def create_user(body: dict[str, Any], base_url: str) -> tuple[dict[str, Any], int]:
     doc = canonicalize(body, USER_TYPE)
     password = doc.pop("password", None)
+    sealed = _sealed_password(password)
     now = utcnow()
     columns = mapping.doc_to_user_columns(doc)
     _check_user_columns(columns)
@@ -420,6 +422,8 @@ def create_user(body: dict[str, Any], base_url: str) -> tuple[dict[str, Any], in
         if rows:
             _insert(tx, "user_values", rows)
         outbox.record_sql(tx, "User", columns["id"], "created", {"version": 1})
+        if sealed is not None:
+            outbox.record_sql(tx, "User", columns["id"], "password", {"sealed": sealed})
     return _render_written_user(SimpleNamespace(**columns), rows, [], base_url), 1
 
 
@@ -456,6 +460,7 @@ class _UserWrite:
     rows: list[dict[str, Any]]  # the user_values rows of the new document
     rewrite_values: bool
     password_changed: bool
+    sealed_password: str | None  # the new password, sealed for the outbox (sealing.py)
 
 
 def _prepare_user_write(
@@ -467,10 +472,22 @@ def _prepare_user_write(
     _check_user_columns(columns)
     rows = _value_rows(snap.columns["id"], doc)
     changes = {c: v for c, v in columns.items() if snap.columns[c] != v}
+    sealed = _sealed_password(password)
     if password is not None:
         changes["password_hash"] = hash_password(password)
     changes.update(version=snap.columns["version"] + 1, last_modified=utcnow())
-    return _UserWrite(snap, doc["userName"], changes, rows, rewrite_values, password is not None)
+    return _UserWrite(
+        snap, doc["userName"], changes, rows, rewrite_values, password is not None, sealed
+    )
+
+
+def _sealed_password(password: str | None) -> str | None:
+    """Check a new password against Microsoft 365's policy (a 400 now, not a dead letter
+    later) and seal it for its trip through the outbox to M365."""
+    if password is None:
+        return None
+    passwords.check(password)
+    return sealing.seal(current_app.instance_path, password)
 
 
 def _save_user(
@@ -503,6 +520,8 @@ def _save_user(
         event,
         {"version": version + 1, "password_changed": write.password_changed},
     )
+    if write.sealed_password is not None:
+        outbox.record_sql(tx, "User", user_id, "password", {"sealed": write.sealed_password})
     user = SimpleNamespace(**{**snap.columns, **changes})
     return _render_written_user(user, write.rows, snap.groups, base_url), version + 1
 

@@ -179,13 +179,16 @@ def complete_through(
     """Coalescing: one delivery of the current state completes every event it covers. With
     `supersede_dead` (state-based deliveries), earlier dead letters are covered too; they
     keep their error."""
-    statuses = ("pending", "dead") if supersede_dead else ("pending",)
+    covered = OutboxEvent.status == "pending"
+    if supersede_dead:
+        # Not a dead password: the new state does not carry it, so it stays undelivered.
+        covered = or_(covered, and_(OutboxEvent.status == "dead", OutboxEvent.event != "password"))
     session.execute(
         update(OutboxEvent)
         .where(
             OutboxEvent.resource_type == resource_type,
             OutboxEvent.resource_id == resource_id,
-            OutboxEvent.status.in_(statuses),
+            covered,
             OutboxEvent.id <= upto,
         )
         .values(
@@ -194,6 +197,21 @@ def complete_through(
             locked_until=None,
             completed_at=utcnow(),
         )
+    )
+
+
+def scrub_secrets(session: AnySession, resource_type: str, resource_id: str) -> None:
+    """A sealed password leaves the outbox once delivered or dead (issue 6): its row stays,
+    for the record, without it."""
+    session.execute(
+        update(OutboxEvent)
+        .where(
+            OutboxEvent.resource_type == resource_type,
+            OutboxEvent.resource_id == resource_id,
+            OutboxEvent.event == "password",
+            OutboxEvent.status != "pending",
+        )
+        .values(payload={})
     )
 
 

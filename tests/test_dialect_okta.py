@@ -23,7 +23,7 @@ def _ops(*operations: dict[str, Any]) -> dict[str, Any]:
     return {"schemas": [PATCH_OP], "Operations": list(operations)}
 
 
-def _okta_user(scim: ScimClient, login: str, password: str = "1mz050nq") -> dict[str, Any]:
+def _okta_user(scim: ScimClient, login: str, password: str = "1mz050nQ!") -> dict[str, Any]:
     """POST /Users as Okta provisions a user: password and an empty `groups` included."""
     response = scim.post(
         "/Users",
@@ -61,7 +61,7 @@ def test_create_with_password_and_empty_groups_never_returns_the_password(
     assert "password" not in got
     assert got.get("groups", []) == []
     stored = _password_hash(app, user["id"])
-    assert stored and "1mz050nq" not in stored
+    assert stored and "1mz050nQ!" not in stored
 
 
 def test_lookup_by_username_in_another_case_with_okta_paging(scim: ScimClient) -> None:

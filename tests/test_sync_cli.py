@@ -66,3 +66,18 @@ def test_worker_refuses_a_sync_domain_the_tenant_cannot_take(
     assert "federated.example is federated" in done.stderr
     assert "Traceback" not in done.stderr
     assert graph_emulator.client_secret not in done.stderr + done.stdout
+
+
+def test_a_bad_setting_is_said_plainly_at_start(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}",
+        "SCIM_ENCRYPTION_KEY": "not-a-key",
+    }
+    done = subprocess.run([CLI, "sync", "status"], env=env, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "SCIM_ENCRYPTION_KEY must be a Fernet key" in done.stderr
+    assert "Traceback" not in done.stderr
+    key = subprocess.run([CLI, "keygen"], capture_output=True, text=True, check=True).stdout
+    env["SCIM_ENCRYPTION_KEY"] = key.strip()
+    assert subprocess.run([CLI, "sync", "status"], env=env, capture_output=True).returncode == 0

@@ -64,6 +64,8 @@ def _plan(worker: Worker, event: outbox.Claimed) -> _Plan | None:
     link = store.link("User", event.resource_id)
     if link is not None and link.state in ("creating", "conflict"):
         return None  # a bind or a crash to recover: decided one at a time
+    if store.sealed_password(store.pending_through("User", event.resource_id, upto)):
+        return None  # a password to push: one at a time, in its own request
     doc = store.user_doc(event.resource_id)
     if doc is None:
         return None

@@ -175,11 +175,14 @@ def manager_id(doc: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def create_body(properties: dict[str, Any], password: str) -> dict[str, Any]:
+def create_body(
+    properties: dict[str, Any], password: str, *, force_change: bool = True
+) -> dict[str, Any]:
     """POST /users: the required properties, and the others that have a value. Graph refuses
-    null for most properties on create, so absent ones are left out."""
+    null for most properties on create, so absent ones are left out. A generated password
+    must be changed at first sign-in; the directory's own password need not."""
     body = {k: v for k, v in properties.items() if v not in (None, [])}
-    body["passwordProfile"] = {"password": password, "forceChangePasswordNextSignIn": True}
+    body["passwordProfile"] = {"password": password, "forceChangePasswordNextSignIn": force_change}
     return body
 
 

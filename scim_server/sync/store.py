@@ -163,6 +163,7 @@ def complete_through(resource_type: str, resource_id: str, upto: int) -> None:
         outbox.complete_through(
             session, resource_type, resource_id, upto, supersede_dead=resource_type == "User"
         )
+        outbox.scrub_secrets(session, resource_type, resource_id)
 
 
 def retry_later(event_id: int, at: datetime, counts: bool, error: str) -> None:
@@ -172,7 +173,10 @@ def retry_later(event_id: int, at: datetime, counts: bool, error: str) -> None:
 
 def dead(event_id: int, error: str) -> None:
     with transaction() as session:
+        row = session.get(OutboxEvent, event_id)
         outbox.dead(session, event_id, error)
+        if row is not None:
+            outbox.scrub_secrets(session, row.resource_type, row.resource_id)
 
 
 def backlog() -> dict[str, int]:
@@ -182,3 +186,26 @@ def backlog() -> dict[str, int]:
             select(OutboxEvent.status, func.count()).group_by(OutboxEvent.status)
         )
         return {status: int(n) for status, n in rows}
+
+
+def sealed_password(events: list[tuple[int, str, dict[str, Any]]]) -> str | None:
+    """The newest sealed password among a resource's pending events, if any."""
+    sealed = [p.get("sealed") for _i, kind, p in events if kind == "password" and p.get("sealed")]
+    return str(sealed[-1]) if sealed else None
+
+
+def dead_passwords(user_id: str, upto: int, error: str) -> None:
+    """A user's pending password events that cannot be delivered: dead, and scrubbed."""
+    with transaction() as session:
+        session.execute(
+            update(OutboxEvent)
+            .where(
+                OutboxEvent.resource_type == "User",
+                OutboxEvent.resource_id == user_id,
+                OutboxEvent.event == "password",
+                OutboxEvent.status == "pending",
+                OutboxEvent.id <= upto,
+            )
+            .values(status="dead", last_error=error, completed_at=utcnow())
+        )
+        outbox.scrub_secrets(session, "User", user_id)

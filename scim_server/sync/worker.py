@@ -25,7 +25,7 @@ from typing import Any
 from flask import Flask
 
 from models import utcnow
-from scim_server import outbox
+from scim_server import outbox, sealing
 from scim_server.db import db
 from scim_server.graph.client import GraphClient
 from scim_server.graph.errors import Conflict, GraphError, NotFound
@@ -172,7 +172,15 @@ class Worker:
         link = store.link(rtype, rid)
         try:
             if rtype == "User":
-                self._sync_user(rid, link)
+                sealed = store.sealed_password(store.pending_through(rtype, rid, upto))
+                try:
+                    password = sealing.unseal(self.app.instance_path, sealed) if sealed else None
+                except sealing.SealBroken as broken:
+                    # The password is lost to a key change: say so, deliver the rest.
+                    log.error("sync resource=User/%s: %s", rid, broken)
+                    store.dead_passwords(rid, upto, str(broken))
+                    password = None
+                self._sync_user(rid, link, password)
             else:
                 self._sync_group(rid, link, store.pending_through(rtype, rid, upto))
         except GraphError as error:
@@ -225,7 +233,11 @@ class Worker:
     def _in_scope(self, properties: dict[str, Any]) -> bool:
         return mapping.domain_of(properties.get("userPrincipalName")) in self.domains
 
-    def _sync_user(self, user_id: str, link: store.Link | None) -> None:
+    def _sync_user(
+        self, user_id: str, link: store.Link | None, password: str | None = None
+    ) -> None:
+        """`password`: a new directory password for the account (set through SCIM), pushed
+        with forceChangePasswordNextSignIn false: the directory is the password authority."""
         doc = store.user_doc(user_id)
         bound = link.object_id if link else None
         if doc is None:  # deleted in the directory
@@ -240,7 +252,7 @@ class Worker:
             store.save_link("User", user_id, state="out_of_scope", object_id=None, synced=None)
             return
         if not bound:
-            bound = self._create_or_bind(user_id, properties)
+            bound = self._create_or_bind(user_id, properties, password)
             if bound is None:
                 return
             self.after_create(user_id, doc, bound)
@@ -252,6 +264,10 @@ class Worker:
             if changes.get("accountEnabled") is False:
                 self._write()
                 self.client.revoke_sign_in_sessions(bound)
+        if password is not None:
+            # Its own request (graph.md): a refused reset must not take the changes with it.
+            self._write()
+            self.client.set_password(bound, password, force_change=False)
         store.save_link("User", user_id, state="synced", synced=properties)
         self._sync_manager(user_id, doc, bound, link)
 
@@ -260,7 +276,9 @@ class Worker:
         self._join_groups(doc, object_id)
         self._sync_manager(user_id, doc, object_id, store.link("User", user_id))
 
-    def _create_or_bind(self, user_id: str, properties: dict[str, Any]) -> str | None:
+    def _create_or_bind(
+        self, user_id: str, properties: dict[str, Any], password: str | None = None
+    ) -> str | None:
         """Idempotent create: look the UPN up first and on ObjectConflict, never create twice.
         An existing account is bound (M365_ON_CONFLICT=bind: the directory's values overwrite
         it) or reported as a conflict (fail)."""
@@ -278,9 +296,12 @@ class Worker:
             store.save_link("User", user_id, state="creating", synced={"userPrincipalName": upn})
             try:
                 self._write()
-                created = self.client.create_user(
+                body = (
                     mapping.create_body(properties, temporary_password())
+                    if password is None
+                    else mapping.create_body(properties, password, force_change=False)
                 )
+                created = self.client.create_user(body)
             except Conflict:
                 existing = self.client.find_user(upn, select=["id"])
                 if existing is None:
@@ -306,6 +327,9 @@ class Worker:
         object_id = str(existing["id"])
         self._write()
         self.client.update_user(object_id, {k: v for k, v in properties.items() if v is not None})
+        if password is not None:
+            self._write()
+            self.client.set_password(object_id, password, force_change=False)
         store.save_link("User", user_id, object_id=object_id, state="synced", synced=properties)
         return object_id
 

@@ -1,0 +1,150 @@
+"""The directory as password authority (issue 6, first part): a password set through SCIM is
+checked against Microsoft 365's policy at the request, travels through the outbox sealed
+(Fernet), is pushed to the bound M365 account with forceChangePasswordNextSignIn false, and
+leaves the outbox once delivered. The emulator's password grant (ROPC) proves the M365
+password is the directory's."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from models import OutboxEvent
+from scim_server import sealing
+from scim_server.config import ConfigError
+from scim_server.db import db
+from scim_server.graph.client import GraphClient
+from scim_server.sync.pacer import Pacer
+from scim_server.sync.policy import Policy
+from scim_server.sync.settings import SyncSettings
+from scim_server.sync.worker import Worker
+from tests.conftest import ScimClient
+from tests.graph_emulator import GRAPH_SCOPE, RunningEmulator
+from tests.test_graph_client_contract import settings_for
+
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+PASSWORD = "Dir3ctory-Owns!"
+
+
+@pytest.fixture
+def worker(app: Flask, graph_emulator: RunningEmulator) -> Worker:
+    sync = SyncSettings(sync_domains=("example.com",))
+    return Worker(
+        app,
+        GraphClient(settings_for(graph_emulator)),
+        sync,
+        sync.sync_domains,
+        pacer=Pacer(1000),
+        policy=Policy(max_attempts=3, base_seconds=0.02, cap_seconds=0.1),
+        rng=random.Random(3),
+    )
+
+
+def _sign_in(emulator: RunningEmulator, upn: str, password: str) -> Any:
+    """Entra's password grant, as a user would sign in to M365."""
+    return emulator.session.post(
+        emulator.token_endpoint,
+        data={
+            "grant_type": "password",
+            "client_id": emulator.client_id,
+            "client_secret": emulator.client_secret,
+            "scope": GRAPH_SCOPE,
+            "username": upn,
+            "password": password,
+        },
+        timeout=10,
+    )
+
+
+def _outbox_text(app: Flask) -> str:
+    with app.app_context():
+        rows = db.session.execute(select(OutboxEvent.event, OutboxEvent.payload)).all()
+        db.session.remove()
+    return json.dumps([list(r) for r in rows])
+
+
+@pytest.mark.parametrize(
+    "weak", ["short1A", "alllowercase", "lower-and-symbols", "NoDigitsOrSymbols", "Ünïcödé-123"]
+)
+def test_a_password_m365_would_refuse_is_refused_at_the_request(
+    scim: ScimClient, weak: str
+) -> None:
+    response = scim.post("/Users", {"userName": "weak@example.com", "password": weak})
+    assert response.status_code == 400
+    assert response.get_json()["scimType"] == "invalidValue"
+    assert "password" in response.get_json()["detail"] and weak not in response.get_json()["detail"]
+    assert scim.get('/Users?filter=userName eq "weak@example.com"').get_json()["totalResults"] == 0
+
+
+def test_the_directory_password_becomes_the_m365_password(
+    scim: ScimClient, app: Flask, worker: Worker, graph_emulator: RunningEmulator
+) -> None:
+    user = scim.post("/Users", {"userName": "owner@example.com", "password": PASSWORD}).get_json()
+    # Sealed in the outbox: the plaintext is nowhere in the database.
+    assert PASSWORD not in _outbox_text(app)
+    assert '"sealed"' in _outbox_text(app)
+    assert worker.drain()
+    signed_in = _sign_in(graph_emulator, "owner@example.com", PASSWORD)
+    assert signed_in.status_code == 200, signed_in.text  # no forced change at next sign-in
+    assert '"sealed"' not in _outbox_text(app)  # delivered: gone from the outbox
+
+    # Okta's password sync: a pathless replace; the bound account follows.
+    new = "An0ther-Secret!"
+    scim.patch(
+        f"/Users/{user['id']}",
+        {"schemas": [PATCH_OP], "Operations": [{"op": "replace", "value": {"password": new}}]},
+    )
+    assert worker.drain()
+    assert _sign_in(graph_emulator, "owner@example.com", new).status_code == 200
+    assert _sign_in(graph_emulator, "owner@example.com", PASSWORD).status_code == 400
+    assert new not in _outbox_text(app) and '"sealed"' not in _outbox_text(app)
+
+
+def test_without_a_directory_password_the_account_must_change_its_own(
+    scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator
+) -> None:
+    scim.user("nopass@example.com")
+    assert worker.drain()
+    m365 = next(
+        o
+        for o in graph_emulator.state()["objects"]
+        if o["kind"] == "user" and o["props"]["userPrincipalName"] == "nopass@example.com"
+    )
+    assert m365["force_change"] is True
+
+
+def test_a_password_sealed_under_another_key_is_a_dead_letter_not_a_crash(
+    scim: ScimClient,
+    app: Flask,
+    worker: Worker,
+    graph_emulator: RunningEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SCIM_ENCRYPTION_KEY", sealing.new_key())
+    scim.post("/Users", {"userName": "rekeyed@example.com", "password": PASSWORD})
+    monkeypatch.setenv("SCIM_ENCRYPTION_KEY", sealing.new_key())  # the key changed
+    assert worker.drain()
+    with app.app_context():
+        dead = db.session.execute(
+            select(OutboxEvent.event, OutboxEvent.payload, OutboxEvent.last_error).where(
+                OutboxEvent.status == "dead"
+            )
+        ).all()
+    assert [(e, p) for e, p, _ in dead] == [("password", {})]
+    assert "SCIM_ENCRYPTION_KEY" in (dead[0][2] or "")
+    # The rest of the user was delivered all the same.
+    assert any(
+        o["props"]["userPrincipalName"] == "rekeyed@example.com"
+        for o in graph_emulator.state()["objects"]
+    )
+
+
+def test_a_malformed_encryption_key_is_said_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCIM_ENCRYPTION_KEY", "not-a-fernet-key")
+    with pytest.raises(ConfigError, match="SCIM_ENCRYPTION_KEY"):
+        sealing.check_key()
