@@ -26,7 +26,7 @@ from scim_server.graph.client import GraphClient, GraphSession, TokenProvider
 from scim_server.graph.emulator.control import RequestLog
 from scim_server.graph.emulator.server import EmulatorServer
 from scim_server.graph.emulator.state import EmulatorOptions
-from scim_server.graph.settings import GraphSettings
+from scim_server.graph.settings import from_startup_line
 from scim_server.sync import store
 from scim_server.sync.pacer import Pacer
 from scim_server.sync.settings import SyncSettings
@@ -55,15 +55,7 @@ def main() -> None:
     )
     emulator.emulator.log = RequestLog(limit=50 * args.changes)  # every request of the run
     emulator.start()
-    info = emulator.info
-    settings = GraphSettings(
-        tenant_id=info["tenant_id"],
-        client_id=info["client_id"],
-        client_secret=info["client_secret"],
-        authority_host=info["authority_host"],
-        graph_url=info["graph_url"],
-        ca_bundle=info["ca_bundle"],
-    )
+    settings = from_startup_line(emulator.info)
     work = Path(tempfile.mkdtemp(prefix="sync-drain-"))
     app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{work / 'directory.sqlite3'}"})
     with app.app_context():

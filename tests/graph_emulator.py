@@ -171,3 +171,40 @@ def graph_emulator_server() -> Iterator[RunningEmulator]:
 def graph_emulator(graph_emulator_server: RunningEmulator) -> RunningEmulator:
     graph_emulator_server.reset()
     return graph_emulator_server
+
+
+def graph_env(emulator: RunningEmulator) -> dict[str, str]:
+    """The GRAPH_* variables an operator sets from the emulator's start-up line."""
+    return {
+        "GRAPH_TENANT_ID": emulator.tenant_id,
+        "GRAPH_CLIENT_ID": emulator.client_id,
+        "GRAPH_CLIENT_SECRET": emulator.client_secret,
+        "GRAPH_AUTHORITY_HOST": emulator.authority_host,
+        "GRAPH_URL": emulator.graph_url,
+        "GRAPH_CA_BUNDLE": emulator.ca_bundle or "",
+    }
+
+
+def self_signed_certificate() -> tuple[Any, Any]:
+    """An RSA key and a self-signed certificate for it: an app's certificate credential."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scim-server app")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert

@@ -25,25 +25,24 @@ import pytest
 
 from scim_server.graph import errors
 from scim_server.graph.client import BatchRequest, GraphClient
-from scim_server.graph.settings import GraphSettings, from_env
+from scim_server.graph.settings import GraphSettings, from_env, from_startup_line
 from tests.graph_emulator import (
     STRONG_PASSWORD,
     RunningEmulator,
+    graph_env,
+    self_signed_certificate,
 )
 
 
 def settings_for(emulator: RunningEmulator, **changes: Any) -> GraphSettings:
     """What an operator would put in GRAPH_* from the emulator's start-up line."""
-    settings = GraphSettings(
-        tenant_id=emulator.tenant_id,
-        client_id=emulator.client_id,
-        client_secret=emulator.client_secret,
+    info = {f: getattr(emulator, f) for f in ("tenant_id", "client_id", "client_secret")}
+    info.update(
         authority_host=emulator.authority_host,
         graph_url=emulator.graph_url,
         ca_bundle=emulator.ca_bundle,
-        timeout=10,
     )
-    return replace(settings, **changes)
+    return replace(from_startup_line(info), **{"timeout": 10, **changes})
 
 
 @dataclass
@@ -139,16 +138,7 @@ def test_requests_ca_bundle_in_the_environment_does_not_override_the_settings(
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/ca.pem")
     monkeypatch.setenv("CURL_CA_BUNDLE", "/nonexistent/ca.pem")
     # Wired from the start-up line through GRAPH_* alone, as an operator would.
-    settings = from_env(
-        {
-            "GRAPH_TENANT_ID": graph_emulator.tenant_id,
-            "GRAPH_CLIENT_ID": graph_emulator.client_id,
-            "GRAPH_CLIENT_SECRET": graph_emulator.client_secret,
-            "GRAPH_AUTHORITY_HOST": graph_emulator.authority_host,
-            "GRAPH_URL": graph_emulator.graph_url,
-            "GRAPH_CA_BUNDLE": graph_emulator.ca_bundle or "",
-        }
-    )
+    settings = from_env(graph_env(graph_emulator))
     assert settings is not None
     client = GraphClient(settings)
     assert any(d["id"] == "example.com" for d in client.domains())
@@ -365,30 +355,6 @@ def test_write_budget_answers_429_with_retry_after(graph_emulator: RunningEmulat
     assert caught.value.retry_after is not None and caught.value.retry_after > 0
 
 
-def _certificate() -> tuple[Any, Any]:
-    from datetime import UTC, datetime, timedelta
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scim-server contract")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
 @pytest.mark.parametrize("kind", ["pem", "pfx"])
 def test_certificate_credential_from_graph_client_cert_path(tmp_path: Any, kind: str) -> None:
     from cryptography.hazmat.primitives import serialization
@@ -396,7 +362,7 @@ def test_certificate_credential_from_graph_client_cert_path(tmp_path: Any, kind:
 
     from tests.graph_emulator import run_emulator
 
-    key, cert = _certificate()
+    key, cert = self_signed_certificate()
     passphrase = "pfx-pass-phrase"
     if kind == "pem":
         path = tmp_path / "app.pem"
@@ -416,16 +382,9 @@ def test_certificate_credential_from_graph_client_cert_path(tmp_path: Any, kind:
             )
         )
     with run_emulator(client_certificate=cert) as emulator:
-        settings = from_env(
-            {
-                "GRAPH_TENANT_ID": emulator.tenant_id,
-                "GRAPH_CLIENT_ID": emulator.client_id,
-                "GRAPH_CLIENT_CERT_PATH": str(path),
-                "GRAPH_CLIENT_CERT_PASSPHRASE": passphrase,
-                "GRAPH_AUTHORITY_HOST": emulator.authority_host,
-                "GRAPH_URL": emulator.graph_url,
-                "GRAPH_CA_BUNDLE": emulator.ca_bundle or "",
-            }
-        )
+        env = {**graph_env(emulator), "GRAPH_CLIENT_CERT_PATH": str(path)}
+        env["GRAPH_CLIENT_CERT_PASSPHRASE"] = passphrase
+        del env["GRAPH_CLIENT_SECRET"]
+        settings = from_env(env)
         assert settings is not None and settings.client_secret is None
         assert any(d["isDefault"] for d in GraphClient(settings).domains())

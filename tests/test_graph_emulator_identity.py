@@ -13,22 +13,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import msal
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from tests.graph_emulator import (
     GRAPH_SCOPE,
     STRONG_PASSWORD,
     RunningEmulator,
     run_emulator,
+    self_signed_certificate,
 )
 
 
@@ -175,26 +173,9 @@ def test_msal_reports_a_wrong_secret_as_a_dict(graph_emulator: RunningEmulator) 
     assert result.get("error") == "invalid_client" and 7000215 in result["error_codes"]
 
 
-def _certificate() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scim-server app")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
 def test_msal_certificate_credential_is_verified_against_the_registered_cert() -> None:
-    key, cert = _certificate()
-    other_key, _ = _certificate()
+    key, cert = self_signed_certificate()
+    other_key, _ = self_signed_certificate()
     pem = cert.public_bytes(serialization.Encoding.PEM).decode()
 
     def credential(private_key: rsa.RSAPrivateKey) -> dict[str, Any]:

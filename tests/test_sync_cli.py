@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from models import OutboxEvent
 from scim_server.db import db
 from tests.conftest import ScimClient
-from tests.graph_emulator import RunningEmulator
+from tests.graph_emulator import RunningEmulator, graph_env
 
 CLI = str(Path(sys.executable).parent / "scim-server")
 
@@ -53,12 +53,7 @@ def test_worker_refuses_a_sync_domain_the_tenant_cannot_take(
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
-        "GRAPH_TENANT_ID": graph_emulator.tenant_id,
-        "GRAPH_CLIENT_ID": graph_emulator.client_id,
-        "GRAPH_CLIENT_SECRET": graph_emulator.client_secret,
-        "GRAPH_AUTHORITY_HOST": graph_emulator.authority_host,
-        "GRAPH_URL": graph_emulator.graph_url,
-        "GRAPH_CA_BUNDLE": graph_emulator.ca_bundle or "",
+        **graph_env(graph_emulator),
         "M365_SYNC_DOMAINS": "federated.example",
     }
     done = subprocess.run([CLI, "worker"], env=env, capture_output=True, text=True, timeout=60)

@@ -26,7 +26,7 @@ from scim_server.sync.policy import Policy
 from scim_server.sync.settings import SyncSettings
 from scim_server.sync.worker import Worker
 from tests.conftest import ScimClient
-from tests.graph_emulator import RunningEmulator
+from tests.graph_emulator import RunningEmulator, graph_env
 from tests.test_graph_client_contract import settings_for
 
 CLI = str(Path(sys.executable).parent / "scim-server")
@@ -36,12 +36,7 @@ def _worker_env(database_url: str, emulator: RunningEmulator, **extra: str) -> d
     return {
         **os.environ,
         "DATABASE_URL": database_url,
-        "GRAPH_TENANT_ID": emulator.tenant_id,
-        "GRAPH_CLIENT_ID": emulator.client_id,
-        "GRAPH_CLIENT_SECRET": emulator.client_secret,
-        "GRAPH_AUTHORITY_HOST": emulator.authority_host,
-        "GRAPH_URL": emulator.graph_url,
-        "GRAPH_CA_BUNDLE": emulator.ca_bundle or "",
+        **graph_env(emulator),
         "M365_SYNC_DOMAINS": "example.com",
         "M365_WRITE_RATE": "500",
         "M365_LEASE_SECONDS": "5",

@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from scim_server.config import ConfigError
@@ -112,4 +113,16 @@ def from_env(environ: Mapping[str, str] | None = None) -> GraphSettings | None:
         graph_url=graph_url,
         ca_bundle=ca_bundle,
         timeout=timeout,
+    )
+
+
+def from_startup_line(info: Mapping[str, Any]) -> GraphSettings:
+    """The settings an emulator's start-up line gives (`scim-server graph-emulator`)."""
+    return GraphSettings(
+        tenant_id=str(info["tenant_id"]),
+        client_id=str(info["client_id"]),
+        client_secret=str(info["client_secret"]),
+        authority_host=str(info["authority_host"]),
+        graph_url=str(info["graph_url"]),
+        ca_bundle=info.get("ca_bundle"),
     )

@@ -12,7 +12,7 @@ from typing import Any
 from flask import Flask
 
 from scim_server.graph.client import GraphClient, GraphSession, TokenProvider
-from scim_server.graph.settings import GraphSettings
+from scim_server.graph.settings import GraphSettings, from_startup_line
 from scim_server.graph.settings import from_env as graph_from_env
 from scim_server.sync.pacer import Pacer
 from scim_server.sync.settings import SyncSettings
@@ -56,16 +56,7 @@ def target(app: Flask, sync: SyncSettings) -> Target:
 
     options = EmulatorOptions(domains=sandbox_domains(sync), state_file=sandbox_state_file(app))
     server = EmulatorServer(options, port=0, use_tls=True).start()
-    info = server.info
-    settings = GraphSettings(
-        tenant_id=info["tenant_id"],
-        client_id=info["client_id"],
-        client_secret=info["client_secret"],
-        authority_host=info["authority_host"],
-        graph_url=info["graph_url"],
-        ca_bundle=info["ca_bundle"],
-    )
-    return Target(settings, sandbox=True, emulator=server)
+    return Target(from_startup_line(server.info), sandbox=True, emulator=server)
 
 
 def sandbox_state_file(app: Flask) -> Path:
