@@ -151,6 +151,38 @@ def token_revoke(ident: str) -> None:
     click.echo(f"Revoked token {row.id} {row.name!r}.")
 
 
+@click.group("users")
+def users() -> None:
+    """Directory users' passwords."""
+
+
+@users.command("set-temp-password")
+@click.argument("user")
+@with_appcontext
+def set_temp_password(user: str) -> None:
+    """Give USER (id or userName) a strong temporary password, printed once on the last line.
+
+    The directory keeps its hash; the sync worker pushes it to the bound M365 account, which
+    must change it at its next sign-in."""
+    from scim_server import directory, passwords
+    from scim_server.db import db
+
+    upgrade_schema()
+    user_id = directory.find_user_id(user)
+    db.session.remove()
+    if user_id is None:
+        click.echo(f"No user {user!r}.", err=True)
+        sys.exit(1)
+    password = passwords.generate()
+    directory.set_password(user_id, password, force_change=True)
+    click.echo(
+        f"Temporary password of {user} (shown once; it must be changed at the next "
+        "Microsoft 365 sign-in):",
+        err=True,
+    )
+    click.echo(password)
+
+
 @click.command("keygen")
 def keygen() -> None:
     """Print a new SCIM_ENCRYPTION_KEY (a Fernet key) for sealing passwords in the outbox."""
@@ -164,6 +196,7 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(token)
     app.cli.add_command(graph_emulator)
     app.cli.add_command(keygen)
+    app.cli.add_command(users)
     app.cli.add_command(sync_commands.worker)
     app.cli.add_command(sync_commands.sync)
 

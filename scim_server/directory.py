@@ -461,10 +461,16 @@ class _UserWrite:
     rewrite_values: bool
     password_changed: bool
     sealed_password: str | None  # the new password, sealed for the outbox (sealing.py)
+    force_change: bool = False  # a temporary password: M365 asks for a new one at sign-in
 
 
 def _prepare_user_write(
-    snap: _Snapshot, doc: dict[str, Any], password: str | None, *, rewrite_values: bool
+    snap: _Snapshot,
+    doc: dict[str, Any],
+    password: str | None,
+    *,
+    rewrite_values: bool,
+    force_change: bool = False,
 ) -> _UserWrite:
     """Everything a user update needs that is not the database (the password hash is slow):
     computed before the write lock is taken."""
@@ -477,7 +483,14 @@ def _prepare_user_write(
         changes["password_hash"] = hash_password(password)
     changes.update(version=snap.columns["version"] + 1, last_modified=utcnow())
     return _UserWrite(
-        snap, doc["userName"], changes, rows, rewrite_values, password is not None, sealed
+        snap,
+        doc["userName"],
+        changes,
+        rows,
+        rewrite_values,
+        password is not None,
+        sealed,
+        force_change,
     )
 
 
@@ -521,7 +534,8 @@ def _save_user(
         {"version": version + 1, "password_changed": write.password_changed},
     )
     if write.sealed_password is not None:
-        outbox.record_sql(tx, "User", user_id, "password", {"sealed": write.sealed_password})
+        sealed = {"sealed": write.sealed_password, "force_change": write.force_change}
+        outbox.record_sql(tx, "User", user_id, "password", sealed)
     user = SimpleNamespace(**{**snap.columns, **changes})
     return _render_written_user(user, write.rows, snap.groups, base_url), version + 1
 
@@ -557,6 +571,26 @@ def _update_user(
 
 def _user_name_taken(write: _UserWrite) -> str:
     return f"A user with userName {write.user_name!r} already exists."
+
+
+def set_password(user_id: str, password: str, *, force_change: bool) -> int:
+    """Set a user's password outside SCIM (`scim-server users set-temp-password`): hashed
+    here, and on its way to M365, sealed, through the outbox. Returns the new version."""
+
+    def change(snap: _Snapshot) -> _UserWrite:
+        return _prepare_user_write(
+            snap, snap.doc, password, rewrite_values=False, force_change=force_change
+        )
+
+    return _update_user(user_id, None, "", change, "password_set")[1]
+
+
+def find_user_id(ident: str) -> str | None:
+    """A user's id, from its id or its userName (in any case)."""
+    found: str | None = db.session.scalar(
+        select(User.id).where((User.id == ident) | (User.user_name_ci == ident.lower()))
+    )
+    return found
 
 
 def replace_user(

@@ -8,6 +8,9 @@ upper-case letters, digits, symbols.
 
 from __future__ import annotations
 
+import secrets
+import string
+
 from scim_server.errors import InvalidValue
 
 MIN_LENGTH, MAX_LENGTH = 8, 256
@@ -34,3 +37,17 @@ def check(password: str) -> None:
             "password must mix three of: lower-case letters, upper-case letters, digits and "
             "symbols (Microsoft 365's password policy)."
         )
+
+
+def generate(length: int = 16) -> str:
+    """A strong random password that meets the policy: all four classes, `length` long."""
+    alphabet = string.ascii_letters + string.digits + "!#%+-=?@^_"
+    while True:
+        candidate = "".join(secrets.choice(alphabet) for _ in range(length))
+        if (
+            any(c.islower() for c in candidate)
+            and any(c.isupper() for c in candidate)
+            and any(c.isdigit() for c in candidate)
+            and any(not c.isalnum() for c in candidate)
+        ):
+            return candidate

@@ -148,3 +148,29 @@ def test_a_malformed_encryption_key_is_said_at_start(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("SCIM_ENCRYPTION_KEY", "not-a-fernet-key")
     with pytest.raises(ConfigError, match="SCIM_ENCRYPTION_KEY"):
         sealing.check_key()
+
+
+def test_a_temporary_password_is_printed_once_and_must_be_changed_in_m365(
+    scim: ScimClient, app: Flask, worker: Worker, graph_emulator: RunningEmulator
+) -> None:
+    user = scim.user("temp@example.com")
+    assert worker.drain()
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["users", "set-temp-password", "TEMP@example.com"])
+    assert result.exit_code == 0, result.stderr
+    temp = result.stdout.strip().splitlines()[-1]
+    assert len(temp) >= 16
+    assert temp not in _outbox_text(app)
+    with app.app_context():
+        from models import User
+        from scim_server.directory import _hasher
+
+        stored = db.session.get(User, user["id"])
+        assert stored is not None and _hasher.verify(stored.password_hash or "", temp)
+    assert worker.drain()
+    signed_in = _sign_in(graph_emulator, "temp@example.com", temp)
+    # The password is right, and M365 asks for a new one: AADSTS50055, "password expired".
+    assert signed_in.status_code == 400
+    assert 50055 in signed_in.json()["error_codes"]
+    unknown = runner.invoke(args=["users", "set-temp-password", "nobody@example.com"])
+    assert unknown.exit_code == 1

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from models import utcnow
-from scim_server import outbox
+from scim_server import outbox, passwords
 from scim_server.graph.client import BATCH_LIMIT, BatchRequest, BatchResult
 from scim_server.graph.errors import Conflict, GraphError
 from scim_server.sync import mapping, store
@@ -161,14 +161,12 @@ def _creates(worker: Worker, plans: list[_Plan]) -> list[outbox.Claimed]:
                 state="creating",
                 synced={"userPrincipalName": upn},
             )
-        from scim_server.sync.worker import temporary_password
-
         bodies = [
             BatchRequest(
                 str(i),
                 "POST",
                 "/users",
-                mapping.create_body(plan.properties, temporary_password()),
+                mapping.create_body(plan.properties, passwords.generate()),
             )
             for i, plan in fresh
         ]

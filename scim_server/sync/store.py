@@ -188,10 +188,13 @@ def backlog() -> dict[str, int]:
         return {status: int(n) for status, n in rows}
 
 
-def sealed_password(events: list[tuple[int, str, dict[str, Any]]]) -> str | None:
-    """The newest sealed password among a resource's pending events, if any."""
-    sealed = [p.get("sealed") for _i, kind, p in events if kind == "password" and p.get("sealed")]
-    return str(sealed[-1]) if sealed else None
+def sealed_password(events: list[tuple[int, str, dict[str, Any]]]) -> tuple[str, bool] | None:
+    """The newest sealed password among a resource's pending events, and whether M365 must
+    ask for a new one at sign-in (a temporary password); None without one."""
+    found = [p for _i, kind, p in events if kind == "password" and p.get("sealed")]
+    if not found:
+        return None
+    return str(found[-1]["sealed"]), bool(found[-1].get("force_change"))
 
 
 def dead_passwords(user_id: str, upto: int, error: str) -> None:

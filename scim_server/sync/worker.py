@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import secrets
 import socket
-import string
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,7 +23,7 @@ from typing import Any
 from flask import Flask
 
 from models import utcnow
-from scim_server import outbox, sealing
+from scim_server import outbox, passwords, sealing
 from scim_server.db import db
 from scim_server.graph.client import GraphClient
 from scim_server.graph.errors import Conflict, GraphError, NotFound
@@ -65,20 +63,12 @@ def sync_domains(client: GraphClient, configured: tuple[str, ...]) -> tuple[str,
     return configured
 
 
-def temporary_password() -> str:
-    """A password Graph's complexity rules accept (3 of 4 classes, at least 8): 16 characters
-    of all four classes. The account must change it at first sign-in."""
-    alphabet = string.ascii_letters + string.digits + "!#%+-=?@^_"
-    while True:
-        candidate = "".join(secrets.choice(alphabet) for _ in range(16))
-        classes = (
-            any(c.islower() for c in candidate),
-            any(c.isupper() for c in candidate),
-            any(c.isdigit() for c in candidate),
-            any(not c.isalnum() for c in candidate),
-        )
-        if all(classes):
-            return candidate
+@dataclass(frozen=True)
+class Password:
+    """A directory password on its way to M365 (never logged: repr hides it)."""
+
+    text: str = field(repr=False)
+    force_change: bool = False
 
 
 @dataclass
@@ -173,13 +163,15 @@ class Worker:
         try:
             if rtype == "User":
                 sealed = store.sealed_password(store.pending_through(rtype, rid, upto))
+                password: Password | None = None
                 try:
-                    password = sealing.unseal(self.app.instance_path, sealed) if sealed else None
+                    if sealed is not None:
+                        text = sealing.unseal(self.app.instance_path, sealed[0])
+                        password = Password(text, force_change=sealed[1])
                 except sealing.SealBroken as broken:
                     # The password is lost to a key change: say so, deliver the rest.
                     log.error("sync resource=User/%s: %s", rid, broken)
                     store.dead_passwords(rid, upto, str(broken))
-                    password = None
                 self._sync_user(rid, link, password)
             else:
                 self._sync_group(rid, link, store.pending_through(rtype, rid, upto))
@@ -234,10 +226,11 @@ class Worker:
         return mapping.domain_of(properties.get("userPrincipalName")) in self.domains
 
     def _sync_user(
-        self, user_id: str, link: store.Link | None, password: str | None = None
+        self, user_id: str, link: store.Link | None, password: Password | None = None
     ) -> None:
-        """`password`: a new directory password for the account (set through SCIM), pushed
-        with forceChangePasswordNextSignIn false: the directory is the password authority."""
+        """`password`: a new directory password for the account. One set through SCIM is
+        pushed with forceChangePasswordNextSignIn false (the directory is the password
+        authority); a temporary one, with true."""
         doc = store.user_doc(user_id)
         bound = link.object_id if link else None
         if doc is None:  # deleted in the directory
@@ -267,7 +260,7 @@ class Worker:
         if password is not None:
             # Its own request (graph.md): a refused reset must not take the changes with it.
             self._write()
-            self.client.set_password(bound, password, force_change=False)
+            self.client.set_password(bound, password.text, force_change=password.force_change)
         store.save_link("User", user_id, state="synced", synced=properties)
         self._sync_manager(user_id, doc, bound, link)
 
@@ -277,7 +270,7 @@ class Worker:
         self._sync_manager(user_id, doc, object_id, store.link("User", user_id))
 
     def _create_or_bind(
-        self, user_id: str, properties: dict[str, Any], password: str | None = None
+        self, user_id: str, properties: dict[str, Any], password: Password | None = None
     ) -> str | None:
         """Idempotent create: look the UPN up first and on ObjectConflict, never create twice.
         An existing account is bound (M365_ON_CONFLICT=bind: the directory's values overwrite
@@ -297,9 +290,11 @@ class Worker:
             try:
                 self._write()
                 body = (
-                    mapping.create_body(properties, temporary_password())
+                    mapping.create_body(properties, passwords.generate())
                     if password is None
-                    else mapping.create_body(properties, password, force_change=False)
+                    else mapping.create_body(
+                        properties, password.text, force_change=password.force_change
+                    )
                 )
                 created = self.client.create_user(body)
             except Conflict:
@@ -329,7 +324,7 @@ class Worker:
         self.client.update_user(object_id, {k: v for k, v in properties.items() if v is not None})
         if password is not None:
             self._write()
-            self.client.set_password(object_id, password, force_change=False)
+            self.client.set_password(object_id, password.text, force_change=password.force_change)
         store.save_link("User", user_id, object_id=object_id, state="synced", synced=properties)
         return object_id
 
