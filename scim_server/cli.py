@@ -183,6 +183,32 @@ def set_temp_password(user: str) -> None:
     click.echo(password)
 
 
+@click.group("m365")
+def m365() -> None:
+    """Bind and release Microsoft 365 accounts."""
+
+
+@m365.command("unbind")
+@click.argument("user")
+@click.option("--suspend", is_flag=True, help="disable the M365 account before releasing it")
+@with_appcontext
+def m365_unbind(user: str, suspend: bool) -> None:
+    """Release USER's M365 account (id or userName): the directory stops managing it."""
+    from scim_server import directory, outbox
+    from scim_server.db import db
+
+    upgrade_schema()
+    user_id = directory.find_user_id(user)
+    if user_id is None:
+        click.echo(f"No user {user!r}.", err=True)
+        sys.exit(1)
+    # Through the outbox, in order with the user's other changes; the worker carries it out.
+    outbox.record(db.session, "User", user_id, "unbind", {"suspend": suspend})
+    db.session.commit()
+    what = "disables and releases" if suspend else "releases"
+    click.echo(f"Queued: the sync worker {what} the M365 account of {user}.")
+
+
 @click.command("keygen")
 def keygen() -> None:
     """Print a new SCIM_ENCRYPTION_KEY (a Fernet key) for sealing passwords in the outbox."""
@@ -197,6 +223,7 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(graph_emulator)
     app.cli.add_command(keygen)
     app.cli.add_command(users)
+    app.cli.add_command(m365)
     app.cli.add_command(sync_commands.worker)
     app.cli.add_command(sync_commands.sync)
 

@@ -427,3 +427,28 @@ def test_a_backlog_goes_in_json_batches(
     assert len(patches) == 30 and all(r.get("batch_request_id") for r in patches)
     assert sum(1 for r in after if not r.get("batch_request_id")) <= 3  # two batches
     assert _m365_user(graph_emulator, "batch29@example.com")["jobTitle"] == "T29"  # type: ignore[index]
+
+
+def test_unbind_releases_the_account_and_suspend_disables_it_first(
+    scim: ScimClient, app: Flask, worker: Worker, graph_emulator: RunningEmulator
+) -> None:
+    kept = scim.user("released@example.com", title="Before")
+    gone = scim.user("suspended@example.com")
+    assert worker.drain()
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["m365", "unbind", "released@example.com"]).exit_code == 0
+    done = runner.invoke(args=["m365", "unbind", gone["id"], "--suspend"])
+    assert done.exit_code == 0 and "disables and releases" in done.output
+    assert runner.invoke(args=["m365", "unbind", "nobody@example.com"]).exit_code == 1
+    assert worker.drain()
+    suspended = _m365_user(graph_emulator, "suspended@example.com")
+    released = _m365_user(graph_emulator, "released@example.com")
+    assert suspended is not None and suspended["accountEnabled"] is False
+    assert released is not None and released["accountEnabled"] is True
+    # Released: the directory's later changes no longer reach the account.
+    scim.patch(f"/Users/{kept['id']}", _ops({"op": "replace", "path": "title", "value": "After"}))
+    assert worker.drain()
+    released = _m365_user(graph_emulator, "released@example.com")
+    assert released is not None and released["jobTitle"] == "Before"
+    state = scim.get(f"/Users/{kept['id']}").get_json()[M365]
+    assert state["syncState"] == "unbound" and "objectId" not in state

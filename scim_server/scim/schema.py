@@ -314,7 +314,15 @@ def _sync_state() -> tuple[Attribute, ...]:
         _s(
             "syncState",
             mutability="readOnly",
-            canonical_values=("pending", "synced", "out_of_scope", "conflict", "error"),
+            canonical_values=(
+                "pending",
+                "synced",
+                "out_of_scope",
+                "conflict",
+                "error",
+                "creating",
+                "unbound",
+            ),
         ),
         _s("lastSyncedAt", type="dateTime", mutability="readOnly"),
         _s("lastError", mutability="readOnly"),

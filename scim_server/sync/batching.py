@@ -62,10 +62,11 @@ def _plan(worker: Worker, event: outbox.Claimed) -> _Plan | None:
         return None
     upto = store.last_pending_id("User", event.resource_id) or event.id
     link = store.link("User", event.resource_id)
-    if link is not None and link.state in ("creating", "conflict"):
-        return None  # a bind or a crash to recover: decided one at a time
-    if store.sealed_password(store.pending_through("User", event.resource_id, upto)):
-        return None  # a password to push: one at a time, in its own request
+    if link is not None and link.state in ("creating", "conflict", "unbound"):
+        return None  # a bind, a crash to recover or a released account: one at a time
+    pending = store.pending_through("User", event.resource_id, upto)
+    if store.sealed_password(pending) or any(kind == "unbind" for _i, kind, _p in pending):
+        return None  # a password to push, or a release: one at a time
     doc = store.user_doc(event.resource_id)
     if doc is None:
         return None

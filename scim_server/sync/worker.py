@@ -116,9 +116,8 @@ class Worker:
                 )
                 lease = self.settings.lease_seconds
                 renewed = time.monotonic()
-                if len(events) > 1:  # a backlog: what batches well goes in JSON batches
-                    events = batching.deliver(self, events)
-                for event in events:
+                rest = batching.deliver(self, events) if len(events) > 1 else events
+                for event in rest:  # a backlog sent what batches well in JSON batches
                     self._deliver(event)
                     if time.monotonic() - renewed > lease / 3:
                         # Still alive: keep the claim on the events not delivered yet.
@@ -161,7 +160,9 @@ class Worker:
         upto = store.last_pending_id(rtype, rid) or event.id
         link = store.link(rtype, rid)
         try:
-            if rtype == "User":
+            if rtype == "User" and self._released(rid, link, upto):
+                pass  # the directory no longer manages this user's M365 account
+            elif rtype == "User":
                 sealed = store.sealed_password(store.pending_through(rtype, rid, upto))
                 password: Password | None = None
                 try:
@@ -187,6 +188,24 @@ class Worker:
             upto,
             self.client.last_request_id,
         )
+
+    def _released(self, user_id: str, link: store.Link | None, upto: int) -> bool:
+        """`scim-server m365 unbind`: release the account (disabling it first with
+        --suspend); from then on the user's changes no longer reach it."""
+        unbinds = [
+            p for _i, kind, p in store.pending_through("User", user_id, upto) if kind == "unbind"
+        ]
+        if not unbinds:
+            return link is not None and link.state == "unbound"
+        if link is not None and link.object_id and unbinds[-1].get("suspend"):
+            self._write()
+            self.client.update_user(link.object_id, {"accountEnabled": False})
+            self._write()
+            self.client.revoke_sign_in_sessions(link.object_id)
+        store.save_link(
+            "User", user_id, state="unbound", object_id=None, synced=None, last_error=None
+        )
+        return True
 
     def failed(self, event: outbox.Claimed, link: store.Link | None, error: GraphError) -> None:
         kind = type(error).__name__
