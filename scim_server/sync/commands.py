@@ -126,8 +126,11 @@ def status() -> None:
 @with_appcontext
 def retry(event_id: int | None, all_dead: bool) -> None:
     """Put a dead letter (or all of them) back in the queue."""
+    from scim_server.cli import upgrade_schema
+
     if (event_id is None) == (not all_dead):
         raise click.UsageError("Give an event ID or --all-dead.")
+    upgrade_schema()
     query = update(OutboxEvent).where(OutboxEvent.status == "dead")
     if event_id is not None:
         query = query.where(OutboxEvent.id == event_id)
