@@ -7,7 +7,10 @@ password is the directory's."""
 from __future__ import annotations
 
 import json
+import logging
+import os
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -174,3 +177,46 @@ def test_a_temporary_password_is_printed_once_and_must_be_changed_in_m365(
     assert 50055 in signed_in.json()["error_codes"]
     unknown = runner.invoke(args=["users", "set-temp-password", "nobody@example.com"])
     assert unknown.exit_code == 1
+
+
+def _database_text(app: Flask, database_url: str) -> bytes:
+    """Everything the database holds, as bytes: the SQLite files, or every PostgreSQL row."""
+    if database_url.startswith("sqlite:///"):
+        path = database_url.removeprefix("sqlite:///")
+        return b"".join(Path(p).read_bytes() for p in (path, path + "-wal") if os.path.exists(p))
+    from sqlalchemy import text
+
+    from models import Base
+
+    with app.app_context():
+        rows = [
+            str(row[0])
+            for table in Base.metadata.sorted_tables
+            for row in db.session.execute(text(f'SELECT t::text FROM "{table.name}" t'))
+        ]
+        db.session.remove()
+    return "\n".join(rows).encode()
+
+
+def test_no_password_in_the_clear_in_responses_logs_or_the_database(
+    scim: ScimClient,
+    app: Flask,
+    worker: Worker,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = "Cl3ar-Text-Never!"
+    created = scim.post("/Users", {"userName": "scan@example.com", "password": secret})
+    patched = scim.patch(
+        f"/Users/{created.get_json()['id']}",
+        {
+            "schemas": [PATCH_OP],
+            "Operations": [{"op": "replace", "path": "password", "value": secret + "2"}],
+        },
+    )
+    assert worker.drain()
+    for response in (created, patched):
+        assert secret.encode() not in response.data
+    assert secret not in caplog.text
+    assert secret.encode() not in _database_text(app, database_url)
