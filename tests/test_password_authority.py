@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -179,11 +179,21 @@ def test_a_temporary_password_is_printed_once_and_must_be_changed_in_m365(
     assert unknown.exit_code == 1
 
 
-def _database_text(app: Flask, database_url: str) -> bytes:
-    """Everything the database holds, as bytes: the SQLite files, or every PostgreSQL row."""
+def _database_text(app: Flask, database_url: str, tmp_path: Path) -> bytes:
+    """Everything the database holds, as bytes: every page of the SQLite file (free pages
+    and the WAL's newer pages included), or every PostgreSQL row."""
     if database_url.startswith("sqlite:///"):
-        path = database_url.removeprefix("sqlite:///")
-        return b"".join(Path(p).read_bytes() for p in (path, path + "-wal") if os.path.exists(p))
+        # Through SQLite's backup API, never open() and close() on the live file: closing any
+        # descriptor of it drops this process's POSIX locks, and SQLite's with them.
+        copy = tmp_path / "copy.sqlite3"
+        source = sqlite3.connect(database_url.removeprefix("sqlite:///"))
+        target = sqlite3.connect(copy)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+            source.close()
+        return copy.read_bytes()
     from sqlalchemy import text
 
     from models import Base
@@ -204,6 +214,7 @@ def test_no_password_in_the_clear_in_responses_logs_or_the_database(
     worker: Worker,
     database_url: str,
     caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     secret = "Cl3ar-Text-Never!"
@@ -219,4 +230,4 @@ def test_no_password_in_the_clear_in_responses_logs_or_the_database(
     for response in (created, patched):
         assert secret.encode() not in response.data
     assert secret not in caplog.text
-    assert secret.encode() not in _database_text(app, database_url)
+    assert secret.encode() not in _database_text(app, database_url, tmp_path)

@@ -101,10 +101,11 @@ def test_a_429_storm_is_ridden_out(
 def test_workers_killed_mid_batch_lose_nothing_and_duplicate_nothing(
     scim: ScimClient, app: Flask, graph_emulator: RunningEmulator, database_url: str
 ) -> None:
-    upns = {f"crash{i:03}@example.com" for i in range(60)}
+    upns = {f"crash{i:03}@example.com" for i in range(100)}
     for upn in sorted(upns):
         scim.user(upn, title="before")
-    env = _worker_env(database_url, graph_emulator)
+    # Paced slowly enough (about 8 s of writes) that the workers die mid-way, again and again.
+    env = _worker_env(database_url, graph_emulator, M365_WRITE_RATE="25")
     rng = random.Random(5)
     deadline = time.monotonic() + 90
     kills = 0
