@@ -188,6 +188,58 @@ def m365() -> None:
     """Bind and release Microsoft 365 accounts."""
 
 
+@m365.command("import")
+@click.option("--domain", "domains", multiple=True, help="only this domain (repeatable)")
+@click.option("--dry-run", is_flag=True, help="print the plan, change nothing")
+@click.option("--yes", is_flag=True, help="do not ask before carrying the plan out")
+@with_appcontext
+def m365_import(domains: tuple[str, ...], dry_run: bool, yes: bool) -> None:
+    """Take over the tenant's existing accounts: match, then bind or create, or skip."""
+    from scim_server.config import ConfigError
+    from scim_server.graph.client import GraphClient
+    from scim_server.graph.errors import GraphError
+    from scim_server.graph.settings import from_env
+    from scim_server.sync import takeover
+    from scim_server.sync.settings import from_env as sync_from_env
+    from scim_server.sync.worker import ScopeError, sync_domains
+
+    upgrade_schema()
+    settings = from_env()
+    if settings is None:
+        raise ConfigError(
+            "m365 import reads a tenant: set GRAPH_TENANT_ID and the other GRAPH_* settings "
+            "(a real tenant, or a running `scim-server graph-emulator`)"
+        )
+    client = GraphClient(settings)
+    try:
+        scope = domains or sync_domains(client, sync_from_env().sync_domains)
+        scope = tuple(d.lower() for d in scope)
+        accounts = []
+        with click.progressbar(
+            client.list_users(select=takeover.SELECT, top=999),
+            label="Reading the tenant's accounts",
+            file=sys.stderr,
+        ) as reading:
+            accounts = list(reading)
+    except (GraphError, ScopeError) as exc:
+        click.echo(f"scim-server m365 import: {exc}", err=True)
+        sys.exit(2)
+    decisions = takeover.plan(accounts, scope)
+    for decision in decisions:
+        click.echo(decision.describe())
+    counts = {a: sum(1 for d in decisions if d.action == a) for a in ("bind", "create", "skip")}
+    bind, create, skip = counts["bind"], counts["create"], counts["skip"]
+    click.echo(f"{bind} to bind, {create} to create and bind, {skip} skipped.")
+    if dry_run or not (counts["bind"] or counts["create"]):
+        return
+    if not yes and not click.confirm("Carry this out?", err=True):
+        sys.exit(1)
+    with click.progressbar(decisions, label="Binding", file=sys.stderr) as doing:
+        for decision in doing:
+            takeover.apply(decision)
+    click.echo("Done: the sync worker now sends the directory's values to each bound account.")
+
+
 @m365.command("unbind")
 @click.argument("user")
 @click.option("--suspend", is_flag=True, help="disable the M365 account before releasing it")

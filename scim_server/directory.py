@@ -405,14 +405,20 @@ def _user_params(tx: Tx, columns: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def create_user(body: dict[str, Any], base_url: str) -> tuple[dict[str, Any], int]:
+def new_user_id() -> str:
+    return str(uuid.uuid4())
+
+
+def create_user(
+    body: dict[str, Any], base_url: str, *, user_id: str | None = None
+) -> tuple[dict[str, Any], int]:
     doc = canonicalize(body, USER_TYPE)
     password = doc.pop("password", None)
     sealed = _sealed_password(password)
     now = utcnow()
     columns = mapping.doc_to_user_columns(doc)
     _check_user_columns(columns)
-    columns.update(id=str(uuid.uuid4()), created=now, last_modified=now, version=1)
+    columns.update(id=user_id or new_user_id(), created=now, last_modified=now, version=1)
     columns["password_hash"] = hash_password(password) if password is not None else None
     rows = _value_rows(columns["id"], doc)
     conflict = f"A user with userName {doc['userName']!r} already exists."

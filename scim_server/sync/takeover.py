@@ -1,0 +1,138 @@
+"""Taking over existing Microsoft 365 accounts: `scim-server m365 import`.
+
+Each active member account of the tenant is matched to the directory by UPN or primary email,
+without regard to case, and then bound to the directory user it matches, or to a new
+directory user made from it (username, email, first and last name only), or skipped with a
+reason. A bound account is the directory's from then on: its next delivery sends the
+directory's whole state (the takeover), and every later change follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import or_, select
+
+from models import M365Link, User, UserValue
+from scim_server import directory, outbox
+from scim_server.db import db
+from scim_server.sync import mapping, store
+
+SELECT = ("id", "userPrincipalName", "mail", "givenName", "surname", "accountEnabled", "userType")
+
+
+@dataclass(frozen=True)
+class Decision:
+    account: dict[str, Any]
+    action: str  # bind | create | skip
+    user_id: str | None = None  # the directory user bound to (bind)
+    reason: str = ""
+
+    def describe(self) -> str:
+        upn = self.account.get("userPrincipalName", "?")
+        if self.action == "bind":
+            return f"bind    {upn} -> directory user {self.user_id}"
+        if self.action == "create":
+            return f"create  {upn} (a new directory user, bound)"
+        return f"skip    {upn}: {self.reason}"
+
+
+def plan(accounts: Iterable[dict[str, Any]], domains: tuple[str, ...]) -> list[Decision]:
+    """What to do with each account; reads the directory, changes nothing."""
+    out = []
+    claimed: dict[str, str] = {}  # directory user id -> the account planned for it
+    for account in accounts:
+        decision = _decide(account, domains, claimed)
+        if decision.action == "bind" and decision.user_id:
+            claimed[decision.user_id] = str(account["id"])
+        out.append(decision)
+    return out
+
+
+def _decide(account: dict[str, Any], domains: tuple[str, ...], claimed: dict[str, str]) -> Decision:
+    upn = str(account.get("userPrincipalName") or "")
+    if str(account.get("userType") or "Member").lower() == "guest" or "#EXT#" in upn:
+        return Decision(account, "skip", reason="a guest account")
+    if account.get("accountEnabled") is False:
+        return Decision(account, "skip", reason="disabled in Microsoft 365")
+    if mapping.domain_of(upn) not in domains:
+        return Decision(account, "skip", reason="out of scope (not in M365_SYNC_DOMAINS)")
+    bound_to = db.session.scalar(
+        select(M365Link.resource_id).where(M365Link.object_id == str(account["id"]))
+    )
+    if bound_to is not None:
+        return Decision(account, "skip", reason=f"already bound to directory user {bound_to}")
+    user_id = _match(upn, account.get("mail"))
+    if user_id is None:
+        return Decision(account, "create")
+    link = db.session.get(M365Link, ("User", user_id))
+    if (link is not None and link.object_id) or user_id in claimed:
+        other = link.object_id if link is not None and link.object_id else claimed[user_id]
+        return Decision(
+            account,
+            "skip",
+            reason=f"directory user {user_id} is already bound to M365 object {other}; "
+            "a user is bound to one account only (`scim-server m365 unbind` releases it)",
+        )
+    return Decision(account, "bind", user_id=user_id)
+
+
+def _match(upn: str, mail: str | None) -> str | None:
+    """The directory user whose userName or primary email is the account's UPN or mail."""
+    names = {n.lower() for n in (upn, mail) if n}
+    found: str | None = db.session.scalar(
+        select(User.id).where(User.user_name_ci.in_(names)).order_by(User.id).limit(1)
+    )
+    if found is None:
+        found = db.session.scalar(
+            select(UserValue.user_id)
+            .where(
+                UserValue.attr == "emails",
+                UserValue.value_ci.in_(names),
+                or_(UserValue.primary.is_(True), UserValue.type == "work"),
+            )
+            .order_by(UserValue.user_id)
+            .limit(1)
+        )
+    return found
+
+
+def apply(decision: Decision) -> str | None:
+    """Carry one decision out; returns the bound directory user's id."""
+    account = decision.account
+    object_id = str(account["id"])
+    if decision.action == "skip":
+        return None
+    if decision.action == "create":
+        upn = str(account["userPrincipalName"])
+        body: dict[str, Any] = {
+            "userName": upn,
+            "emails": [{"value": account.get("mail") or upn, "type": "work", "primary": True}],
+        }
+        name = {
+            k: v
+            for k, v in (
+                ("givenName", account.get("givenName")),
+                ("familyName", account.get("surname")),
+            )
+            if v
+        }
+        if name:
+            body["name"] = name
+        # The link first, so that the worker, taking the create, finds the account bound.
+        user_id = directory.new_user_id()
+        store.save_link("User", user_id, object_id=object_id, state="pending")
+        try:
+            directory.create_user(body, "", user_id=user_id)
+        except Exception:
+            store.drop_link("User", user_id)
+            raise
+        return user_id
+    assert decision.user_id is not None
+    store.save_link("User", decision.user_id, object_id=object_id, state="pending", synced=None)
+    with store.transaction() as session:
+        # The takeover: the next delivery sends the directory's whole state to the account.
+        outbox.record(session, "User", decision.user_id, "bound", {"objectId": object_id})
+    return decision.user_id
