@@ -190,11 +190,13 @@ def m365() -> None:
 
 @m365.command("import")
 @click.option("--domain", "domains", multiple=True, help="only this domain (repeatable)")
+@click.option("--bind", is_flag=True, help="bind the accounts: the directory takes them over")
 @click.option("--dry-run", is_flag=True, help="print the plan, change nothing")
 @click.option("--yes", is_flag=True, help="do not ask before carrying the plan out")
 @with_appcontext
-def m365_import(domains: tuple[str, ...], dry_run: bool, yes: bool) -> None:
-    """Take over the tenant's existing accounts: match, then bind or create, or skip."""
+def m365_import(domains: tuple[str, ...], bind: bool, dry_run: bool, yes: bool) -> None:
+    """Import the tenant's existing accounts: match them to directory users or create those,
+    and with --bind take them over; or skip them, with a reason."""
     from scim_server.config import ConfigError
     from scim_server.graph.client import GraphClient
     from scim_server.graph.errors import GraphError
@@ -226,18 +228,29 @@ def m365_import(domains: tuple[str, ...], dry_run: bool, yes: bool) -> None:
         sys.exit(2)
     decisions = takeover.plan(accounts, scope)
     for decision in decisions:
-        click.echo(decision.describe())
+        click.echo(decision.describe(bind))
     counts = {a: sum(1 for d in decisions if d.action == a) for a in ("bind", "create", "skip")}
-    bind, create, skip = counts["bind"], counts["create"], counts["skip"]
-    click.echo(f"{bind} to bind, {create} to create and bind, {skip} skipped.")
-    if dry_run or not (counts["bind"] or counts["create"]):
+    if bind:
+        click.echo(
+            f"{counts['bind']} to bind, {counts['create']} to create and bind, "
+            f"{counts['skip']} skipped."
+        )
+    else:
+        click.echo(
+            f"{counts['bind']} matched (not bound without --bind), {counts['create']} to create, "
+            f"{counts['skip']} skipped."
+        )
+    if dry_run or not (counts["create"] or (bind and counts["bind"])):
         return
     if not yes and not click.confirm("Carry this out?", err=True):
         sys.exit(1)
-    with click.progressbar(decisions, label="Binding", file=sys.stderr) as doing:
+    with click.progressbar(decisions, label="Importing", file=sys.stderr) as doing:
         for decision in doing:
-            takeover.apply(decision)
-    click.echo("Done: the sync worker now sends the directory's values to each bound account.")
+            takeover.apply(decision, bind)
+    if bind:
+        click.echo("Done: the sync worker now sends the directory's values to each bound account.")
+    else:
+        click.echo("Done. Run again with --bind to take the accounts over.")
 
 
 @m365.command("unbind")

@@ -197,15 +197,10 @@ def transaction(write: bool) -> Iterator[Tx]:
     engine = db.engine
     dialect = engine.dialect
     sqlite = dialect.name == "sqlite"
-    if (
-        write
-        and sqlite
-        and has_request_context()
-        and db.session.registry.has()
-        and db.session().in_transaction()
-    ):
+    if write and sqlite and db.session.registry.has() and db.session().in_transaction():
         # The session may hold the write lock (a write request's session transactions take
-        # it): waiting for the lock here would wait for ourselves, so fail loudly instead.
+        # it, and outside requests every one does): waiting for the lock here would wait for
+        # ourselves for ever, so fail loudly instead.
         raise RuntimeError("A session transaction is open; end it before db.transaction.")
     fairy = engine.raw_connection()
     try:

@@ -51,7 +51,7 @@ def test_import_matches_binds_creates_and_skips_then_takes_over(
         "megan", emails=[{"value": "Megan.B@example.com", "type": "work", "primary": True}]
     )
     runner = app.test_cli_runner()
-    dry = runner.invoke(args=["m365", "import", "--dry-run"])
+    dry = runner.invoke(args=["m365", "import", "--bind", "--dry-run"])
     assert dry.exit_code == 0, dry.output
     out = dry.output
     assert f"bind    adele@example.com -> directory user {adele['id']}" in out
@@ -63,7 +63,7 @@ def test_import_matches_binds_creates_and_skips_then_takes_over(
     assert "2 to bind, 1 to create and bind" in out
     assert _links(app) == {}  # a dry run changes nothing
 
-    done = runner.invoke(args=["m365", "import", "--yes"])
+    done = runner.invoke(args=["m365", "import", "--bind", "--yes"])
     assert done.exit_code == 0, done.output
     links = _links(app)
     assert len(links) == 3
@@ -71,7 +71,7 @@ def test_import_matches_binds_creates_and_skips_then_takes_over(
     assert newbie["name"] == {"givenName": "New", "familyName": "Bie"}
     assert newbie["emails"][0]["value"] == "newbie@example.com"
 
-    again = runner.invoke(args=["m365", "import", "--dry-run"])
+    again = runner.invoke(args=["m365", "import", "--bind", "--dry-run"])
     assert "0 to bind, 0 to create and bind" in again.output
     assert "already bound to directory user" in again.output
 
@@ -101,3 +101,17 @@ def test_import_without_a_tenant_says_so(app: Flask, monkeypatch: pytest.MonkeyP
     result = app.test_cli_runner().invoke(args=["m365", "import", "--dry-run"])
     assert result.exit_code != 0
     assert "GRAPH_TENANT_ID" in str(result.exception) + result.output
+
+
+def test_import_without_bind_only_creates_directory_users(
+    scim: ScimClient, app: Flask, tenant: RunningEmulator
+) -> None:
+    scim.user("adele@example.com")
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["m365", "import", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "match   adele@example.com" in result.output
+    assert "1 matched (not bound without --bind), 2 to create" in result.output
+    assert _links(app) == {}
+    found = scim.get('/Users?filter=userName eq "newbie@example.com"').get_json()
+    assert found["totalResults"] == 1

@@ -30,24 +30,28 @@ class Decision:
     user_id: str | None = None  # the directory user bound to (bind)
     reason: str = ""
 
-    def describe(self) -> str:
+    def describe(self, bind: bool = True) -> str:
         upn = self.account.get("userPrincipalName", "?")
         if self.action == "bind":
+            if not bind:
+                return f"match   {upn} -> directory user {self.user_id} (--bind takes it over)"
             return f"bind    {upn} -> directory user {self.user_id}"
         if self.action == "create":
-            return f"create  {upn} (a new directory user, bound)"
+            return f"create  {upn} (a new directory user{', bound' if bind else ''})"
         return f"skip    {upn}: {self.reason}"
 
 
 def plan(accounts: Iterable[dict[str, Any]], domains: tuple[str, ...]) -> list[Decision]:
-    """What to do with each account; reads the directory, changes nothing."""
+    """What to do with each account; reads the directory, changes nothing. The reads end
+    their transaction: on SQLite an open one would hold the write lock the writes need."""
     out = []
     claimed: dict[str, str] = {}  # directory user id -> the account planned for it
-    for account in accounts:
-        decision = _decide(account, domains, claimed)
-        if decision.action == "bind" and decision.user_id:
-            claimed[decision.user_id] = str(account["id"])
-        out.append(decision)
+    with store.transaction():
+        for account in accounts:
+            decision = _decide(account, domains, claimed)
+            if decision.action == "bind" and decision.user_id:
+                claimed[decision.user_id] = str(account["id"])
+            out.append(decision)
     return out
 
 
@@ -99,11 +103,12 @@ def _match(upn: str, mail: str | None) -> str | None:
     return found
 
 
-def apply(decision: Decision) -> str | None:
-    """Carry one decision out; returns the bound directory user's id."""
+def apply(decision: Decision, bind: bool = True) -> str | None:
+    """Carry one decision out; returns the directory user's id. Without `bind`, accounts
+    only become directory users (M365_ON_CONFLICT then decides, as for any new user)."""
     account = decision.account
     object_id = str(account["id"])
-    if decision.action == "skip":
+    if decision.action == "skip" or (decision.action == "bind" and not bind):
         return None
     if decision.action == "create":
         upn = str(account["userPrincipalName"])
@@ -123,6 +128,9 @@ def apply(decision: Decision) -> str | None:
             body["name"] = name
         # The link first, so that the worker, taking the create, finds the account bound.
         user_id = directory.new_user_id()
+        if not bind:
+            directory.create_user(body, "", user_id=user_id)
+            return user_id
         store.save_link("User", user_id, object_id=object_id, state="pending")
         try:
             directory.create_user(body, "", user_id=user_id)
