@@ -452,3 +452,21 @@ def test_unbind_releases_the_account_and_suspend_disables_it_first(
     assert released is not None and released["jobTitle"] == "Before"
     state = scim.get(f"/Users/{kept['id']}").get_json()[M365]
     assert state["syncState"] == "unbound" and "objectId" not in state
+
+
+def test_a_manager_reaching_m365_after_its_reports_becomes_their_manager(
+    scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator
+) -> None:
+    boss = scim.user("late-boss@elsewhere.example")  # out of scope: directory-only
+    scim.user("early@example.com", **{ENTERPRISE: {"manager": {"value": boss["id"]}}})
+    assert worker.drain()
+    early = _m365_user(graph_emulator, "early@example.com")
+    assert early is not None and not early.get("managerId")
+    scim.patch(
+        f"/Users/{boss['id']}",
+        _ops({"op": "replace", "path": "userName", "value": "late-boss@example.com"}),
+    )
+    assert worker.drain()
+    early = _m365_user(graph_emulator, "early@example.com")
+    late = _m365_user(graph_emulator, "late-boss@example.com")
+    assert early is not None and late is not None and early["managerId"] == late["id"]

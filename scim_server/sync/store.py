@@ -212,3 +212,15 @@ def dead_passwords(user_id: str, upto: int, error: str) -> None:
             .values(status="dead", last_error=error, completed_at=utcnow())
         )
         outbox.scrub_secrets(session, "User", user_id)
+
+
+def reports_in_m365(manager_id: str) -> list[tuple[str, str]]:
+    """(directory id, M365 object id) of the users whose manager is `manager_id` and who
+    have an M365 account."""
+    with transaction() as session:
+        rows = session.execute(
+            select(User.id, M365Link.object_id)
+            .join(M365Link, (M365Link.resource_id == User.id) & (M365Link.resource_type == "User"))
+            .where(User.manager_id == manager_id, M365Link.object_id.is_not(None))
+        )
+        return [(rid, str(oid)) for rid, oid in rows]

@@ -284,9 +284,14 @@ class Worker:
         self._sync_manager(user_id, doc, bound, link)
 
     def after_create(self, user_id: str, doc: dict[str, Any], object_id: str) -> None:
-        """What a user just created (or bound) in M365 needs next: its groups and manager."""
+        """What a user just created (or bound) in M365 needs next: its groups, its manager,
+        and its reports that reached M365 before it did."""
         self._join_groups(doc, object_id)
         self._sync_manager(user_id, doc, object_id, store.link("User", user_id))
+        for report_id, report_object in store.reports_in_m365(user_id):
+            self._write()
+            self.client.set_manager(report_object, object_id)
+            store.save_link("User", report_id, manager_id=user_id)
 
     def _create_or_bind(
         self, user_id: str, properties: dict[str, Any], password: Password | None = None
@@ -376,7 +381,7 @@ class Worker:
             return
         manager_object = store.object_ids([wanted]).get(wanted)
         if manager_object is None:
-            return  # the manager is not in M365 (yet): its own sync comes back for reports
+            return  # the manager is not in M365 yet: its creation sets it (after_create)
         self._write()
         self.client.set_manager(object_id, manager_object)
         store.save_link("User", user_id, manager_id=wanted)
