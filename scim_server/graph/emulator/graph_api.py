@@ -178,27 +178,39 @@ def _ref(req: GraphRequest) -> str:
 # ---------------------------------------------------------------------- users
 
 
-@route("/users", ["GET"])
-def list_users(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
+def _listing(
+    em: Emulator, req: GraphRequest, kind: str, filterable: Any, readable: Any = None
+) -> GraphResponse:
+    """GET /users or /groups: $filter over the live objects of `kind`, then a page;
+    `readable`, when given, is what $select may name."""
     advanced = odata.is_advanced(req.args, req.headers)
     predicate = odata.parse_filter(
-        req.args.get("$filter"), USER_FILTERABLE, "User", advanced=advanced
+        req.args.get("$filter"), filterable, kind.capitalize(), advanced=advanced
     )
-    select = odata.parse_select(req.args.get("$select"))
-    _check_select(select, USER_READABLE, "user")
-    users = em.tenant.listing("user")
+    if readable is not None:
+        _check_select(odata.parse_select(req.args.get("$select")), readable, kind)
+    objects = em.tenant.listing(kind)
     if predicate:
-        users = [u for u in users if predicate(u.props)]
-    return _page(em, req, users, "users", sortable=SORTABLE)
+        objects = [o for o in objects if predicate(o.props)]
+    return _page(em, req, objects, f"{kind}s", sortable=SORTABLE)
+
+
+def _created(em: Emulator, obj: Any, collection: str) -> GraphResponse:
+    """201 with the new object and its Location, as POST /users and POST /groups answer."""
+    response = _entity(em, obj, f"{collection}/$entity", None)
+    response.status = 201
+    response.headers["Location"] = f"{em.graph_url}/{collection}/{obj.id}"
+    return response
+
+
+@route("/users", ["GET"])
+def list_users(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
+    return _listing(em, req, "user", USER_FILTERABLE, USER_READABLE)
 
 
 @route("/users", ["POST"])
 def create_user(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
-    obj = em.tenant.create_user(_json_body(req))
-    response = _entity(em, obj, "users/$entity", None)
-    response.status = 201
-    response.headers["Location"] = f"{em.graph_url}/users/{obj.id}"
-    return response
+    return _created(em, em.tenant.create_user(_json_body(req)), "users")
 
 
 @route("/users/<object_id>", ["GET"])
@@ -316,23 +328,12 @@ def users_delta(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResp
 
 @route("/groups", ["GET"])
 def list_groups(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
-    advanced = odata.is_advanced(req.args, req.headers)
-    predicate = odata.parse_filter(
-        req.args.get("$filter"), GROUP_FILTERABLE, "Group", advanced=advanced
-    )
-    groups = em.tenant.listing("group")
-    if predicate:
-        groups = [g for g in groups if predicate(g.props)]
-    return _page(em, req, groups, "groups", sortable=SORTABLE)
+    return _listing(em, req, "group", GROUP_FILTERABLE)
 
 
 @route("/groups", ["POST"])
 def create_group(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
-    obj = em.tenant.create_group(_json_body(req))
-    response = _entity(em, obj, "groups/$entity", None)
-    response.status = 201
-    response.headers["Location"] = f"{em.graph_url}/groups/{obj.id}"
-    return response
+    return _created(em, em.tenant.create_group(_json_body(req)), "groups")
 
 
 @route("/groups/<object_id>", ["GET"])
