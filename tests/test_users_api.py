@@ -297,3 +297,11 @@ def test_nul_characters_are_400_on_every_database(scim: ScimClient) -> None:
     )
     assert response.status_code == 400
     assert scim.get('/Users?filter=userName eq "a\\u0000"').status_code == 400
+
+
+def test_attributes_keeps_a_false_boolean(scim: ScimClient) -> None:
+    user = scim.user("inactive", active=False)
+    got = scim.get(f"/Users/{user['id']}?attributes=active").get_json()
+    assert got["active"] is False
+    listed = scim.get("/Users?attributes=active,userName").get_json()["Resources"]
+    assert [(u["userName"], u["active"]) for u in listed] == [("inactive", False)]

@@ -133,8 +133,9 @@ def _strip_subs(value: Any, drop: set[str], keep: set[str] | None) -> Any:
             return item
         return {k: v for k, v in item.items() if k not in drop and (keep is None or k in keep)}
 
+    # Only what stripping emptied goes: a value such as `active: false` stays.
     if isinstance(value, list):
         items = [one(v) for v in value]
-        return [i for i in items if i] or None
+        return [i for i in items if i != {}] or None
     result = one(value)
-    return result or None
+    return None if result == {} else result
