@@ -3,14 +3,17 @@
 from models.base import Base, utcnow
 from models.directory import Group, GroupMember, User, UserValue
 from models.outbox import OutboxEvent
+from models.portal import ActivationToken, LoginThrottle
 from models.sync import M365Link
 from models.tokens import ApiToken
 
 __all__ = [
+    "ActivationToken",
     "ApiToken",
     "Base",
     "Group",
     "GroupMember",
+    "LoginThrottle",
     "M365Link",
     "OutboxEvent",
     "User",

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 
 from models.base import Base, utcnow
 
@@ -30,6 +31,8 @@ class User(Base):
     # None: never set by the client, so not returned (an unset `active` counts as enabled).
     active: Mapped[bool | None] = mapped_column(Boolean)
     password_hash: Mapped[str | None] = mapped_column(String(255))
+    # A temporary password (set by an admin): the portal asks for a new one at sign-in.
+    password_temporary: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     name_formatted: Mapped[str | None] = mapped_column(String(512))
     name_family: Mapped[str | None] = mapped_column(String(255))

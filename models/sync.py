@@ -31,4 +31,10 @@ class M365Link(Base):
     created_in_m365_at: Mapped[datetime | None] = mapped_column(DateTime)
     last_synced_at: Mapped[datetime | None] = mapped_column(DateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Users: whether the account's password is the directory's (pending | synced | temporary
+    # | unknown | none | federated | error), and M365's lastPasswordChangeDateTime as it
+    # was right after the directory set it: a later value means it was changed in M365.
+    password_state: Mapped[str | None] = mapped_column(String(16))
+    password_synced_at: Mapped[datetime | None] = mapped_column(DateTime)
+    password_stamp: Mapped[str | None] = mapped_column(String(40))
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)

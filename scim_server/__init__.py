@@ -33,6 +33,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     Migrate(app, db, directory=str(Path(__file__).parent / "migrations"), render_as_batch=True)
     register(app)
+    from scim_server.portal import bp as portal
+
+    app.register_blueprint(portal)
+    proxies = app.config["SCIM_TRUSTED_PROXIES"]
+    if proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # The client's address (the portal's rate limits) and the public scheme and host
+        # (SCIM's meta.location) come from the X-Forwarded-* headers these proxies set.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies
+        )
     register_commands(app)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # Alembic reports each migration step at INFO; an upgrade with nothing to do says nothing.

@@ -60,6 +60,8 @@ def serve(host: str, port: int, workers: int, threads: int, access_log: bool, sy
             self.cfg.set("threads", threads)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("accesslog", "-" if access_log else None)
+            # Activation links are credentials: the access log shows them redacted.
+            self.cfg.set("logger_class", "scim_server.accesslog.RedactingLogger")
             self.cfg.set("timeout", 120)
 
         def load(self) -> Flask:
@@ -181,6 +183,30 @@ def set_temp_password(user: str) -> None:
         err=True,
     )
     click.echo(password)
+
+
+@users.command("send-activation")
+@click.argument("user")
+@click.option("--to", "to", help="send here instead of the user's alternateEmail")
+@with_appcontext
+def send_activation(user: str, to: str | None) -> None:
+    """Email USER (id or userName), who has no password yet, a link to choose one.
+
+    The link works once and expires after ACTIVATION_TTL_HOURS; sending again spends the
+    links sent before. The mail goes through the SMTP relay that SMTP_* configure."""
+    from scim_server import activation, mail
+
+    settings = mail.SmtpSettings.from_env()
+    upgrade_schema()
+    try:
+        sent = activation.send(user, to, settings)
+    except (activation.ActivationError, mail.MailError) as exc:
+        click.echo(f"scim-server users send-activation: {exc}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"Sent {user} an activation link at {sent.to}; it works once, until "
+        f"{sent.expires_at:%Y-%m-%d %H:%M} UTC."
+    )
 
 
 @click.group("m365")

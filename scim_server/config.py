@@ -43,6 +43,12 @@ class Settings:
     max_filter_results: int
     max_request_size: int
     token_cache_seconds: int
+    public_url: str  # where users reach the portal: the base of activation links
+    activation_ttl_hours: int
+    portal_user_failures: int  # failed sign-ins of one user name before it is locked
+    portal_address_failures: int  # … and of one client address
+    portal_lockout_seconds: int  # the window failures are counted in, and the lock
+    trusted_proxies: int  # reverse proxies in front: X-Forwarded-* set by them are believed
 
     def to_flask(self) -> dict[str, Any]:
         return {
@@ -54,6 +60,12 @@ class Settings:
             # Werkzeug answers a larger body with 413 before it is read.
             "MAX_CONTENT_LENGTH": max(self.max_request_size, self.bulk_max_payload_size),
             "SCIM_TOKEN_CACHE_SECONDS": self.token_cache_seconds,
+            "SCIM_PUBLIC_URL": self.public_url,
+            "ACTIVATION_TTL_HOURS": self.activation_ttl_hours,
+            "PORTAL_USER_FAILURES": self.portal_user_failures,
+            "PORTAL_ADDRESS_FAILURES": self.portal_address_failures,
+            "PORTAL_LOCKOUT_SECONDS": self.portal_lockout_seconds,
+            "SCIM_TRUSTED_PROXIES": self.trusted_proxies,
         }
 
 
@@ -69,4 +81,17 @@ def load(instance_path: str) -> Settings:
         max_filter_results=max_page,
         max_request_size=_int("SCIM_MAX_REQUEST_SIZE", 16 * 1024 * 1024),
         token_cache_seconds=_int("SCIM_TOKEN_CACHE_SECONDS", 5, minimum=0),
+        public_url=_url("SCIM_PUBLIC_URL", "http://127.0.0.1:8080"),
+        activation_ttl_hours=_int("ACTIVATION_TTL_HOURS", 72),
+        portal_user_failures=_int("PORTAL_USER_FAILURES", 5),
+        portal_address_failures=_int("PORTAL_ADDRESS_FAILURES", 20),
+        portal_lockout_seconds=_int("PORTAL_LOCKOUT_SECONDS", 900),
+        trusted_proxies=_int("SCIM_TRUSTED_PROXIES", 0, minimum=0),
     )
+
+
+def _url(name: str, default: str) -> str:
+    raw = (os.environ.get(name) or default).strip().rstrip("/")
+    if not raw.startswith(("http://", "https://")) or "://" not in raw or raw.endswith("://"):
+        raise ConfigError(f"{name} must be an http:// or https:// URL, got {raw!r}")
+    return raw

@@ -157,19 +157,20 @@ def _user_docs(
     ]
 
 
-LinkRow = namedtuple("LinkRow", "object_id state last_synced_at last_error")
+LinkRow = namedtuple("LinkRow", "object_id state last_synced_at last_error password_state")
 
 
 def _links(tx: Tx, resource_type: str, ids: Sequence[str]) -> dict[str, Any]:
     """The m365_links rows of these resources: their Microsoft 365 sync state."""
     out: dict[str, Any] = {}
     for chunk in _chunks(ids):
-        for rid, object_id, state, synced_at, error in tx.rows(
-            "SELECT resource_id, object_id, state, last_synced_at, last_error FROM m365_links"
+        for rid, object_id, state, synced_at, error, password_state in tx.rows(
+            "SELECT resource_id, object_id, state, last_synced_at, last_error, password_state"
+            " FROM m365_links"
             f" WHERE resource_type = ? AND resource_id IN ({_placeholders(len(chunk))})",
             [resource_type, *chunk],
         ):
-            out[rid] = LinkRow(object_id, state, _read_datetime(synced_at), error)
+            out[rid] = LinkRow(object_id, state, _read_datetime(synced_at), error, password_state)
     return out
 
 
@@ -420,6 +421,7 @@ def create_user(
     _check_user_columns(columns)
     columns.update(id=user_id or new_user_id(), created=now, last_modified=now, version=1)
     columns["password_hash"] = hash_password(password) if password is not None else None
+    columns["password_temporary"] = False
     rows = _value_rows(columns["id"], doc)
     conflict = f"A user with userName {doc['userName']!r} already exists."
     # The unique index on user_name_ci decides uniqueness, race-free.
@@ -429,7 +431,7 @@ def create_user(
             _insert(tx, "user_values", rows)
         outbox.record_sql(tx, "User", columns["id"], "created", {"version": 1})
         if sealed is not None:
-            outbox.record_sql(tx, "User", columns["id"], "password", {"sealed": sealed})
+            _password_pending(tx, columns["id"], {"sealed": sealed})
     return _render_written_user(SimpleNamespace(**columns), rows, [], base_url), 1
 
 
@@ -468,6 +470,8 @@ class _UserWrite:
     password_changed: bool
     sealed_password: str | None  # the new password, sealed for the outbox (sealing.py)
     force_change: bool = False  # a temporary password: M365 asks for a new one at sign-in
+    # More to do in the same transaction (spending an activation link): raises to undo all.
+    also: Callable[[Tx], None] | None = None
 
 
 def _prepare_user_write(
@@ -477,6 +481,7 @@ def _prepare_user_write(
     *,
     rewrite_values: bool,
     force_change: bool = False,
+    also: Callable[[Tx], None] | None = None,
 ) -> _UserWrite:
     """Everything a user update needs that is not the database (the password hash is slow):
     computed before the write lock is taken."""
@@ -487,6 +492,7 @@ def _prepare_user_write(
     sealed = _sealed_password(password)
     if password is not None:
         changes["password_hash"] = hash_password(password)
+        changes["password_temporary"] = force_change
     changes.update(version=snap.columns["version"] + 1, last_modified=utcnow())
     return _UserWrite(
         snap,
@@ -497,6 +503,7 @@ def _prepare_user_write(
         password is not None,
         sealed,
         force_change,
+        also,
     )
 
 
@@ -541,7 +548,9 @@ def _save_user(
     )
     if write.sealed_password is not None:
         sealed = {"sealed": write.sealed_password, "force_change": write.force_change}
-        outbox.record_sql(tx, "User", user_id, "password", sealed)
+        _password_pending(tx, user_id, sealed)
+    if write.also is not None:
+        write.also(tx)
     user = SimpleNamespace(**{**snap.columns, **changes})
     return _render_written_user(user, write.rows, snap.groups, base_url), version + 1
 
@@ -579,13 +588,37 @@ def _user_name_taken(write: _UserWrite) -> str:
     return f"A user with userName {write.user_name!r} already exists."
 
 
-def set_password(user_id: str, password: str, *, force_change: bool) -> int:
-    """Set a user's password outside SCIM (`scim-server users set-temp-password`): hashed
-    here, and on its way to M365, sealed, through the outbox. Returns the new version."""
+def _password_pending(tx: Tx, user_id: str, payload: dict[str, Any]) -> None:
+    """Queue a sealed password for M365, and say so in the user's sync state at once."""
+    outbox.record_sql(tx, "User", user_id, "password", payload)
+    tx.execute(
+        "INSERT INTO m365_links (resource_type, resource_id, state, password_state, updated_at)"
+        " VALUES ('User', ?, 'pending', 'pending', ?) ON CONFLICT (resource_type, resource_id)"
+        " DO UPDATE SET password_state = 'pending'",
+        (user_id, tx.timestamp(utcnow())),
+    )
+
+
+def set_password(
+    user_id: str,
+    password: str,
+    *,
+    force_change: bool,
+    also: Callable[[Tx], None] | None = None,
+    unless: Callable[[dict[str, Any]], None] | None = None,
+) -> int:
+    """Set a user's password outside SCIM (a temporary one from `scim-server users
+    set-temp-password`, or the user's own through the portal): hashed here, and on its way to
+    M365, sealed, through the outbox. Returns the new version.
+
+    `unless` sees the user's row before the change and raises to refuse it; `also` runs in
+    the write's transaction and raises to undo it."""
 
     def change(snap: _Snapshot) -> _UserWrite:
+        if unless is not None:
+            unless(snap.columns)
         return _prepare_user_write(
-            snap, snap.doc, password, rewrite_values=False, force_change=force_change
+            snap, snap.doc, password, rewrite_values=False, force_change=force_change, also=also
         )
 
     return _update_user(user_id, None, "", change, "password_set")[1]

@@ -147,6 +147,8 @@ def sync_state(link: Any) -> dict[str, Any]:
         out["lastSyncedAt"] = iso(link.last_synced_at)
     if link.last_error:
         out["lastError"] = link.last_error
+    if getattr(link, "password_state", None):
+        out["passwordState"] = link.password_state
     return out
 
 

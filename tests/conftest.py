@@ -181,3 +181,9 @@ def scim_read_only(app: Flask) -> ScimClient:
 @pytest.fixture
 def anonymous(app: Flask) -> ScimClient:
     return ScimClient(app.test_client(), None)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A plain browser-like client (the user portal's HTML forms)."""
+    return app.test_client()

@@ -54,11 +54,11 @@ def test_worker_refuses_a_sync_domain_the_tenant_cannot_take(
         **os.environ,
         "DATABASE_URL": database_url,
         **graph_env(graph_emulator),
-        "M365_SYNC_DOMAINS": "federated.example",
+        "M365_SYNC_DOMAINS": "unverified.example",
     }
     done = subprocess.run([CLI, "worker"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert "federated.example is federated" in done.stderr
+    assert "unverified.example is not verified in the tenant" in done.stderr
     assert "Traceback" not in done.stderr
     assert graph_emulator.client_secret not in done.stderr + done.stdout
 

@@ -18,7 +18,7 @@ from scim_server.graph.client import GraphClient
 from scim_server.sync.pacer import Pacer
 from scim_server.sync.policy import Policy
 from scim_server.sync.settings import SyncSettings
-from scim_server.sync.worker import ScopeError, Worker, sync_domains
+from scim_server.sync.worker import Scope, ScopeError, Worker, scope, sync_domains
 from tests.conftest import ScimClient
 from tests.graph_emulator import RunningEmulator
 from tests.test_graph_client_contract import settings_for
@@ -309,8 +309,9 @@ def test_sync_domains_are_checked_against_the_tenant(
     client = GraphClient(settings_for(graph_emulator))
     assert sync_domains(client, ()) == ("example.com",)
     assert sync_domains(client, ("contoso.com",)) == ("contoso.com",)
-    with pytest.raises(ScopeError, match="federated"):
-        sync_domains(client, ("federated.example",))
+    # A federated domain is in scope; its users are synced without passwords.
+    both = scope(client, ("contoso.com", "federated.example"))
+    assert both == Scope(("contoso.com", "federated.example"), frozenset({"federated.example"}))
     with pytest.raises(ScopeError, match="not verified"):
         sync_domains(client, ("unverified.example",))
     with pytest.raises(ScopeError, match="not a domain"):

@@ -340,6 +340,25 @@ M365_USER = Schema(
         # Where the activation email goes (the user has no mailbox before activation).
         _s("alternateEmail"),
         *_sync_state(),
+        _s(
+            "passwordState",
+            mutability="readOnly",
+            description="Whether the M365 account's password is the directory's. pending: "
+            "being set; synced: it is; temporary: a temporary one, to change at sign-in; "
+            "unknown: bound but not set yet (the user's next portal sign-in sets it); none: "
+            "the directory has no password (an activation email gives one); federated: the "
+            "domain is federated, its identity provider holds the password and the directory "
+            "never sends it; error: setting it failed (see lastError).",
+            canonical_values=(
+                "pending",
+                "synced",
+                "temporary",
+                "unknown",
+                "none",
+                "federated",
+                "error",
+            ),
+        ),
     ),
 )
 

@@ -73,6 +73,8 @@ def _plan(worker: Worker, event: outbox.Claimed) -> _Plan | None:
     properties = mapping.user_properties(doc, worker.settings.usage_location)
     if mapping.domain_of(properties["userPrincipalName"]) not in worker.domains:
         return None
+    if worker.is_federated(properties):
+        return None  # created without a password, with an immutable id: one at a time
     bound = link.object_id if link else None
     if bound is None:
         return _Plan(event, upto, link, doc, properties)
@@ -193,6 +195,7 @@ def _creates(worker: Worker, plans: list[_Plan]) -> list[outbox.Claimed]:
             state="synced",
             synced=plan.properties,
             created_in_m365_at=utcnow(),
+            password_state=store.unpushed_password_state(plan.event.resource_id),
         )
         try:
             worker.after_create(plan.event.resource_id, plan.doc, object_id)

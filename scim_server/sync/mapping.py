@@ -186,6 +186,14 @@ def create_body(
     return body
 
 
+def create_body_federated(properties: dict[str, Any], immutable_id: str) -> dict[str, Any]:
+    """POST /users on a federated domain: no password (the federation's identity provider
+    holds it), and the onPremisesImmutableId that Graph requires there (graph.md)."""
+    body = {k: v for k, v in properties.items() if v not in (None, [])}
+    body["onPremisesImmutableId"] = immutable_id
+    return body
+
+
 def changes(last: dict[str, Any] | None, current: dict[str, Any]) -> dict[str, Any]:
     """The properties that differ from what was last delivered (all of them without a record).
     The UPN and mailNickname are sent only when the UPN changes."""

@@ -17,7 +17,7 @@ from scim_server.graph.settings import from_env as graph_from_env
 from scim_server.sync.pacer import Pacer
 from scim_server.sync.settings import SyncSettings
 from scim_server.sync.settings import from_env as sync_from_env
-from scim_server.sync.worker import Worker, sync_domains
+from scim_server.sync.worker import Worker, scope
 
 log = logging.getLogger("scim_server.sync")
 
@@ -103,18 +103,21 @@ def engine(app: Flask, concurrency: int = 1, name: str = "worker") -> Engine:
         where.settings, GraphSession(where.settings.verify, where.settings.timeout)
     )
     probe = GraphClient(where.settings, tokens=tokens)
-    domains = sync_domains(probe, sync.sync_domains)
+    found = scope(probe, sync.sync_domains)
     pacer = Pacer(sync.write_rate)
     workers = [
         Worker(
             app,
             GraphClient(where.settings, tokens=tokens),
             sync,
-            domains,
+            found.domains,
             name=f"{name}-{i}",
             pacer=pacer,
+            federated=found.federated,
         )
         for i in range(concurrency)
     ]
-    log.warning("%s; provisioning users on %s", where.describe(), ", ".join(domains))
+    log.warning("%s; provisioning users on %s", where.describe(), ", ".join(found.domains))
+    for domain in sorted(found.federated):
+        log.warning("%s is federated: its users are synced without passwords", domain)
     return Engine(where, workers)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +41,8 @@ class Link:
     synced: dict[str, Any] | None
     manager_id: str | None
     created_in_m365_at: datetime | None
+    password_state: str | None = None
+    password_stamp: str | None = None
 
 
 def link(resource_type: str, resource_id: str) -> Link | None:
@@ -54,6 +56,8 @@ def link(resource_type: str, resource_id: str) -> Link | None:
             dict(row.synced) if row.synced is not None else None,
             row.manager_id,
             row.created_in_m365_at,
+            row.password_state,
+            row.password_stamp,
         )
 
 
@@ -177,6 +181,25 @@ def dead(event_id: int, error: str) -> None:
         outbox.dead(session, event_id, error)
         if row is not None:
             outbox.scrub_secrets(session, row.resource_type, row.resource_id)
+        if row is not None and row.event == "password":
+            # The dead letter took the password with it (a later one may still be queued).
+            session.execute(
+                update(M365Link)
+                .where(
+                    M365Link.resource_type == row.resource_type,
+                    M365Link.resource_id == row.resource_id,
+                    M365Link.password_state == "pending",
+                    ~select(OutboxEvent.id)
+                    .where(
+                        OutboxEvent.resource_type == row.resource_type,
+                        OutboxEvent.resource_id == row.resource_id,
+                        OutboxEvent.event == "password",
+                        OutboxEvent.status == "pending",
+                    )
+                    .exists(),
+                )
+                .values(password_state="error")
+            )
 
 
 def backlog() -> dict[str, int]:
@@ -188,13 +211,33 @@ def backlog() -> dict[str, int]:
         return {status: int(n) for status, n in rows}
 
 
-def sealed_password(events: list[tuple[int, str, dict[str, Any]]]) -> tuple[str, bool] | None:
-    """The newest sealed password among a resource's pending events, and whether M365 must
-    ask for a new one at sign-in (a temporary password); None without one."""
+@dataclass(frozen=True)
+class SealedPassword:
+    sealed: str = field(repr=False)
+    force_change: bool  # a temporary password: M365 asks for a new one at sign-in
+    # Only portal sign-ins asked for it: push only if M365's password is not the directory's.
+    check_only: bool
+
+
+def sealed_password(events: list[tuple[int, str, dict[str, Any]]]) -> SealedPassword | None:
+    """The newest sealed password among a resource's pending events; None without one."""
     found = [p for _i, kind, p in events if kind == "password" and p.get("sealed")]
     if not found:
         return None
-    return str(found[-1]["sealed"]), bool(found[-1].get("force_change"))
+    return SealedPassword(
+        str(found[-1]["sealed"]),
+        bool(found[-1].get("force_change")),
+        all(p.get("check") for p in found),
+    )
+
+
+def unpushed_password_state(user_id: str) -> str:
+    """The password state of an account the directory has not given its password: "unknown"
+    if the directory has one (the user's next portal sign-in sends it), "none" if not (an
+    activation email gives the user one)."""
+    with transaction() as session:
+        stored = session.scalar(select(User.password_hash).where(User.id == user_id))
+    return "unknown" if stored is not None else "none"
 
 
 def dead_passwords(user_id: str, upto: int, error: str) -> None:
@@ -212,6 +255,11 @@ def dead_passwords(user_id: str, upto: int, error: str) -> None:
             .values(status="dead", last_error=error, completed_at=utcnow())
         )
         outbox.scrub_secrets(session, "User", user_id)
+        session.execute(
+            update(M365Link)
+            .where(M365Link.resource_type == "User", M365Link.resource_id == user_id)
+            .values(password_state="error", last_error=error)
+        )
 
 
 def reports_in_m365(manager_id: str) -> list[tuple[str, str]]:

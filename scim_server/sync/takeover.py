@@ -131,7 +131,11 @@ def apply(decision: Decision, bind: bool = True) -> str | None:
         if not bind:
             directory.create_user(body, "", user_id=user_id)
             return user_id
-        store.save_link("User", user_id, object_id=object_id, state="pending")
+        # The account keeps its own password until the user sets the directory's one (an
+        # activation email: imported users have none).
+        store.save_link(
+            "User", user_id, object_id=object_id, state="pending", password_state="none"
+        )
         try:
             directory.create_user(body, "", user_id=user_id)
         except Exception:
@@ -139,7 +143,16 @@ def apply(decision: Decision, bind: bool = True) -> str | None:
             raise
         return user_id
     assert decision.user_id is not None
-    store.save_link("User", decision.user_id, object_id=object_id, state="pending", synced=None)
+    # M365 keeps its password until the directory sets its own: on the user's next portal
+    # sign-in, or when one is set (SCIM, a temporary one, an activation link).
+    store.save_link(
+        "User",
+        decision.user_id,
+        object_id=object_id,
+        state="pending",
+        synced=None,
+        password_state=store.unpushed_password_state(decision.user_id),
+    )
     with store.transaction() as session:
         # The takeover: the next delivery sends the directory's whole state to the account.
         outbox.record(session, "User", decision.user_id, "bound", {"objectId": object_id})

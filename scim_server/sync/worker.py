@@ -17,6 +17,7 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,10 +40,17 @@ class ScopeError(RuntimeError):
     """M365_SYNC_DOMAINS names a domain the tenant cannot take users on."""
 
 
-def sync_domains(client: GraphClient, configured: tuple[str, ...]) -> tuple[str, ...]:
+@dataclass(frozen=True)
+class Scope:
+    domains: tuple[str, ...]  # users are provisioned on these
+    # Of those, the federated ones: their passwords live with the federation's identity
+    # provider, so the directory never sends them (graph.md, "Federated domains").
+    federated: frozenset[str] = frozenset()
+
+
+def scope(client: GraphClient, configured: tuple[str, ...]) -> Scope:
     """The domains users are provisioned on, checked against GET /domains: each must be a
-    verified domain of the tenant and managed (a federated domain takes no password). With
-    none configured, the tenant's default domain."""
+    verified domain of the tenant. With none configured, the tenant's default domain."""
     domains = {str(d["id"]).lower(): d for d in client.domains()}
     if not configured:
         default = next((name for name, d in domains.items() if d.get("isDefault")), None)
@@ -50,6 +58,7 @@ def sync_domains(client: GraphClient, configured: tuple[str, ...]) -> tuple[str,
             raise ScopeError("The tenant reports no default domain; set M365_SYNC_DOMAINS.")
         configured = (default,)
     problems = []
+    federated = set()
     for name in configured:
         found = domains.get(name)
         if found is None:
@@ -57,10 +66,20 @@ def sync_domains(client: GraphClient, configured: tuple[str, ...]) -> tuple[str,
         elif not found.get("isVerified"):
             problems.append(f"{name} is not verified in the tenant")
         elif str(found.get("authenticationType", "Managed")).lower() == "federated":
-            problems.append(f"{name} is federated: its passwords are not set in Microsoft 365")
+            federated.add(name)
     if problems:
         raise ScopeError("M365_SYNC_DOMAINS: " + "; ".join(problems) + ".")
-    return configured
+    return Scope(configured, frozenset(federated))
+
+
+def sync_domains(client: GraphClient, configured: tuple[str, ...]) -> tuple[str, ...]:
+    return scope(client, configured).domains
+
+
+FEDERATED = (
+    "the user's domain is federated: Microsoft 365 takes the password from the federation's "
+    "identity provider, so the directory never sends it"
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +88,8 @@ class Password:
 
     text: str = field(repr=False)
     force_change: bool = False
+    # From a portal sign-in: push only if M365's password is not already the directory's.
+    check_only: bool = False
 
 
 @dataclass
@@ -91,11 +112,13 @@ class Worker:
         pacer: Pacer | None = None,
         policy: Policy | None = None,
         rng: random.Random | None = None,
+        federated: Iterable[str] = (),
     ) -> None:
         self.app = app
         self.client = client
         self.settings = settings
         self.domains = tuple(d.lower() for d in domains)
+        self.federated = frozenset(d.lower() for d in federated)
         self.name = name or f"{socket.gethostname()}:{threading.get_native_id()}"
         self.pacer = pacer or Pacer(settings.write_rate)
         self.policy = policy or Policy(max_attempts=settings.max_attempts)
@@ -167,8 +190,8 @@ class Worker:
                 password: Password | None = None
                 try:
                     if sealed is not None:
-                        text = sealing.unseal(self.app.instance_path, sealed[0])
-                        password = Password(text, force_change=sealed[1])
+                        text = sealing.unseal(self.app.instance_path, sealed.sealed)
+                        password = Password(text, sealed.force_change, sealed.check_only)
                 except sealing.SealBroken as broken:
                     # The password is lost to a key change: say so, deliver the rest.
                     log.error("sync resource=User/%s: %s", rid, broken)
@@ -203,7 +226,14 @@ class Worker:
             self._write()
             self.client.revoke_sign_in_sessions(link.object_id)
         store.save_link(
-            "User", user_id, state="unbound", object_id=None, synced=None, last_error=None
+            "User",
+            user_id,
+            state="unbound",
+            object_id=None,
+            synced=None,
+            last_error=None,
+            password_state=None,
+            password_stamp=None,
         )
         return True
 
@@ -244,6 +274,9 @@ class Worker:
     def _in_scope(self, properties: dict[str, Any]) -> bool:
         return mapping.domain_of(properties.get("userPrincipalName")) in self.domains
 
+    def is_federated(self, properties: dict[str, Any]) -> bool:
+        return mapping.domain_of(properties.get("userPrincipalName")) in self.federated
+
     def _sync_user(
         self, user_id: str, link: store.Link | None, password: Password | None = None
     ) -> None:
@@ -261,10 +294,21 @@ class Worker:
         if not self._in_scope(properties):
             if bound:  # moved out of scope: as if deleted
                 self._apply_delete_policy(bound)
-            store.save_link("User", user_id, state="out_of_scope", object_id=None, synced=None)
+            store.save_link(
+                "User",
+                user_id,
+                state="out_of_scope",
+                object_id=None,
+                synced=None,
+                password_state=None,
+                password_stamp=None,
+            )
             return
+        federated = self.is_federated(properties)
+        if federated:
+            password = None  # never sent: the federation's identity provider owns it
         if not bound:
-            bound = self._create_or_bind(user_id, properties, password)
+            bound = self._create_or_bind(user_id, doc, properties, password)
             if bound is None:
                 return
             self.after_create(user_id, doc, bound)
@@ -276,12 +320,56 @@ class Worker:
             if changes.get("accountEnabled") is False:
                 self._write()
                 self.client.revoke_sign_in_sessions(bound)
-        if password is not None:
+        if password is not None and self._password_differs(bound, link, password):
             # Its own request (graph.md): a refused reset must not take the changes with it.
             self._write()
             self.client.set_password(bound, password.text, force_change=password.force_change)
+            self._note_password(user_id, bound, password)
+        elif federated and (link is None or link.password_state != "federated"):
+            self._note_password(user_id, bound, None, federated=True)
         store.save_link("User", user_id, state="synced", synced=properties)
         self._sync_manager(user_id, doc, bound, link)
+
+    def _password_differs(
+        self, object_id: str, link: store.Link | None, password: Password
+    ) -> bool:
+        """Whether M365's password may not be the directory's. After the directory set it,
+        M365's lastPasswordChangeDateTime stays as it was read then (link.password_stamp),
+        until someone changes the password in M365."""
+        if not password.check_only or link is None or link.password_state != "synced":
+            return True
+        stamp = self._password_stamp(object_id)
+        return stamp is None or stamp != link.password_stamp
+
+    def _password_stamp(self, object_id: str) -> str | None:
+        try:
+            found = self.client.get_user(object_id, select=["lastPasswordChangeDateTime"])
+        except NotFound:
+            return None  # replication lag right after a create: compared again next time
+        stamp = found.get("lastPasswordChangeDateTime")
+        return str(stamp) if stamp else None
+
+    def _note_password(
+        self,
+        user_id: str,
+        object_id: str,
+        pushed: Password | None,
+        *,
+        federated: bool = False,
+    ) -> None:
+        """Record whether the account's password is now the directory's."""
+        if federated:
+            store.save_link("User", user_id, password_state="federated", password_stamp=None)
+        elif pushed is None:
+            store.save_link("User", user_id, password_state=store.unpushed_password_state(user_id))
+        else:
+            store.save_link(
+                "User",
+                user_id,
+                password_state="temporary" if pushed.force_change else "synced",
+                password_synced_at=utcnow(),
+                password_stamp=self._password_stamp(object_id),
+            )
 
     def after_create(self, user_id: str, doc: dict[str, Any], object_id: str) -> None:
         """What a user just created (or bound) in M365 needs next: its groups, its manager,
@@ -294,7 +382,11 @@ class Worker:
             store.save_link("User", report_id, manager_id=user_id)
 
     def _create_or_bind(
-        self, user_id: str, properties: dict[str, Any], password: Password | None = None
+        self,
+        user_id: str,
+        doc: dict[str, Any],
+        properties: dict[str, Any],
+        password: Password | None = None,
     ) -> str | None:
         """Idempotent create: look the UPN up first and on ObjectConflict, never create twice.
         An existing account is bound (M365_ON_CONFLICT=bind: the directory's values overwrite
@@ -313,14 +405,9 @@ class Worker:
             store.save_link("User", user_id, state="creating", synced={"userPrincipalName": upn})
             try:
                 self._write()
-                body = (
-                    mapping.create_body(properties, passwords.generate())
-                    if password is None
-                    else mapping.create_body(
-                        properties, password.text, force_change=password.force_change
-                    )
+                created = self.client.create_user(
+                    self._create_body(user_id, doc, properties, password)
                 )
-                created = self.client.create_user(body)
             except Conflict:
                 existing = self.client.find_user(upn, select=["id"])
                 if existing is None:
@@ -333,6 +420,9 @@ class Worker:
                     state="synced",
                     synced=properties,
                     created_in_m365_at=utcnow(),
+                )
+                self._note_password(
+                    user_id, str(created["id"]), password, federated=self.is_federated(properties)
                 )
                 return str(created["id"])
         if self.settings.on_conflict != "bind" and not ours:
@@ -350,7 +440,23 @@ class Worker:
             self._write()
             self.client.set_password(object_id, password.text, force_change=password.force_change)
         store.save_link("User", user_id, object_id=object_id, state="synced", synced=properties)
+        self._note_password(user_id, object_id, password, federated=self.is_federated(properties))
         return object_id
+
+    def _create_body(
+        self,
+        user_id: str,
+        doc: dict[str, Any],
+        properties: dict[str, Any],
+        password: Password | None,
+    ) -> dict[str, Any]:
+        if self.is_federated(properties):
+            # Graph requires an immutable id on a federated domain, and takes no password; the
+            # federation's identity provider must send the same id as its ImmutableID claim.
+            return mapping.create_body_federated(properties, doc.get("externalId") or user_id)
+        if password is None:  # nobody knows it: M365 asks for a new one at first sign-in
+            return mapping.create_body(properties, passwords.generate())
+        return mapping.create_body(properties, password.text, force_change=password.force_change)
 
     def _apply_delete_policy(self, object_id: str) -> None:
         policy = self.settings.delete_policy

@@ -1,0 +1,221 @@
+"""What the user portal does, apart from HTTP: sign-in with the directory's password, a new
+password in place of a temporary one, and the account's Microsoft 365 state.
+
+A right password for an account bound in M365 queues a check through the outbox: the sync
+worker compares M365's lastPasswordChangeDateTime with the one it recorded when it last set
+the directory's password, and sets it again if they differ (the first sign-in after a
+takeover, or after someone changed the password in M365). The portal never calls Graph
+itself, so it answers at once whatever Graph's state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask import current_app
+
+from models import utcnow
+from scim_server import directory, outbox, passwords, sealing
+from scim_server.db import Tx, transaction
+from scim_server.errors import InvalidValue
+from scim_server.portal import throttle
+
+_hasher = PasswordHasher()
+# Verified when the user name is unknown, so that the answer takes as long as for a known one.
+_DUMMY_HASH = _hasher.hash("not a password: evens out the time of a failed sign-in")
+
+
+@dataclass(frozen=True)
+class Status:
+    """The account as the portal shows it."""
+
+    user_name: str
+    display_name: str | None
+    sync_state: str | None  # m365_links.state; None: the sync has not seen the user yet
+    object_id: str | None
+    password_state: str | None
+    password_synced_at: datetime | None
+    last_error: str | None
+    check_queued: bool = False  # this sign-in asked the worker to confirm M365's password
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    status: Status
+
+
+@dataclass(frozen=True)
+class MustChange:
+    """The password is a temporary one: a new one first."""
+
+    user_name: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Wrong user name or password (401); retry_after > 0 once that locked the key."""
+
+    retry_after: int = 0
+
+
+@dataclass(frozen=True)
+class Locked:
+    """Too many failures (429): nothing is checked until retry_after seconds have passed."""
+
+    retry_after: int
+
+
+@dataclass(frozen=True)
+class Disabled:
+    """A right password for a deactivated account (403)."""
+
+
+Outcome = SignedIn | MustChange | Refused | Locked | Disabled
+
+
+def _limits() -> throttle.Limits:
+    config = current_app.config
+    return throttle.Limits(
+        config["PORTAL_USER_FAILURES"],
+        config["PORTAL_ADDRESS_FAILURES"],
+        timedelta(seconds=config["PORTAL_LOCKOUT_SECONDS"]),
+    )
+
+
+def _verify(stored: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _authenticate(user_name: str, password: str, address: str) -> tuple[Any, Outcome | None]:
+    """The user's row if the password is right; else the outcome to answer with."""
+    keys = throttle.Keys.of(user_name, address)
+    with transaction(write=False) as tx:
+        wait = throttle.retry_after(tx, keys, utcnow())
+        row = None if wait else _user_row(tx, user_name)
+    if wait:
+        return None, Locked(wait)
+    # argon2 takes tens of milliseconds: outside any transaction, so no lock is held.
+    if not _verify(row.password_hash if row is not None else None, password):
+        with transaction(write=True) as tx:
+            throttle.failed(tx, keys, _limits(), utcnow())
+            wait = throttle.retry_after(tx, keys, utcnow())
+        return None, Refused(wait)
+    assert row is not None
+    with transaction(write=True) as tx:
+        throttle.succeeded(tx, keys)
+    if row.active is False:
+        return None, Disabled()
+    return row, None
+
+
+@dataclass(frozen=True)
+class _UserRow:
+    id: str
+    user_name: str
+    display_name: str | None
+    password_hash: str | None
+    password_temporary: bool
+    active: bool | None
+
+
+def _user_row(tx: Tx, user_name: str) -> _UserRow | None:
+    found = tx.first(
+        "SELECT id, user_name, display_name, password_hash, password_temporary, active"
+        " FROM users WHERE user_name_ci = ?",
+        (user_name.strip().lower(),),
+    )
+    if found is None:
+        return None
+    uid, name, display, stored, temporary, active = found
+    return _UserRow(
+        uid, name, display, stored, bool(temporary), None if active is None else bool(active)
+    )
+
+
+def sign_in(user_name: str, password: str, address: str) -> Outcome:
+    row, outcome = _authenticate(user_name, password, address)
+    if outcome is not None:
+        return outcome
+    if row.password_temporary:
+        return MustChange(row.user_name)
+    queued = False
+    with transaction(write=True) as tx:
+        link = _link(tx, row.id)
+        if (
+            link is not None
+            and _bound(link)
+            and link["password_state"]
+            not in (
+                "federated",
+                "pending",
+            )
+        ):
+            sealed = sealing.seal(current_app.instance_path, password)
+            outbox.record_sql(tx, "User", row.id, "password", {"sealed": sealed, "check": True})
+            queued = True
+        else:
+            tx.rollback_only = True
+    return SignedIn(_status(row, link, queued))
+
+
+def change_password(user_name: str, current: str, new: str, confirm: str, address: str) -> Outcome:
+    """Replace the password (a temporary one, or any): the current one proves who it is.
+    InvalidValue for a new password to correct."""
+    if new != confirm:
+        raise InvalidValue("The two new passwords differ.")
+    passwords.check(new)
+    if new == current:
+        raise InvalidValue("The new password must differ from the current one.")
+    row, outcome = _authenticate(user_name, current, address)
+    if outcome is not None:
+        return outcome
+    stored = row.password_hash
+
+    def unchanged(columns: dict[str, Any]) -> None:
+        if columns["password_hash"] != stored:  # changed since it was verified: start over
+            raise InvalidValue("The password changed meanwhile; sign in again.")
+
+    directory.set_password(row.id, new, force_change=False, unless=unchanged)
+    with transaction(write=False) as tx:
+        link = _link(tx, row.id)
+    return SignedIn(_status(row, link, False))
+
+
+def _link(tx: Tx, user_id: str) -> dict[str, Any] | None:
+    found = tx.first(
+        "SELECT state, object_id, password_state, password_synced_at, last_error"
+        " FROM m365_links WHERE resource_type = 'User' AND resource_id = ?",
+        (user_id,),
+    )
+    if found is None:
+        return None
+    keys = ("state", "object_id", "password_state", "password_synced_at", "last_error")
+    return dict(zip(keys, found, strict=True))
+
+
+def _bound(link: dict[str, Any] | None) -> bool:
+    return link is not None and bool(link["object_id"]) and link["state"] != "unbound"
+
+
+def _status(row: _UserRow, link: dict[str, Any] | None, queued: bool) -> Status:
+    link = link or {}
+    synced_at = link.get("password_synced_at")
+    if isinstance(synced_at, str):
+        synced_at = datetime.fromisoformat(synced_at)
+    return Status(
+        row.user_name,
+        row.display_name,
+        link.get("state"),
+        link.get("object_id"),
+        link.get("password_state"),
+        synced_at,
+        link.get("last_error"),
+        queued,
+    )

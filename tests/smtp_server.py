@@ -1,0 +1,86 @@
+"""A real SMTP server on loopback (aiosmtpd) that keeps what it receives, optionally with
+STARTTLS and a login, for the tests of outgoing email."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from scim_server.graph.emulator import tls
+
+
+@dataclass
+class Inbox:
+    host: str
+    port: int
+    ca_bundle: str | None = None
+    messages: list[tuple[list[str], Message]] = field(default_factory=list)
+    logins: list[str] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append((list(envelope.rcpt_tos), message_from_bytes(envelope.content)))
+        return "250 Message accepted for delivery"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        values = {
+            "SMTP_HOST": self.host,
+            "SMTP_PORT": str(self.port),
+            "SMTP_FROM": "Directory <directory@example.com>",
+            "SMTP_STARTTLS": "true" if self.ca_bundle else "false",
+        }
+        if self.ca_bundle:
+            values["SMTP_CA_BUNDLE"] = self.ca_bundle
+        return {**values, **extra}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def smtp_server(
+    tls_dir: Path | None = None, login: tuple[str, str] | None = None
+) -> Iterator[Inbox]:
+    """With `tls_dir`, STARTTLS is offered and required, under a CA written there; with
+    `login`, AUTH is required too and only that user name and password pass."""
+    inbox = Inbox("127.0.0.1", _free_port())
+    params: dict[str, Any] = {}
+    if tls_dir is not None:
+        files = tls.generate(tls_dir, "127.0.0.1")
+        inbox.ca_bundle = str(files.ca_bundle)
+        params.update(tls_context=files.server_context(), require_starttls=True)
+    if login is not None:
+
+        def authenticator(
+            server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+        ) -> AuthResult:
+            ok = (
+                isinstance(auth_data, LoginPassword)
+                and (
+                    auth_data.login.decode(),
+                    auth_data.password.decode(),
+                )
+                == login
+            )
+            if ok:
+                inbox.logins.append(auth_data.login.decode())
+            return AuthResult(success=ok, handled=False)
+
+        params.update(authenticator=authenticator, auth_required=True, auth_require_tls=True)
+    controller = Controller(inbox, hostname=inbox.host, port=inbox.port, **params)
+    controller.start()
+    try:
+        yield inbox
+    finally:
+        controller.stop()
