@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import subprocess
 import sys
@@ -242,9 +243,12 @@ def m365_import(domains: tuple[str, ...], bind: bool, dry_run: bool, yes: bool) 
     try:
         scope = domains or sync_domains(client, sync_from_env().sync_domains)
         scope = tuple(d.lower() for d in scope)
-        accounts = []
+        counted: list[int] = []
+        listing = client.list_users(select=takeover.SELECT, top=999, on_count=counted.append)
+        first = next(listing, None)  # the first page, which says how many there are
         with click.progressbar(
-            client.list_users(select=takeover.SELECT, top=999),
+            itertools.chain([first] if first is not None else [], listing),
+            length=counted[0] if counted and counted[0] else None,
             label="Reading the tenant's accounts",
             file=sys.stderr,
         ) as reading:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -259,9 +259,11 @@ class GraphClient:
     def _get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         return self._json(self.request("GET", path, params=params))
 
-    def _pages(self, path: str, params: dict[str, str] | None) -> Iterator[dict[str, Any]]:
+    def _pages(
+        self, path: str, params: dict[str, str] | None, headers: dict[str, str] | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Follow `@odata.nextLink` as given: its `$skiptoken` is opaque."""
-        page = self._get(path, params)
+        page = self._json(self.request("GET", path, params=params, headers=headers))
         while True:
             yield page
             link = page.get("@odata.nextLink")
@@ -290,9 +292,16 @@ class GraphClient:
         return values[0] if values else None
 
     def list_users(
-        self, *, filter: str | None = None, select: Sequence[str] = (), top: int | None = None
+        self,
+        *,
+        filter: str | None = None,
+        select: Sequence[str] = (),
+        top: int | None = None,
+        on_count: Callable[[int], None] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """GET /users, every page (user-list). `top` is 1-999 per page."""
+        """GET /users, every page (user-list). `top` is 1-999 per page. With `on_count`, the
+        first page also asks for the total ($count=true, which needs ConsistencyLevel:
+        eventual: aad-advanced-queries) and hands it over before the first user."""
         params: dict[str, str] = {}
         if filter:
             params["$filter"] = filter
@@ -302,7 +311,13 @@ class GraphClient:
             if not 1 <= top <= 999:
                 raise ValueError("$top must be 1-999")
             params["$top"] = str(top)
-        for page in self._pages("/users", params or None):
+        headers = None
+        if on_count is not None:
+            params["$count"] = "true"
+            headers = {"ConsistencyLevel": "eventual"}
+        for page in self._pages("/users", params or None, headers):
+            if on_count is not None and "@odata.count" in page:
+                on_count(int(page["@odata.count"]))
             yield from page.get("value") or []
 
     def update_user(self, user_id: str, changes: dict[str, Any]) -> None:
