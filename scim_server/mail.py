@@ -68,7 +68,9 @@ def message(sender: str, to: str, subject: str, text: str) -> EmailMessage:
     msg["To"] = to
     msg["Subject"] = subject
     msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
-    msg.set_content(text)
+    # Plain 7-bit when the text allows: quoted-printable would cut the link across lines for
+    # anyone reading the raw message (a relay's log, a test server's output).
+    msg.set_content(text, cte="7bit" if text.isascii() else "quoted-printable")
     return msg
 
 

@@ -76,6 +76,8 @@ def test_activation_sets_the_password_in_the_directory_and_in_m365(
     assert message["From"] == "Directory <directory@example.com>"
     link = _link(inbox)
     assert link not in out + err  # the link is the user's, not the admin's
+    # 7-bit text: the link is whole on its line, even in a raw message.
+    assert message["Content-Transfer-Encoding"] == "7bit"
 
     page = client.get(link)
     assert page.status_code == 200

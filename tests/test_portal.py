@@ -111,6 +111,8 @@ def test_a_login_restores_the_directory_password_after_a_change_in_m365(
     # The change made in M365, then the directory's one restore.
     assert _password_writes(graph_emulator, link.object_id) == writes + 2
     assert _link(app, user["id"]).password_state == "synced"
+    status = app.test_cli_runner().invoke(args=["sync", "status"])
+    assert "Passwords: 1 synced" in status.output
 
 
 def test_the_first_login_after_a_takeover_sets_the_directory_password(

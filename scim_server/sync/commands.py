@@ -93,6 +93,14 @@ def status() -> None:
     ).all()
     for rtype, state, count in states:
         click.echo(f"{rtype}s {state}: {count}")
+    passwords = session.execute(
+        select(M365Link.password_state, func.count())
+        .where(M365Link.resource_type == "User", M365Link.password_state.is_not(None))
+        .group_by(M365Link.password_state)
+        .order_by(M365Link.password_state)
+    ).all()
+    if passwords:
+        click.echo("Passwords: " + ", ".join(f"{n} {state}" for state, n in passwords))
     dead = session.execute(
         select(
             OutboxEvent.id,
