@@ -15,7 +15,7 @@ from sqlalchemy import text
 from scim_server.db import db
 from scim_server.sync.worker import Worker
 from tests.conftest import ScimClient
-from tests.graph_emulator import RunningEmulator
+from tests.graph_emulator import STRONG_PASSWORD, RunningEmulator, graph_env
 from tests.smtp_server import Inbox, smtp_server
 from tests.test_password_authority import _sign_in, worker  # noqa: F401
 
@@ -186,3 +186,29 @@ def test_starttls_and_login_with_the_relay(
         monkeypatch.delenv("SMTP_CA_BUNDLE")
         code, _out, err = _send(app, "hire@example.com")
         assert code == 1 and "TLS with the SMTP relay" in err
+
+
+def test_an_imported_account_takes_the_password_chosen_through_activation(
+    scim: ScimClient,
+    app: Flask,
+    client: FlaskClient,
+    worker: Worker,  # noqa: F811
+    graph_emulator: RunningEmulator,
+    inbox: Inbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    graph_emulator.create_user("adele")  # an account with a password of its own
+    for name, value in {**graph_env(graph_emulator), "M365_SYNC_DOMAINS": "example.com"}.items():
+        monkeypatch.setenv(name, value)
+    done = app.test_cli_runner().invoke(args=["m365", "import", "--bind", "--yes"])
+    assert done.exit_code == 0, done.output
+    assert worker.drain()
+    found = scim.get('/Users?filter=userName eq "adele@example.com"').get_json()["Resources"]
+    assert found[0][M365]["passwordState"] == "none"  # imported users carry no password
+    code, _out, err = _send(app, "adele@example.com", "--to", "adele.home@example.org")
+    assert code == 0, err
+    link = _link(inbox)
+    assert client.post(link, data={"password": CHOSEN, "confirm": CHOSEN}).status_code == 200
+    assert worker.drain()
+    assert _sign_in(graph_emulator, "adele@example.com", CHOSEN).status_code == 200
+    assert _sign_in(graph_emulator, "adele@example.com", STRONG_PASSWORD).status_code == 400
