@@ -470,3 +470,31 @@ def test_a_manager_reaching_m365_after_its_reports_becomes_their_manager(
     early = _m365_user(graph_emulator, "early@example.com")
     late = _m365_user(graph_emulator, "late-boss@example.com")
     assert early is not None and late is not None and early["managerId"] == late["id"]
+
+
+def _member_upns(emulator: RunningEmulator, group_name: str) -> set[str]:
+    group = _m365_group(emulator, group_name)
+    assert group is not None
+    upns = {u["id"]: u["userPrincipalName"] for u in _objects(emulator, "user")}
+    return {upns[m] for m in group["members"]}
+
+
+def test_a_join_that_fails_after_the_create_is_retried_not_lost(
+    scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator, app: Flask
+) -> None:
+    group = scim.group("Joiners")
+    assert worker.drain()
+    # The create fails once, so the group's member event goes first and skips the user (not
+    # in M365 yet): the user's own delivery must join it, and that join fails once too.
+    graph_emulator.fault(kind="status", status=503, method="POST", path="/v1.0/users")
+    graph_emulator.fault(kind="status", status=503, method="POST", path="/v1.0/groups/")
+    user = scim.user("joiner@example.com")
+    scim.patch(
+        f"/Groups/{group['id']}",
+        _ops({"op": "add", "path": "members", "value": [{"value": user["id"]}]}),
+    )
+    assert worker.drain()
+    assert graph_emulator.state()["faults"] == []  # both faults were met
+    assert _member_upns(graph_emulator, "Joiners") == {"joiner@example.com"}
+    link = _link(app, user["id"])
+    assert link is not None and link.state == "synced"
