@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from models import M365Link, OutboxEvent
 from scim_server.db import db
 from scim_server.graph.client import GraphClient
+from scim_server.sync import store
 from scim_server.sync.pacer import Pacer
 from scim_server.sync.policy import Policy
 from scim_server.sync.settings import SyncSettings
@@ -605,3 +606,46 @@ def test_replication_lag_on_the_add_after_the_create_is_retried(
         assert link is not None and link.state == "synced"
     with app.app_context():
         assert db.session.scalar(select(func.count()).where(OutboxEvent.status == "dead")) == 0
+
+
+def test_batched_joins_keep_coalescing_order_and_the_creating_mark(
+    scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator, app: Flask
+) -> None:
+    group = scim.group("Ordered")
+    assert worker.drain()
+    # Waiting together: a user patched three times, one deleted before delivery, and one
+    # whose account a killed worker created in M365 before it could save the object id.
+    patched = scim.user("patched@example.com", title="v0")
+    for i in range(1, 4):
+        scim.patch(
+            f"/Users/{patched['id']}", _ops({"op": "replace", "path": "title", "value": f"v{i}"})
+        )
+    other = scim.user("other@example.com")
+    deleted = scim.user("deleted@example.com")
+    crashed = scim.user("crashed@example.com")
+    _join(scim, group, patched, other, deleted, crashed)
+    assert scim.delete(f"/Users/{deleted['id']}").status_code == 204
+    orphan = graph_emulator.create_user("crashed")
+    with app.app_context():
+        upn = orphan["userPrincipalName"]
+        store.save_link("User", crashed["id"], state="creating", synced={"userPrincipalName": upn})
+        db.session.remove()
+    before = len(graph_emulator.request_log())
+    assert worker.drain()
+    log = graph_emulator.request_log()[before:]
+    creates = [r for r in log if (r["method"], r["path"]) == ("POST", "/v1.0/users")]
+    # Two creates, each once, in a $batch with its add; the patched user's in its last state.
+    assert len(creates) == 2 and all(r.get("batch_request_id") for r in creates)
+    m365 = _m365_user(graph_emulator, "patched@example.com")
+    assert m365 is not None and m365["jobTitle"] == "v3"
+    assert _m365_user(graph_emulator, "deleted@example.com") is None
+    found = _m365_user(graph_emulator, "crashed@example.com")
+    assert found is not None and found["id"] == orphan["id"]  # ours, bound: no duplicate
+    assert _member_upns(graph_emulator, "Ordered") == {
+        "patched@example.com",
+        "other@example.com",
+        "crashed@example.com",
+    }
+    for user in (patched, other, crashed):
+        link = _link(app, user["id"])
+        assert link is not None and link.state == "synced"
