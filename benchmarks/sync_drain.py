@@ -6,7 +6,10 @@ The emulator enforces the identity write budget (3,000 writes per 150 s per app)
 the delivered writes per second as a fraction of the budget, the share of Graph operations
 answered 429, and the mean number of operations per HTTP request ($batch carries up to 20).
 
-    python benchmarks/sync_drain.py [--changes 5000] [--scale 4] [--threads 2]
+    python benchmarks/sync_drain.py [--changes 5000] [--scale 4] [--threads 2] [--groups 0]
+
+With --groups N, N groups reach M365 before the clock starts, and each new user joins one of
+them: its create and its member add share a $batch (the add dependsOn the create).
 
 Everything is local: a temporary SQLite directory and an emulator on loopback.
 """
@@ -20,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from scim_server import create_app
+from scim_server import create_app, directory
 from scim_server.cli import upgrade_schema
 from scim_server.graph.client import GraphClient, GraphSession, TokenProvider
 from scim_server.graph.emulator.control import RequestLog
@@ -44,6 +47,9 @@ def main() -> None:
     parser.add_argument(
         "--pace", type=float, default=0.97, help="pacing as a fraction of the budget"
     )
+    parser.add_argument(
+        "--groups", type=int, default=0, help="groups in M365 the new users join (default 0)"
+    )
     args = parser.parse_args()
 
     window = WINDOW / args.scale
@@ -58,17 +64,24 @@ def main() -> None:
     settings = from_startup_line(emulator.info)
     work = Path(tempfile.mkdtemp(prefix="sync-drain-"))
     app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{work / 'directory.sqlite3'}"})
-    with app.app_context():
-        upgrade_schema()
-        from scim_server import directory
-
-        print(f"creating a backlog of {args.changes} changes ...", flush=True)
-        for i in range(args.changes):
-            directory.create_user({"userName": f"user{i:05}@example.com"}, "")
-
     sync = SyncSettings(sync_domains=("example.com",), write_rate=rate * args.pace)
     tokens = TokenProvider(settings, GraphSession(settings.verify, settings.timeout))
     pacer = Pacer(sync.write_rate)
+    with app.app_context():
+        upgrade_schema()
+        groups = [
+            directory.create_group({"displayName": f"g{g}"}, "")[0]["id"]
+            for g in range(args.groups)
+        ]
+    if groups:  # delivered before the clock starts
+        assert Worker(app, GraphClient(settings), sync, sync.sync_domains).drain(timeout=120)
+        emulator.emulator.log.clear()
+    with app.app_context():
+        print(f"creating a backlog of {args.changes} new users ...", flush=True)
+        for i in range(args.changes):
+            user, _ = directory.create_user({"userName": f"user{i:05}@example.com"}, "")
+            if groups:
+                _join(groups[i % len(groups)], user["id"])
     workers = [
         Worker(
             app,
@@ -103,6 +116,9 @@ def main() -> None:
     throttled = [r for r in operations if r["status"] == 429]
     with app.app_context():
         dead = store.backlog().get("dead", 0)
+    members = sum(
+        len(o.members) for o in emulator.emulator.tenant.objects.values() if o.kind == "group"
+    )
     emulator.stop()
 
     delivered = len(writes) / elapsed
@@ -110,11 +126,23 @@ def main() -> None:
     per_request = ops / max(len(http_requests), 1)
     scaled = f"{BUDGET} per {window:.1f} s, Graph's x{args.scale:g}"
     print(f"budget           {rate:.1f} writes/s ({scaled})")
-    print(f"changes          {args.changes} drained in {elapsed:.1f} s ({dead} dead letters)")
+    changes = args.changes * (2 if groups else 1)
+    print(f"changes          {changes} drained in {elapsed:.1f} s ({dead} dead letters)")
+    if groups:
+        adds = [r for r in operations if r["path"].endswith("/members/$ref")]
+        joint = sum(1 for r in adds if r.get("depends_on"))
+        refused = sum(1 for r in log if r["method"] in WRITES and 400 <= r["status"] != 429)
+        print(f"memberships      {members} of {args.changes}; {joint} adds dependsOn a create")
+        print(f"refused writes   {refused} (a member already there, 424s, lag 404s)")
     fraction = delivered / rate
     print(f"writes           {len(writes)} delivered, {delivered:.1f}/s = {fraction:.2f} of budget")
     print(f"429 answers      {len(throttled)} of {ops} operations = {share:.2%}")
     print(f"ops per request  {per_request:.2f} ({ops} operations in {len(http_requests)} requests)")
+
+
+def _join(group_id: str, user_id: str) -> None:
+    add = {"op": "add", "path": "members", "value": [{"value": user_id}]}
+    directory.patch_group(group_id, [add], None, "")
 
 
 if __name__ == "__main__":

@@ -8,15 +8,21 @@
 - Remove member ($ref): https://learn.microsoft.com/en-us/graph/api/group-delete-members?view=graph-rest-1.0
 - Update group: https://learn.microsoft.com/en-us/graph/api/group-update?view=graph-rest-1.0
 - Delete group: https://learn.microsoft.com/en-us/graph/api/group-delete?view=graph-rest-1.0
+- A user referenced by userPrincipalName in `@odata.id`: a Microsoft Graph team member's
+  answer, https://stackoverflow.com/questions/47653515
 """
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from scim_server.graph.client import GraphClient
 from tests.graph_emulator import (
     RunningEmulator,
 )
+from tests.test_graph_client_contract import settings_for
 
 ALREADY = (
     "One or more added object references already exist for the following modified "
@@ -124,3 +130,72 @@ def test_member_of_and_filter_groups(graph_emulator: RunningEmulator) -> None:
     assert [g["id"] for g in member_of] == [ops["id"]]
     found = em.graph("GET", "/groups", params={"$filter": "displayName eq 'Sales'"}).json()
     assert [g["id"] for g in found["value"]] == [sales["id"]]
+
+
+def test_a_member_referenced_by_upn(graph_emulator: RunningEmulator) -> None:
+    em = graph_emulator
+    client = GraphClient(settings_for(em))
+    group = em.create_group()
+    # Every character a UPN may hold before the @; '#' and '^' only get through encoded.
+    user = em.create_user("o'neil!#^~x", userPrincipalName="O'Neil!#^~x@Example.com")
+    add = f"/groups/{group['id']}/members/$ref"
+    ref = {"@odata.id": client.user_ref("o'neil!#^~X@example.COM")}  # in another case
+    assert em.graph("POST", add, json=ref).status_code == 204
+    assert _members(em, group["id"]) == [user["id"]]
+    unknown = em.graph("POST", add, json={"@odata.id": client.user_ref("nobody@example.com")})
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "Request_ResourceNotFound"
+    raw = em.graph("POST", add, json={"@odata.id": f"{em.graph_url}/users/o'neil!#^~x@example.com"})
+    assert raw.status_code == 404  # unencoded, the '#' starts a fragment: another name
+    # The collection counts: a group is not found under users/, nor a user under groups/.
+    other = em.create_group("other")
+    as_user = em.graph("POST", add, json={"@odata.id": f"{em.graph_url}/users/{other['id']}"})
+    assert as_user.status_code == 404
+    as_group = em.graph("POST", add, json={"@odata.id": f"{em.graph_url}/groups/{user['id']}"})
+    assert as_group.status_code == 404
+
+
+def test_a_new_user_referenced_by_upn_is_lagging_at_first(graph_emulator: RunningEmulator) -> None:
+    em = graph_emulator
+    em.configure(replication_lag=0.5)
+    group = em.create_group()
+    em.create_user("lagging")
+    ref = {"@odata.id": f"{em.graph_url}/users/lagging@example.com"}
+    early = em.graph("POST", f"/groups/{group['id']}/members/$ref", json=ref)
+    assert early.status_code == 404
+    assert early.json()["error"]["code"] == "Request_ResourceNotFound"
+    time.sleep(0.6)
+    assert em.graph("POST", f"/groups/{group['id']}/members/$ref", json=ref).status_code == 204
+
+
+def test_the_request_log_shows_batch_parts_and_their_dependencies(
+    graph_emulator: RunningEmulator,
+) -> None:
+    em = graph_emulator
+    group = em.create_group()
+    create = {
+        "accountEnabled": True,
+        "displayName": "Dep",
+        "mailNickname": "dep",
+        "userPrincipalName": "dep@example.com",
+        "passwordProfile": {"password": "Corr3ct-Horse!"},
+    }
+    json_headers = {"Content-Type": "application/json"}
+    parts = [
+        {"id": "c", "method": "POST", "url": "/users", "body": create, "headers": json_headers},
+        {
+            "id": "m",
+            "method": "POST",
+            "url": f"/groups/{group['id']}/members/$ref",
+            "body": {"@odata.id": f"{em.graph_url}/users/DEP@example.com"},
+            "headers": json_headers,
+            "dependsOn": ["c"],
+        },
+    ]
+    answer = em.graph("POST", "/$batch", json={"requests": parts})
+    assert {r["id"]: r["status"] for r in answer.json()["responses"]} == {"c": 201, "m": 204}
+    logged = [r for r in em.request_log() if r.get("batch_request_id")]
+    assert [(r["part_id"], r["depends_on"], r["status"]) for r in logged] == [
+        ("c", [], 201),
+        ("m", ["c"], 204),
+    ]

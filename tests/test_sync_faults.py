@@ -69,7 +69,11 @@ def _assert_tenant_matches_directory(app: Flask, emulator: RunningEmulator, upns
     assert sorted(n for n in names if n in upns) == sorted(upns)  # each exactly once
     with app.app_context():
         states = dict(
-            db.session.execute(select(M365Link.state, func.count()).group_by(M365Link.state)).all()
+            db.session.execute(
+                select(M365Link.state, func.count())
+                .where(M365Link.resource_type == "User")
+                .group_by(M365Link.state)
+            ).all()
         )
         dead = db.session.scalar(select(func.count()).where(OutboxEvent.status == "dead"))
         db.session.remove()
@@ -101,9 +105,28 @@ def test_a_429_storm_is_ridden_out(
 def test_workers_killed_mid_batch_lose_nothing_and_duplicate_nothing(
     scim: ScimClient, app: Flask, graph_emulator: RunningEmulator, database_url: str
 ) -> None:
+    # A group already in M365 that half the new users join: their creates and adds share
+    # $batches (dependsOn), and a kill between the two must lose no membership.
+    group = scim.group("Crashers")
+    in_process = Worker(
+        app,
+        GraphClient(settings_for(graph_emulator)),
+        SyncSettings(sync_domains=("example.com",)),
+        ("example.com",),
+    )
+    assert in_process.drain(timeout=30)
     upns = {f"crash{i:03}@example.com" for i in range(100)}
-    for upn in sorted(upns):
-        scim.user(upn, title="before")
+    ids = {upn: scim.user(upn, title="before")["id"] for upn in sorted(upns)}
+    joiners = sorted(upns)[::2]
+    for start in range(0, len(joiners), 10):
+        members = [{"value": ids[upn]} for upn in joiners[start : start + 10]]
+        scim.patch(
+            f"/Groups/{group['id']}",
+            {
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "add", "path": "members", "value": members}],
+            },
+        )
     # Paced slowly enough (about 8 s of writes) that the workers die mid-way, again and again.
     env = _worker_env(database_url, graph_emulator, M365_WRITE_RATE="25")
     rng = random.Random(5)
@@ -145,6 +168,11 @@ def test_workers_killed_mid_batch_lose_nothing_and_duplicate_nothing(
     }
     assert all(titles[u] == "after" for u in sorted(upns)[:10])
     assert all(titles[u] == "before" for u in sorted(upns)[10:])
+    objects = graph_emulator.state()["objects"]
+    by_id = {o["id"]: o["props"]["userPrincipalName"] for o in objects if o["kind"] == "user"}
+    crashers = [o for o in objects if o["kind"] == "group"]
+    assert len(crashers) == 1
+    assert sorted(by_id[m] for m in crashers[0]["members"]) == joiners
 
 
 def test_two_worker_processes_on_postgresql(

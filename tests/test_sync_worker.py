@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from models import M365Link, OutboxEvent
 from scim_server.db import db
 from scim_server.graph.client import GraphClient
+from scim_server.sync import store
 from scim_server.sync.pacer import Pacer
 from scim_server.sync.policy import Policy
 from scim_server.sync.settings import SyncSettings
@@ -471,3 +472,205 @@ def test_a_manager_reaching_m365_after_its_reports_becomes_their_manager(
     early = _m365_user(graph_emulator, "early@example.com")
     late = _m365_user(graph_emulator, "late-boss@example.com")
     assert early is not None and late is not None and early["managerId"] == late["id"]
+
+
+def _member_upns(emulator: RunningEmulator, group_name: str) -> set[str]:
+    group = _m365_group(emulator, group_name)
+    assert group is not None
+    upns = {u["id"]: u["userPrincipalName"] for u in _objects(emulator, "user")}
+    return {upns[m] for m in group["members"]}
+
+
+def test_a_join_that_fails_after_the_create_is_retried_not_lost(
+    scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator, app: Flask
+) -> None:
+    group = scim.group("Joiners")
+    assert worker.drain()
+    # The create fails once, so the group's member event goes first and skips the user (not
+    # in M365 yet): the user's own delivery must join it, and that join fails once too.
+    graph_emulator.fault(kind="status", status=503, method="POST", path="/v1.0/users")
+    graph_emulator.fault(kind="status", status=503, method="POST", path="/v1.0/groups/")
+    user = scim.user("joiner@example.com")
+    scim.patch(
+        f"/Groups/{group['id']}",
+        _ops({"op": "add", "path": "members", "value": [{"value": user["id"]}]}),
+    )
+    assert worker.drain()
+    assert graph_emulator.state()["faults"] == []  # both faults were met
+    assert _member_upns(graph_emulator, "Joiners") == {"joiner@example.com"}
+    link = _link(app, user["id"])
+    assert link is not None and link.state == "synced"
+
+
+def _join(scim: ScimClient, group: dict[str, Any], *users: dict[str, Any]) -> None:
+    members = [{"value": u["id"]} for u in users]
+    response = scim.patch(
+        f"/Groups/{group['id']}", _ops({"op": "add", "path": "members", "value": members})
+    )
+    assert response.status_code in (200, 204)
+
+
+def _parts(emulator: RunningEmulator, since: int = 0) -> list[dict[str, Any]]:
+    """The $batch parts in the request log from entry `since` on."""
+    return [r for r in emulator.request_log()[since:] if r.get("batch_request_id")]
+
+
+def _adds(parts: list[dict[str, Any]], group_id: str) -> list[dict[str, Any]]:
+    return [r for r in parts if r["path"] == f"/v1.0/groups/{group_id}/members/$ref"]
+
+
+def test_a_new_user_joins_its_groups_in_its_create_batch_with_depends_on(
+    scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator, app: Flask
+) -> None:
+    alpha, beta = scim.group("Alpha"), scim.group("Beta")
+    assert worker.drain()
+    alpha_id = _m365_group(graph_emulator, "Alpha")["id"]  # type: ignore[index]
+    beta_id = _m365_group(graph_emulator, "Beta")["id"]  # type: ignore[index]
+    joiners = [scim.user(f"joiner{i}@example.com") for i in range(4)]
+    loners = [scim.user(f"loner{i}@example.com") for i in range(3)]
+    _join(scim, alpha, *joiners)
+    _join(scim, beta, *joiners[:2])
+    before = len(graph_emulator.request_log())
+    assert worker.drain()
+
+    parts = _parts(graph_emulator, before)
+    creates = {
+        r["part_id"]: r for r in parts if (r["method"], r["path"]) == ("POST", "/v1.0/users")
+    }
+    assert len(creates) == 7 and all(r["status"] == 201 for r in creates.values())
+    adds = _adds(parts, alpha_id) + _adds(parts, beta_id)
+    assert len(adds) == 6 and all(r["status"] == 204 for r in adds)
+    for add in adds:  # each add went in its create's $batch, after it, dependsOn it
+        create = creates[add["depends_on"][0]]
+        assert create["batch_request_id"] == add["batch_request_id"]
+        assert parts.index(create) < parts.index(add)
+    # One root per $batch (Graph's "same" shape), so one joiner per $batch, and the loners'
+    # creates fill those batches instead of batches of their own.
+    roots = {(a["batch_request_id"], a["depends_on"][0]) for a in adds}
+    assert len(roots) == 4 and len({b for b, _root in roots}) == 4
+    assert len({r["batch_request_id"] for r in creates.values()}) == 4
+    assert _member_upns(graph_emulator, "Alpha") == {u["userName"] for u in joiners}
+    assert _member_upns(graph_emulator, "Beta") == {u["userName"] for u in joiners[:2]}
+    for user in joiners + loners:
+        link = _link(app, user["id"])
+        assert link is not None and link.state == "synced"
+
+
+def test_a_failed_create_answers_424_for_its_adds_and_they_are_retried(
+    scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator, app: Flask
+) -> None:
+    group = scim.group("Retried")
+    assert worker.drain()
+    group_id = _m365_group(graph_emulator, "Retried")["id"]  # type: ignore[index]
+    joiner, loner = scim.user("retried@example.com"), scim.user("alone@example.com")
+    _join(scim, group, joiner)
+    # The joiner's create leads the first $batch: it fails, and its add never runs.
+    graph_emulator.fault(kind="status", status=503, method="POST", path="/v1.0/users")
+    before = len(graph_emulator.request_log())
+    assert worker.drain()
+    parts = _parts(graph_emulator, before)
+    failed = [
+        r for r in parts if (r["method"], r["path"], r["status"]) == ("POST", "/v1.0/users", 503)
+    ]
+    assert len(failed) == 1
+    skipped = _adds(parts, group_id)
+    assert [(r["status"], r["depends_on"]) for r in skipped] == [(424, [failed[0]["part_id"]])]
+    assert skipped[0]["batch_request_id"] == failed[0]["batch_request_id"]
+    # Retried, not dropped: the tenant ends as the directory says, with no dead letter.
+    assert _member_upns(graph_emulator, "Retried") == {"retried@example.com"}
+    assert _m365_user(graph_emulator, "alone@example.com") is not None
+    for user in (joiner, loner):
+        link = _link(app, user["id"])
+        assert link is not None and link.state == "synced"
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).where(OutboxEvent.status == "dead")) == 0
+
+
+def test_replication_lag_on_the_add_after_the_create_is_retried(
+    scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator, app: Flask
+) -> None:
+    group = scim.group("Lagging")
+    assert worker.drain()
+    group_id = _m365_group(graph_emulator, "Lagging")["id"]  # type: ignore[index]
+    worker.policy = Policy(max_attempts=30, base_seconds=0.05, cap_seconds=0.2)
+    graph_emulator.configure(replication_lag=0.5)  # the group is older than that
+    joiners = [scim.user(f"lag{i}@example.com") for i in range(3)]
+    _join(scim, group, *joiners)
+    before = len(graph_emulator.request_log())
+    assert worker.drain(timeout=30)
+    adds = _adds(_parts(graph_emulator, before), group_id)
+    # Right after the create, Graph does not know the UPN yet: a 404, treated as lag.
+    assert adds and all(r["status"] == 404 and r["depends_on"] for r in adds)
+    assert _member_upns(graph_emulator, "Lagging") == {u["userName"] for u in joiners}
+    for user in joiners:
+        link = _link(app, user["id"])
+        assert link is not None and link.state == "synced"
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).where(OutboxEvent.status == "dead")) == 0
+
+
+def test_batched_joins_keep_coalescing_order_and_the_creating_mark(
+    scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator, app: Flask
+) -> None:
+    group = scim.group("Ordered")
+    assert worker.drain()
+    # Waiting together: a user patched three times, one deleted before delivery, and one
+    # whose account a killed worker created in M365 before it could save the object id.
+    patched = scim.user("patched@example.com", title="v0")
+    for i in range(1, 4):
+        scim.patch(
+            f"/Users/{patched['id']}", _ops({"op": "replace", "path": "title", "value": f"v{i}"})
+        )
+    other = scim.user("other@example.com")
+    deleted = scim.user("deleted@example.com")
+    crashed = scim.user("crashed@example.com")
+    _join(scim, group, patched, other, deleted, crashed)
+    assert scim.delete(f"/Users/{deleted['id']}").status_code == 204
+    orphan = graph_emulator.create_user("crashed")
+    with app.app_context():
+        upn = orphan["userPrincipalName"]
+        store.save_link("User", crashed["id"], state="creating", synced={"userPrincipalName": upn})
+        db.session.remove()
+    before = len(graph_emulator.request_log())
+    assert worker.drain()
+    log = graph_emulator.request_log()[before:]
+    creates = [r for r in log if (r["method"], r["path"]) == ("POST", "/v1.0/users")]
+    # Two creates, each once, in a $batch with its add; the patched user's in its last state.
+    assert len(creates) == 2 and all(r.get("batch_request_id") for r in creates)
+    m365 = _m365_user(graph_emulator, "patched@example.com")
+    assert m365 is not None and m365["jobTitle"] == "v3"
+    assert _m365_user(graph_emulator, "deleted@example.com") is None
+    found = _m365_user(graph_emulator, "crashed@example.com")
+    assert found is not None and found["id"] == orphan["id"]  # ours, bound: no duplicate
+    assert _member_upns(graph_emulator, "Ordered") == {
+        "patched@example.com",
+        "other@example.com",
+        "crashed@example.com",
+    }
+    for user in (patched, other, crashed):
+        link = _link(app, user["id"])
+        assert link is not None and link.state == "synced"
+
+
+def test_a_membership_committed_while_its_user_is_created_is_not_lost(
+    scim: ScimClient, app: Flask, worker: Worker, graph_emulator: RunningEmulator
+) -> None:
+    """Two workers: one reads a new user's document and creates the account; meanwhile the
+    user joins a group, and another worker delivers that group event, skipping the member,
+    who has no M365 object yet. The first worker must join the group from what the directory
+    holds after the create, not from the document it read before."""
+    group = scim.group("Late Joiners")
+    user = scim.user("late@example.com")
+    assert worker.drain()
+    stale = scim.get(f"/Users/{user['id']}").get_json()  # read before the membership
+    assert "groups" not in stale
+    scim.patch(
+        f"/Groups/{group['id']}",
+        _ops({"op": "add", "path": "members", "value": [{"value": user["id"]}]}),
+    )
+    link = _link(app, user["id"])
+    assert link is not None and link.object_id
+    with app.app_context():
+        worker.after_create(user["id"], stale, link.object_id)
+    m365 = _m365_group(graph_emulator, "Late Joiners")
+    assert m365 is not None and link.object_id in m365["members"]

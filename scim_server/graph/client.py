@@ -216,6 +216,16 @@ class GraphClient:
         """The `@odata.id` of a directory object, as `$ref` and `@odata.bind` want it."""
         return f"{self.settings.graph_url}/directoryObjects/{quote(object_id, safe='')}"
 
+    def user_ref(self, upn: str) -> str:
+        """The `@odata.id` of a user named by its userPrincipalName, for a `$batch` part that
+        cannot know the id another part creates. group-post-members documents "a reference by
+        ID" (https://learn.microsoft.com/graph/api/group-post-members); a Microsoft Graph team
+        member's answer shows `users/{userPrincipalName}` working there too
+        (https://stackoverflow.com/questions/47653515). The UPN is one path segment: all but
+        the `@` and RFC 3986's unreserved characters is percent-encoded (`#` would start a
+        fragment, `^` is not allowed in a URL)."""
+        return f"{self.settings.graph_url}/users/{quote(upn, safe='@')}"
+
     def request(
         self,
         method: str,

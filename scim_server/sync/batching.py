@@ -5,12 +5,21 @@ lookups before creates in one $batch, the creates in another, and property updat
 third. Each part is paced, throttled and failed on its own, exactly like a single call; what
 fits no batch (deletes, scope changes, a disable that must revoke sessions, binds and
 conflicts) takes the worker's one-at-a-time path.
+
+A new user joins the groups already in M365 in its create's $batch: each add is a part with
+`dependsOn` on the create, naming the user by its UPN (a part cannot know the id another part
+creates). Graph takes only three dependsOn shapes (parallel, serial, or every dependent naming
+one root that depends on nothing; the emulator's `_check_sequencing`), so such a user leads a
+$batch of its own, its create the root, and the creates with nothing to join fill it up to 20.
+A serial chain would fit more, but one failed part would answer 424 for every later user;
+here a failure stays with its user. A failed create's adds answer 424 and are not lost: the
+user's change is retried whole, and its link stays "creating" until its groups are joined.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -35,6 +44,7 @@ class _Plan:
     properties: dict[str, Any]
     object_id: str | None = None  # bound already (an update), or once created
     changes: dict[str, Any] | None = None
+    joins: list[str] = field(default_factory=list)  # M365 groups to join in the create's $batch
 
 
 def deliver(worker: Worker, events: list[outbox.Claimed]) -> list[outbox.Claimed]:
@@ -85,16 +95,29 @@ def _plan(worker: Worker, event: outbox.Claimed) -> _Plan | None:
     return _Plan(event, upto, link, doc, properties, bound, changes)
 
 
-def _send(worker: Worker, parts: list[BatchRequest]) -> dict[str, BatchResult]:
-    """One $batch per twenty parts, each part paced as the write (or read) it is."""
+def _send(worker: Worker, batches: list[list[BatchRequest]]) -> dict[str, BatchResult]:
+    """Each batch one $batch, each part paced as the write (or read) it is. Every part gets a
+    result: when a whole $batch fails, its parts and those of the batches not sent yet carry
+    that error, and the batches already answered keep their answers."""
     results: dict[str, BatchResult] = {}
-    for start in range(0, len(parts), BATCH_LIMIT):
-        chunk = parts[start : start + BATCH_LIMIT]
-        writes = sum(1 for p in chunk if p.method != "GET")
-        if writes:
-            worker.pacer.acquire(writes)
-        results.update({r.id: r for r in worker.client.batch(chunk)})
+    failure: GraphError | None = None
+    for chunk in batches:
+        if failure is None:
+            writes = sum(1 for p in chunk if p.method != "GET")
+            if writes:
+                worker.pacer.acquire(writes)
+            try:
+                results.update({r.id: r for r in worker.client.batch(chunk)})
+                continue
+            except GraphError as error:  # Graph down or throttling the batch itself
+                failure = error
+        status = failure.status or 0
+        results.update({p.id: BatchResult(p.id, status, {}, None, failure) for p in chunk})
     return results
+
+
+def _chunks(parts: list[BatchRequest]) -> list[list[BatchRequest]]:
+    return [parts[start : start + BATCH_LIMIT] for start in range(0, len(parts), BATCH_LIMIT)]
 
 
 def _done(worker: Worker, plan: _Plan, request_id: str | None) -> None:
@@ -114,12 +137,7 @@ def _updates(worker: Worker, plans: list[_Plan]) -> list[outbox.Claimed]:
         if plan.changes:
             oid = quote(plan.object_id or "", safe="")
             parts.append(BatchRequest(str(i), "PATCH", f"/users/{oid}", plan.changes))
-    try:
-        results = _send(worker, parts) if parts else {}
-    except GraphError as error:  # the whole batch failed: each change retries on its own
-        for plan in plans:
-            worker.failed(plan.event, plan.link, error)
-        return []
+    results = _send(worker, _chunks(parts))
     for i, plan in enumerate(plans):
         result = results.get(str(i))
         if result is not None and result.error is not None:
@@ -131,79 +149,111 @@ def _updates(worker: Worker, plans: list[_Plan]) -> list[outbox.Claimed]:
 
 
 def _creates(worker: Worker, plans: list[_Plan]) -> list[outbox.Claimed]:
-    """Look the UPNs up, then create the users nobody has: never a duplicate."""
+    """Look the UPNs up, then create the users nobody has (never a duplicate), each with its
+    member adds for the groups already in M365."""
     if not plans:
         return []
-    lookups = [
-        BatchRequest(
-            str(i),
-            "GET",
-            "/users?$select=id&$filter="
-            + quote(f"userPrincipalName eq {_odata(p.properties['userPrincipalName'])}"),
-        )
-        for i, p in enumerate(plans)
-    ]
     rest: list[outbox.Claimed] = []
-    try:
-        found = _send(worker, lookups)
-        fresh: list[tuple[int, _Plan]] = []
-        for i, plan in enumerate(plans):
-            result = found.get(str(i))
-            if result is None or result.error is not None:
-                missing = GraphError("$batch answered nothing for a lookup")
-                worker.failed(plan.event, plan.link, (result and result.error) or missing)
-            elif (result.body or {}).get("value"):
-                rest.append(plan.event)  # the account exists: bind or report, one at a time
-            else:
-                fresh.append((i, plan))
-        for _i, plan in fresh:
-            upn = plan.properties["userPrincipalName"]
-            store.save_link(
-                "User",
-                plan.event.resource_id,
-                state="creating",
-                synced={"userPrincipalName": upn},
-            )
-        bodies = [
-            BatchRequest(
-                str(i),
-                "POST",
-                "/users",
-                mapping.create_body(plan.properties, passwords.generate()),
-            )
-            for i, plan in fresh
-        ]
-        created = _send(worker, bodies) if bodies else {}
-    except GraphError as error:
-        for plan in plans:
-            worker.failed(plan.event, plan.link, error)
-        return []
-    for i, plan in fresh:
-        result = created.get(str(i))
-        problem = result.error if result is not None else GraphError("$batch answered nothing")
-        if isinstance(problem, Conflict):
-            rest.append(plan.event)  # created meanwhile: the one-at-a-time path finds it
-            continue
-        if problem is not None or result is None:
-            worker.failed(plan.event, plan.link, problem or GraphError("no answer"))
-            continue
-        object_id = str(result.body["id"])
+    found = _send(worker, _chunks([_lookup(str(i), plan) for i, plan in enumerate(plans)]))
+    fresh: list[tuple[str, _Plan]] = []
+    for i, plan in enumerate(plans):
+        result = found[str(i)]
+        if result.error is not None:
+            worker.failed(plan.event, plan.link, result.error)
+        elif (result.body or {}).get("value"):
+            rest.append(plan.event)  # the account exists: bind or report, one at a time
+        else:
+            fresh.append((str(i), plan))
+    for _key, plan in fresh:
+        # "creating" before the create: a worker killed after Graph created the account
+        # recognises it as its own on the next try.
+        upn = plan.properties["userPrincipalName"]
         store.save_link(
-            "User",
-            plan.event.resource_id,
-            object_id=object_id,
-            state="synced",
-            synced=plan.properties,
-            created_in_m365_at=utcnow(),
-            password_state=store.unpushed_password_state(plan.event.resource_id),
+            "User", plan.event.resource_id, state="creating", synced={"userPrincipalName": upn}
         )
-        try:
-            worker.after_create(plan.event.resource_id, plan.doc, object_id)
-        except GraphError as error:
+        plan.joins = worker.group_objects(plan.doc)[: BATCH_LIMIT - 1]  # the rest: after_create
+    results = _send(worker, _create_batches(worker, fresh))
+    for key, plan in fresh:
+        error = results[key].error
+        if isinstance(error, Conflict):
+            rest.append(plan.event)  # created meanwhile: the one-at-a-time path finds it
+        elif error is not None:
+            # Its adds answered 424; the retry sends the create and the adds again.
             worker.failed(plan.event, plan.link, error)
-            continue
-        _done(worker, plan, _request_id(result))
+        else:
+            _created(worker, plan, key, results)
     return rest
+
+
+def _lookup(key: str, plan: _Plan) -> BatchRequest:
+    upn = _odata(plan.properties["userPrincipalName"])
+    return BatchRequest(
+        key, "GET", "/users?$select=id&$filter=" + quote(f"userPrincipalName eq {upn}")
+    )
+
+
+def _create_batches(worker: Worker, fresh: list[tuple[str, _Plan]]) -> list[list[BatchRequest]]:
+    """A $batch for each user with groups to join: its create, then its adds with dependsOn
+    on the create (Graph's "same" shape). The creates that join nothing fill these up to 20,
+    and those left over go twenty at a time."""
+    led = [[_create(key, plan), *_adds(worker, key, plan)] for key, plan in fresh if plan.joins]
+    alone = [_create(key, plan) for key, plan in fresh if not plan.joins]
+    for batch in led:
+        room = BATCH_LIMIT - len(batch)
+        batch.extend(alone[:room])
+        del alone[:room]
+    return led + _chunks(alone)
+
+
+def _create(key: str, plan: _Plan) -> BatchRequest:
+    body = mapping.create_body(plan.properties, passwords.generate())
+    return BatchRequest(key, "POST", "/users", body)
+
+
+def _adds(worker: Worker, key: str, plan: _Plan) -> list[BatchRequest]:
+    """POST /groups/{id}/members/$ref for each group to join, naming the user by its UPN (see
+    GraphClient.user_ref): its id is not known until the create has answered."""
+    upn = plan.properties["userPrincipalName"]
+    return [
+        BatchRequest(
+            f"{key}.{j}",
+            "POST",
+            f"/groups/{quote(group, safe='')}/members/$ref",
+            {"@odata.id": worker.client.user_ref(upn)},
+            depends_on=(key,),
+        )
+        for j, group in enumerate(plan.joins)
+    ]
+
+
+def _created(worker: Worker, plan: _Plan, key: str, results: dict[str, BatchResult]) -> None:
+    """The create answered 201: keep the object id, then what its adds answered. An add that
+    failed fails the change, and its retry joins what is missing; a 404 there is replication
+    lag, measured from this create (Worker.failed)."""
+    user_id = plan.event.resource_id
+    object_id = str(results[key].body["id"])
+    store.save_link(
+        "User",
+        user_id,
+        object_id=object_id,
+        state="creating",  # until after_create has landed
+        synced=plan.properties,
+        created_in_m365_at=utcnow(),
+        password_state=store.unpushed_password_state(user_id),
+    )
+    joined = []
+    for j, group in enumerate(plan.joins):
+        error = results[f"{key}.{j}"].error
+        if error is not None and not isinstance(error, Conflict):  # Conflict: a member already
+            worker.failed(plan.event, plan.link, error)
+            return
+        joined.append(group)
+    try:
+        worker.after_create(user_id, plan.doc, object_id, joined)
+    except GraphError as error:
+        worker.failed(plan.event, plan.link, error)
+        return
+    _done(worker, plan, _request_id(results[key]))
 
 
 def _request_id(result: BatchResult | None) -> str | None:

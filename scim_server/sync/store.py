@@ -140,6 +140,14 @@ def group_member_ids(group_id: str) -> list[str]:
         )
 
 
+def groups_of(user_id: str) -> list[str]:
+    """The directory groups a user is a member of now."""
+    with transaction() as session:
+        return list(
+            session.scalars(select(GroupMember.group_id).where(GroupMember.member_id == user_id))
+        )
+
+
 def user_exists(user_id: str) -> bool:
     with transaction() as session:
         return session.scalar(select(User.id).where(User.id == user_id)) is not None

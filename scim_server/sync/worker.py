@@ -17,7 +17,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -313,7 +313,8 @@ class Worker:
                 return
             self.after_create(user_id, doc, bound)
             return
-        changes = mapping.changes(link.synced if link else None, properties)
+        assert link is not None
+        changes = mapping.changes(link.synced, properties)
         if changes:
             self._write()
             self.client.update_user(bound, changes)
@@ -327,6 +328,11 @@ class Worker:
             self._note_password(user_id, bound, password)
         elif federated and (link is None or link.password_state != "federated"):
             self._note_password(user_id, bound, None, federated=True)
+        if link.state == "creating":
+            # An earlier try created the account but failed in what follows a create.
+            store.save_link("User", user_id, synced=properties)
+            self.after_create(user_id, doc, bound)
+            return
         store.save_link("User", user_id, state="synced", synced=properties)
         self._sync_manager(user_id, doc, bound, link)
 
@@ -371,15 +377,19 @@ class Worker:
                 password_stamp=self._password_stamp(object_id),
             )
 
-    def after_create(self, user_id: str, doc: dict[str, Any], object_id: str) -> None:
-        """What a user just created (or bound) in M365 needs next: its groups, its manager,
-        and its reports that reached M365 before it did."""
-        self._join_groups(doc, object_id)
+    def after_create(
+        self, user_id: str, doc: dict[str, Any], object_id: str, joined: Collection[str] = ()
+    ) -> None:
+        """What a user just created (or bound) in M365 needs next: its groups (but the M365
+        groups in `joined`), its manager, and its reports that reached M365 before it did.
+        Until all of it has landed the link stays "creating", so a retry does it again."""
+        self._join_groups(user_id, object_id, joined)
         self._sync_manager(user_id, doc, object_id, store.link("User", user_id))
         for report_id, report_object in store.reports_in_m365(user_id):
             self._write()
             self.client.set_manager(report_object, object_id)
             store.save_link("User", report_id, manager_id=user_id)
+        store.save_link("User", user_id, state="synced")
 
     def _create_or_bind(
         self,
@@ -417,7 +427,7 @@ class Worker:
                     "User",
                     user_id,
                     object_id=created["id"],
-                    state="synced",
+                    state="creating",  # until after_create has landed
                     synced=properties,
                     created_in_m365_at=utcnow(),
                 )
@@ -439,7 +449,8 @@ class Worker:
         if password is not None:
             self._write()
             self.client.set_password(object_id, password.text, force_change=password.force_change)
-        store.save_link("User", user_id, object_id=object_id, state="synced", synced=properties)
+        # Bound, but "creating" (our own account) until after_create has landed.
+        store.save_link("User", user_id, object_id=object_id, state="creating", synced=properties)
         self._note_password(user_id, object_id, password, federated=self.is_federated(properties))
         return object_id
 
@@ -492,11 +503,21 @@ class Worker:
         self.client.set_manager(object_id, manager_object)
         store.save_link("User", user_id, manager_id=wanted)
 
-    def _join_groups(self, doc: dict[str, Any], object_id: str) -> None:
-        """A user reaching M365 after its groups did joins them there: group events skip
-        members that have no M365 object yet."""
+    @staticmethod
+    def group_objects(doc: dict[str, Any]) -> list[str]:
+        """The M365 object ids of a user's directory groups that are in M365."""
         group_ids = [g["value"] for g in doc.get("groups") or [] if g.get("value")]
-        for group_object in store.object_ids(group_ids).values():
+        return list(store.object_ids(group_ids).values())
+
+    def _join_groups(self, user_id: str, object_id: str, joined: Collection[str]) -> None:
+        """A user reaching M365 after its groups did joins them there: group events skip
+        members that have no M365 object yet. The memberships are read now, after the
+        account's object id was saved, not from the document read before the create: a
+        membership committed in between was skipped by its group's event (no object id
+        then), and only this read sees it."""
+        for group_object in store.object_ids(store.groups_of(user_id)).values():
+            if group_object in joined:
+                continue
             self._write()
             with contextlib.suppress(Conflict):  # already a member
                 self.client.add_member(group_object, object_id)

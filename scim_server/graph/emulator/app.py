@@ -112,6 +112,8 @@ def _graph_blueprint(em: Emulator) -> Blueprint:
                     status=status,
                     request_id=part.request_id,
                     batch_request_id=request_id,
+                    part_id=part.part_id,
+                    depends_on=part.depends_on,
                 )
 
             response = run_batch(em, body, app_id, log_part)

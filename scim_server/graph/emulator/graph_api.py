@@ -56,6 +56,9 @@ class GraphRequest:
     body: Any
     app_id: str
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # A $batch part's own id and dependsOn, for the request log.
+    part_id: str | None = None
+    depends_on: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -567,6 +570,8 @@ def _part_request(raw: dict[str, Any], app_id: str) -> GraphRequest:
         headers=headers,
         body=raw.get("body"),
         app_id=app_id,
+        part_id=str(raw.get("id")),
+        depends_on=[str(d) for d in raw.get("dependsOn") or []],
     )
 
 

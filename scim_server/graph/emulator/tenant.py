@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from scim_server.graph.emulator import passwords
 from scim_server.graph.emulator.errors import (
@@ -214,6 +215,13 @@ class Tenant:
         if obj is None or (kind and obj.kind != kind) or not self._visible(obj):
             raise resource_not_found(object_id)
         return obj
+
+    def referenced(self, ref: str) -> Obj:
+        """The object an `@odata.id` names: …/directoryObjects/{id}, …/groups/{id} or
+        …/users/{id | userPrincipalName}. A UPN resolves as in a request URL: in any case,
+        404 when no user has it, and 404 while the new user is still replicating."""
+        collection, key = ref_parts(ref)
+        return self.find(key, {"users": "user", "groups": "group"}.get(collection))
 
     def _user_by_upn(self, upn: str) -> Obj | None:
         lowered = upn.lower()
@@ -410,7 +418,7 @@ class Tenant:
     # ------------------------------------------------------------------ manager
     def set_manager(self, object_id: str, manager_ref: str) -> None:
         obj = self.find(object_id, "user")
-        manager = self.find(ref_id(manager_ref))
+        manager = self.referenced(manager_ref)
         if manager.kind != "user" or manager.id == obj.id:
             raise BadRequest(
                 "Invalid value specified for property 'manager' of resource 'User'.",
@@ -474,7 +482,7 @@ class Tenant:
                 f"Too many references ({len(refs)}) in 'members@odata.bind'; "
                 "at most 20 may be added in one request."
             )
-        return [self.find(ref_id(r)) for r in refs]
+        return [self.referenced(r) for r in refs]
 
     def create_group(self, body: dict[str, Any]) -> Obj:
         self._check_group_props(body, creating=True)
@@ -514,7 +522,7 @@ class Tenant:
 
     def add_member(self, group_id: str, ref: str) -> None:
         group = self.find(group_id, "group")
-        member = self.find(ref_id(ref))
+        member = self.referenced(ref)
         if member.id == group.id:
             raise invalid_value("members", "Group")
         self._refuse_existing(group, [member.id])
@@ -584,14 +592,22 @@ class Tenant:
         self.seq = int(data["seq"])
 
 
-def ref_id(ref: str) -> str:
-    """The object id at the end of an @odata.id URL (…/directoryObjects/{id} or …/users/{id})."""
+def ref_parts(ref: str) -> tuple[str, str]:
+    """(collection, key) at the end of an @odata.id URL (…/directoryObjects/{id} or
+    …/users/{id | userPrincipalName}); the key percent-decoded, as in a request path."""
     if not isinstance(ref, str) or not ref.strip():
         raise BadRequest("Invalid object identifier ''.")
-    tail = ref.rstrip("/").rsplit("/", 1)[-1]
-    if tail.startswith("$"):
+    path = urlsplit(ref.strip()).path.rstrip("/")
+    collection, _, tail = path.rpartition("/")
+    key = unquote(tail)
+    if not key or key.startswith("$"):
         raise BadRequest(f"Invalid object identifier '{ref}'.")
-    return tail
+    return collection.rsplit("/", 1)[-1], key
+
+
+def ref_id(ref: str) -> str:
+    """The object id (or UPN) at the end of an @odata.id URL."""
+    return ref_parts(ref)[1]
 
 
 __all__ = ["Domain", "GraphError", "Obj", "SignInFailure", "Tenant", "ref_id"]
