@@ -38,6 +38,10 @@ class Pacer:
         return wait
 
     def hold(self, seconds: float) -> None:
-        """Graph said 429: nobody in this process writes for `seconds`."""
+        """Graph said 429: nobody in this process writes for `seconds` from now. The parts of
+        one throttled $batch each say so: the pause is the longest of them, not their sum."""
         with self._lock:
-            self._tokens = min(self._tokens, 0.0) - seconds * self.rate
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._tokens = min(self._tokens, -seconds * self.rate)
