@@ -145,23 +145,15 @@ def sign_in(user_name: str, password: str, address: str) -> Outcome:
         return outcome
     if row.password_temporary:
         return MustChange(row.user_name)
-    queued = False
-    with transaction(write=True) as tx:
+    with transaction(write=False) as tx:
         link = _link(tx, row.id)
-        if (
-            link is not None
-            and _bound(link)
-            and link["password_state"]
-            not in (
-                "federated",
-                "pending",
-            )
-        ):
-            sealed = sealing.seal(current_app.instance_path, password)
+    queued = (
+        link is not None and _bound(link) and link["password_state"] not in ("federated", "pending")
+    )
+    if queued:
+        sealed = sealing.seal(current_app.instance_path, password)
+        with transaction(write=True) as tx:
             outbox.record_sql(tx, "User", row.id, "password", {"sealed": sealed, "check": True})
-            queued = True
-        else:
-            tx.rollback_only = True
     return SignedIn(_status(row, link, queued))
 
 
