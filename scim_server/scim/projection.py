@@ -50,7 +50,7 @@ def _paths(rtype: ResourceType, raw: str | list[str]) -> list[tuple[str, str, st
         item = item.strip()
         if not item:
             continue
-        extension = next((e for e in rtype.extensions if e.id.lower() == item.lower()), None)
+        extension = rtype.extension(item)
         if extension is not None:  # an extension's URN names all of its attributes
             out.extend((extension.id, a.name, None) for a in extension.attributes)
             continue
