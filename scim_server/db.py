@@ -217,9 +217,21 @@ def session_tx() -> Tx:
 
 
 @contextmanager
-def transaction(write: bool) -> Iterator[Tx]:
+def connection() -> Iterator[Any]:
+    """A pooled connection kept for several transactions in a row (a read, then a write):
+    one check-out and check-in instead of one per transaction. Pass it to `transaction`."""
+    fairy = db.engine.raw_connection()
+    try:
+        yield fairy
+    finally:
+        fairy.close()
+
+
+@contextmanager
+def transaction(write: bool, on: Any = None) -> Iterator[Tx]:
     """One transaction on a pooled connection, without the ORM session; commits a write when
-    the block ends normally, rolls back otherwise (and after every read).
+    the block ends normally, rolls back otherwise (and after every read). It runs on `on`, a
+    connection from `connection()`, or else on one checked out for it alone.
 
     A request must not write through this and the session at once: on SQLite both would
     queue on the write lock.
@@ -232,15 +244,15 @@ def transaction(write: bool) -> Iterator[Tx]:
         # it, and outside requests every one does): waiting for the lock here would wait for
         # ourselves for ever, so fail loudly instead.
         raise RuntimeError("A session transaction is open; end it before db.transaction.")
-    fairy = engine.raw_connection()
+    fairy = on if on is not None else engine.raw_connection()
+    raw: Any = fairy.dbapi_connection
     try:
-        raw: Any = fairy.dbapi_connection
         if sqlite:
             if write:
                 fd = fairy.info.get(LOCK_KEY)
                 if fd is not None and not fairy.info.get("locked"):
                     fcntl.flock(fd, fcntl.LOCK_EX)
-                    fairy.info["locked"] = True  # released by _unlock when checked in
+                    fairy.info["locked"] = True  # released after COMMIT, else at check-in
             raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         tx = Tx(raw, sqlite, dialect.loaded_dbapi, write)
         yield tx
@@ -254,5 +266,13 @@ def transaction(write: bool) -> Iterator[Tx]:
         if sqlite and write:
             # Now, not at check-in: the next writer need not wait for the pool's bookkeeping.
             release_write_lock(raw, fairy.info)
+    except BaseException:
+        if on is not None:
+            # The connection outlives this transaction: end it now, as check-in would.
+            with contextlib.suppress(dialect.loaded_dbapi.Error):
+                raw.rollback()
+            release_write_lock(raw, fairy.info)
+        raise
     finally:
-        fairy.close()  # back to the pool, which rolls back whatever is still open
+        if on is None:
+            fairy.close()  # back to the pool, which rolls back whatever is still open
