@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from models import Group, GroupMember, M365Link, User, UserValue, utcnow
 from scim_server import mapping, outbox, passwords, sealing
-from scim_server.db import Tx, db, session_tx, transaction
+from scim_server.db import Tx, connection, db, session_tx, transaction
 from scim_server.errors import Conflict, InternalError, NotFound, PreconditionFailed
 from scim_server.scim import projection as proj
 from scim_server.scim.filter_parser import parse_filter
@@ -516,13 +516,11 @@ def _sealed_password(password: str | None) -> str | None:
     return sealing.seal(current_app.instance_path, password)
 
 
-def _save_user(
-    tx: Tx, write: _UserWrite, event: str, base_url: str
-) -> tuple[dict[str, Any], int] | None:
+def _save_user(tx: Tx, write: _UserWrite, event: str) -> bool:
     """Write a user's new document if the row is still at the snapshot's version.
 
     Optimistic: the update names the version it read, so a concurrent writer makes it match
-    no row and the caller starts again from a fresh snapshot. Returns None in that case.
+    no row and the caller starts again from a fresh snapshot. Returns False in that case.
     """
     snap, changes = write.snap, write.changes
     user_id, version = snap.columns["id"], snap.columns["version"]
@@ -534,7 +532,7 @@ def _save_user(
         [*params.values(), user_id, version],
     )
     if updated != 1:
-        return None
+        return False
     if write.rewrite_values:
         tx.execute("DELETE FROM user_values WHERE user_id = ?", (user_id,))
         if write.rows:
@@ -551,8 +549,14 @@ def _save_user(
         _password_pending(tx, user_id, sealed)
     if write.also is not None:
         write.also(tx)
-    user = SimpleNamespace(**{**snap.columns, **changes})
-    return _render_written_user(user, write.rows, snap.groups, base_url), version + 1
+    return True
+
+
+def _written(write: _UserWrite, base_url: str) -> tuple[dict[str, Any], int]:
+    """The response to a saved update, rendered once the write lock is released."""
+    user = SimpleNamespace(**{**write.snap.columns, **write.changes})
+    doc = _render_written_user(user, write.rows, write.snap.groups, base_url)
+    return doc, int(write.changes["version"])
 
 
 def _update_user(
@@ -564,24 +568,24 @@ def _update_user(
 ) -> tuple[dict[str, Any], int]:
     """Read, change, write. First optimistically: the snapshot is read without the write lock
     and the change computed outside it; if another writer got there first, again holding the
-    lock from the read on, which cannot lose."""
-    with transaction(write=False) as tx:
-        snap = _snapshot(tx, user_id, if_match, base_url)
-    write = change(snap)
-    with _unique(_user_name_taken(write)), transaction(write=True) as tx:
-        result = _save_user(tx, write, event, base_url)
-        if result is None:
-            tx.rollback_only = True
-    if result is not None:
-        return result
-    with transaction(write=True) as tx:
-        snap = _snapshot(tx, user_id, if_match, base_url)
+    lock from the read on, which cannot lose. All on one pooled connection."""
+    with connection() as conn:
+        with transaction(write=False, on=conn) as tx:
+            snap = _snapshot(tx, user_id, if_match, base_url)
         write = change(snap)
-        with _unique(_user_name_taken(write)):
-            result = _save_user(tx, write, event, base_url)
-    if result is None:  # the locked attempt holds the row: this would be a bug
+        with _unique(_user_name_taken(write)), transaction(write=True, on=conn) as tx:
+            saved = _save_user(tx, write, event)
+            if not saved:
+                tx.rollback_only = True
+        if not saved:
+            with transaction(write=True, on=conn) as tx:
+                snap = _snapshot(tx, user_id, if_match, base_url)
+                write = change(snap)
+                with _unique(_user_name_taken(write)):
+                    saved = _save_user(tx, write, event)
+    if not saved:  # the locked attempt holds the row: this would be a bug
         raise InternalError("A locked update found its row changed.")
-    return result
+    return _written(write, base_url)
 
 
 def _user_name_taken(write: _UserWrite) -> str:

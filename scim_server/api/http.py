@@ -23,12 +23,23 @@ def scim_json(body: Any, status: int = 200, headers: dict[str, str] | None = Non
     return response
 
 
+_CONTENT_TYPES: dict[str, str] = {}
+
+
 def _content_type() -> str:
     """application/scim+json (RFC 7644 §3.1), unless the client asks for application/json
     only: OneLogin's SCIM connector documents that it wants application/json answers."""
-    offered = (SCIM_CONTENT_TYPE, "application/json")
-    best = request.accept_mimetypes.best_match(offered, default=SCIM_CONTENT_TYPE)
-    return "application/json" if best == "application/json" else SCIM_CONTENT_TYPE
+    # A client sends the same Accept header every time: parse each one once.
+    accept = request.environ.get("HTTP_ACCEPT", "")
+    found = _CONTENT_TYPES.get(accept)
+    if found is None:
+        offered = (SCIM_CONTENT_TYPE, "application/json")
+        best = request.accept_mimetypes.best_match(offered, default=SCIM_CONTENT_TYPE)
+        found = "application/json" if best == "application/json" else SCIM_CONTENT_TYPE
+        if len(_CONTENT_TYPES) >= 256:  # client input: keep the map small
+            _CONTENT_TYPES.clear()
+        _CONTENT_TYPES[accept] = found
+    return found
 
 
 _BASE_URLS: dict[tuple[str, str], str] = {}

@@ -59,6 +59,12 @@ def _projection(rtype: ResourceType, source: dict[str, Any] | None = None) -> pr
     return proj.parse(rtype, src.get("attributes"), src.get("excludedAttributes"))
 
 
+def _asks_projection() -> bool:
+    # Without a query string there is nothing to parse.
+    args = request.args if request.query_string else {}
+    return bool(args.get("attributes") or args.get("excludedAttributes"))
+
+
 def _resource_response(doc: dict[str, Any], version: int, status: int = 200) -> Response:
     headers = {"ETag": etag(version)}
     if status == 201:
@@ -161,7 +167,7 @@ def search_all() -> Response:
 def create(resource: str) -> Response:
     kind = KINDS[resource]
     doc, version = kind.create(resource_body(kind, json_body()), base_url())
-    if request.args.get("attributes") or request.args.get("excludedAttributes"):
+    if _asks_projection():
         doc = proj.apply(doc, kind.rtype, _projection(kind.rtype))
     return _resource_response(doc, version, 201)
 
@@ -193,7 +199,7 @@ def patch(resource: str, ident: str) -> Response:
     if doc is not None:
         return _resource_response(proj.apply(doc, kind.rtype, _projection(kind.rtype)), version)
     # Groups answer 204 (Entra's advice for large groups) unless a projection asks for a body.
-    if not (request.args.get("attributes") or request.args.get("excludedAttributes")):
+    if not _asks_projection():
         return Response(status=204, headers={"ETag": etag(version)})
     return _render(kind, ident)
 

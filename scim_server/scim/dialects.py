@@ -166,7 +166,7 @@ def _object(body: dict[str, Any], rtype: ResourceType, prefix: str) -> dict[str,
         if not isinstance(key, str):
             out[key] = value
             continue
-        extension = next((s for s in rtype.extensions if s.id.lower() == key.lower()), None)
+        extension = rtype.extension(key)
         if extension is not None and isinstance(value, dict):
             out[key] = _object(value, rtype, prefix=f"{extension.id}:")
             continue

@@ -3,6 +3,7 @@ RFC 7643 §2.4: "always" is always returned, "never" never, "request" only when 
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +51,7 @@ def _paths(rtype: ResourceType, raw: str | list[str]) -> list[tuple[str, str, st
         item = item.strip()
         if not item:
             continue
-        extension = next((e for e in rtype.extensions if e.id.lower() == item.lower()), None)
+        extension = rtype.extension(item)
         if extension is not None:  # an extension's URN names all of its attributes
             out.extend((extension.id, a.name, None) for a in extension.attributes)
             continue
@@ -69,8 +70,8 @@ def apply(doc: dict[str, Any], rtype: ResourceType, projection: Projection) -> d
         if key in ALWAYS:
             out[key] = value
             continue
-        schema = next((s for s in rtype.extensions if s.id == key), None)
-        if schema is not None:
+        schema = rtype.extension(key)
+        if schema is not None and schema.id == key:
             kept = _project_object(value, schema, projection)
             if kept:
                 out[key] = kept
@@ -94,6 +95,13 @@ def _project_object(obj: dict[str, Any], schema: Schema, projection: Projection)
 
 
 def _project_attr(schema: Schema, key: str, value: Any, projection: Projection) -> Any:
+    if projection.include is None and not projection.exclude:
+        # No attributes or excludedAttributes (nearly every request): what goes depends only
+        # on the attribute, so it is worked out once.
+        dropped = _default_drop(schema, key)
+        if dropped is None:
+            return None
+        return _strip_subs(value, dropped, None) if dropped else value
     attr = schema.attr(key)
     if key == "meta" or key == "externalId":
         returned = "default"
@@ -127,7 +135,32 @@ def _project_attr(schema: Schema, key: str, value: Any, projection: Projection) 
     return _strip_subs(value, drop, None) if drop else value
 
 
-def _strip_subs(value: Any, drop: set[str], keep: set[str] | None) -> Any:
+_DEFAULT_DROPS: dict[tuple[str, str], frozenset[str] | None] = {}
+
+
+def _default_drop(schema: Schema, key: str) -> frozenset[str] | None:
+    """_project_attr under the default projection: None when the attribute goes, else the
+    sub-attributes that go (none: the value stays as it is)."""
+    cache_key = (schema.id, key)
+    if cache_key in _DEFAULT_DROPS:
+        return _DEFAULT_DROPS[cache_key]
+    attr = schema.attr(key)
+    returned = "default" if key == "meta" or key == "externalId" else attr and attr.returned
+    drop: frozenset[str] | None
+    if returned is None or returned in ("never", "request"):
+        drop = None
+    elif returned == "always" or attr is None:
+        drop = frozenset()
+    else:
+        drop = frozenset(
+            sub.name for sub in attr.sub_attributes if sub.returned in ("never", "request")
+        )
+    if len(_DEFAULT_DROPS) < 1024:  # keys are attribute names: a handful
+        _DEFAULT_DROPS[cache_key] = drop
+    return drop
+
+
+def _strip_subs(value: Any, drop: AbstractSet[str], keep: set[str] | None) -> Any:
     def one(item: Any) -> Any:
         if not isinstance(item, dict):
             return item

@@ -47,8 +47,7 @@ def check_required(doc: dict[str, Any], rtype: ResourceType) -> None:
 
 def extension_schema(rtype: ResourceType, key: str) -> Schema | None:
     """The extension schema whose URN is exactly `key` (case-insensitive), if any."""
-    lowered = key.lower()
-    return next((s for s in rtype.extensions if s.id.lower() == lowered), None)
+    return rtype.extension(key)
 
 
 def canonical_value(attr: Attribute, value: Any, *, name: str | None = None) -> Any:

@@ -39,13 +39,14 @@ class Attribute:
     sub_attributes: tuple[Attribute, ...] = ()
     canonical_values: tuple[str, ...] = ()
     reference_types: tuple[str, ...] = ()
+    _index: dict[str, Attribute] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for attr in self.sub_attributes:
+            self._index[attr.name.lower()] = attr
 
     def sub(self, name: str) -> Attribute | None:
-        lowered = name.lower()
-        for attr in self.sub_attributes:
-            if attr.name.lower() == lowered:
-                return attr
-        return None
+        return self._index.get(name.lower())
 
     def to_scim(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -380,9 +381,18 @@ class ResourceType:
     endpoint: str
     schema: Schema
     extensions: tuple[Schema, ...] = ()
+    _by_urn: dict[str, Schema] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for schema in self.extensions:
+            self._by_urn[schema.id.lower()] = schema
 
     def all_schemas(self) -> tuple[Schema, ...]:
         return (self.schema, *self.extensions)
+
+    def extension(self, urn: str) -> Schema | None:
+        """The extension schema whose URN is exactly `urn`, in any case."""
+        return self._by_urn.get(urn.lower())
 
     def to_scim(self, base_url: str) -> dict[str, Any]:
         return {
@@ -406,12 +416,31 @@ RESOURCE_TYPES = {"User": USER_TYPE, "Group": GROUP_TYPE}
 SCHEMAS = {s.id: s for s in (USER, ENTERPRISE, M365_USER, GROUP, M365_GROUP)}
 
 
-def resolve(rtype: ResourceType, path: str) -> tuple[Schema, Attribute, Attribute | None] | None:
+Resolved = tuple[Schema, Attribute, Attribute | None]
+# resolve() by (resource type, path): a request resolves each of its keys once in the dialect
+# rules and again in canonicalize or PATCH. Paths are client input: the map stays small.
+_RESOLVED: dict[tuple[str, str], Resolved | None] = {}
+
+
+def resolve(rtype: ResourceType, path: str) -> Resolved | None:
     """Resolve `attr`, `attr.sub` or `urn:...:attr.sub` against a resource type.
 
     Returns (schema, attribute, sub_attribute) with canonical names, or None if unknown.
     Common attributes (id, externalId, meta) resolve against the core schema.
     """
+    key = (rtype.name, path)
+    try:
+        return _RESOLVED[key]
+    except KeyError:
+        pass
+    found = _resolve(rtype, path)
+    if len(_RESOLVED) >= 4096:
+        _RESOLVED.clear()
+    _RESOLVED[key] = found
+    return found
+
+
+def _resolve(rtype: ResourceType, path: str) -> Resolved | None:
     schema = rtype.schema
     rest = path
     lowered = path.lower()
