@@ -552,10 +552,23 @@ def _save_user(tx: Tx, write: _UserWrite, event: str) -> bool:
     return True
 
 
+_SYNC_STATE = ("objectId", "syncState", "lastSyncedAt", "lastError", "passwordState")
+
+
 def _written(write: _UserWrite, base_url: str) -> tuple[dict[str, Any], int]:
-    """The response to a saved update, rendered once the write lock is released."""
+    """The response to a saved update, rendered once the write lock is released. The M365
+    sync state (read-only, the worker's) is the snapshot's, as a GET would show it."""
     user = SimpleNamespace(**{**write.snap.columns, **write.changes})
     doc = _render_written_user(user, write.rows, write.snap.groups, base_url)
+    before = write.snap.doc.get(M365_USER.id) or {}
+    state = {k: before[k] for k in _SYNC_STATE if k in before}
+    if write.sealed_password is not None:
+        state["passwordState"] = "pending"
+    if state:
+        extension = doc.setdefault(M365_USER.id, {"schemas": [M365_USER.id]})
+        extension.update(state)
+        if M365_USER.id not in doc["schemas"]:
+            doc["schemas"].append(M365_USER.id)
     return doc, int(write.changes["version"])
 
 

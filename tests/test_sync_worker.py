@@ -674,3 +674,20 @@ def test_a_membership_committed_while_its_user_is_created_is_not_lost(
         worker.after_create(user["id"], stale, link.object_id)
     m365 = _m365_group(graph_emulator, "Late Joiners")
     assert m365 is not None and link.object_id in m365["members"]
+
+
+def test_a_patch_answers_with_the_m365_state_a_get_shows(scim: ScimClient, worker: Worker) -> None:
+    user = scim.user("state@example.com")
+    assert worker.drain()
+    patched = scim.patch(
+        f"/Users/{user['id']}", _ops({"op": "replace", "path": "title", "value": "Pilot"})
+    ).get_json()
+    shown = scim.get(f"/Users/{user['id']}").get_json()
+    assert patched[M365]["syncState"] == "synced" and patched[M365]["objectId"]
+    assert patched == shown
+    with_password = scim.patch(
+        f"/Users/{user['id']}",
+        _ops({"op": "replace", "path": "password", "value": "Pil0t-Password!"}),
+    ).get_json()
+    assert with_password[M365]["passwordState"] == "pending"
+    assert with_password == scim.get(f"/Users/{user['id']}").get_json()
