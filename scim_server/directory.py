@@ -606,13 +606,13 @@ def _user_name_taken(write: _UserWrite) -> str:
 
 
 def _password_pending(tx: Tx, user_id: str, payload: dict[str, Any]) -> None:
-    """Queue a sealed password for M365, and say so in the user's sync state at once."""
+    """Queue a sealed password for M365, and say so at once in the user's sync state, if the
+    sync has seen the user (a user it has not seen shows no sync state yet)."""
     outbox.record_sql(tx, "User", user_id, "password", payload)
     tx.execute(
-        "INSERT INTO m365_links (resource_type, resource_id, state, password_state, updated_at)"
-        " VALUES ('User', ?, 'pending', 'pending', ?) ON CONFLICT (resource_type, resource_id)"
-        " DO UPDATE SET password_state = 'pending'",
-        (user_id, tx.timestamp(utcnow())),
+        "UPDATE m365_links SET password_state = 'pending'"
+        " WHERE resource_type = 'User' AND resource_id = ?",
+        (user_id,),
     )
 
 

@@ -691,3 +691,14 @@ def test_a_patch_answers_with_the_m365_state_a_get_shows(scim: ScimClient, worke
     ).get_json()
     assert with_password[M365]["passwordState"] == "pending"
     assert with_password == scim.get(f"/Users/{user['id']}").get_json()
+
+
+def test_a_user_the_sync_has_not_seen_shows_no_sync_state(scim: ScimClient) -> None:
+    """Not even after a password set (scim2-tester compares extension objects whole)."""
+    user = scim.post("/Users", {"userName": "unseen@example.com", "password": "Uns33n-Pass!"})
+    patched = scim.patch(
+        f"/Users/{user.get_json()['id']}",
+        _ops({"op": "replace", "path": "password", "value": "Uns33n-Pass!2"}),
+    ).get_json()
+    assert M365 not in patched
+    assert M365 not in scim.get(f"/Users/{patched['id']}").get_json()
