@@ -562,7 +562,7 @@ def _written(write: _UserWrite, base_url: str) -> tuple[dict[str, Any], int]:
     doc = _render_written_user(user, write.rows, write.snap.groups, base_url)
     before = write.snap.doc.get(M365_USER.id) or {}
     state = {k: before[k] for k in _SYNC_STATE if k in before}
-    if write.sealed_password is not None:
+    if state and write.sealed_password is not None:  # as _password_pending marked it
         state["passwordState"] = "pending"
     if state:
         extension = doc.setdefault(M365_USER.id, {"schemas": [M365_USER.id]})
