@@ -92,7 +92,7 @@ def _start_sync_worker() -> subprocess.Popen[bytes]:
     """The embedded sync worker: `scim-server worker` as a child process, so gunicorn's
     processes stay free of its threads (and of the sandbox emulator's)."""
     command = [sys.executable, "-c", "from scim_server.cli import main; main()", "worker"]
-    child = subprocess.Popen([*command, "--concurrency", "2"])
+    child = subprocess.Popen(command)  # `scim-server worker`'s own default concurrency
 
     def stop() -> None:
         if child.poll() is None:

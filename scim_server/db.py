@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from flask import g, has_request_context, request
+from flask import g, has_app_context, has_request_context, request
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
@@ -87,7 +87,10 @@ def _sqlite_begin(conn: Connection) -> None:
     """
     if conn.dialect.name != "sqlite":
         return
-    writing = not has_request_context() or (is_write_request() and not g.get("read_phase", False))
+    # A read says so by setting g.read_phase (the sync worker's reads, store.reading); in a
+    # request, the method tells too. Anything else may write, so it queues for the lock.
+    reading = has_app_context() and g.get("read_phase", False)
+    writing = not reading and (not has_request_context() or is_write_request())
     if writing:
         fd = conn.connection.info.get(LOCK_KEY)
         if fd is not None and not conn.connection.info.get("locked"):

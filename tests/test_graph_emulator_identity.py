@@ -297,3 +297,19 @@ def test_msal_username_password_flow(graph_emulator: RunningEmulator) -> None:
     bad = app.acquire_token_by_username_password("carol@example.com", "Nope-12345", [GRAPH_SCOPE])
     assert bad.get("error") == "invalid_grant" and 50126 in bad["error_codes"]
     session.close()
+
+
+def test_password_hashes_of_earlier_state_files_still_verify() -> None:
+    import hashlib
+    import os
+
+    from scim_server.graph.emulator.passwords import hash_password, verify_password
+
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(b"Old-Pass-1", salt=salt, n=2**12, r=8, p=1)
+    earlier = f"scrypt${salt.hex()}${digest.hex()}"  # before the cost was written down
+    assert verify_password("Old-Pass-1", earlier)
+    assert not verify_password("Old-Pass-2", earlier)
+    now = hash_password("New-Pass-1")
+    assert now.startswith("scrypt$1024$") and "New-Pass-1" not in now
+    assert verify_password("New-Pass-1", now) and not verify_password("New-Pass-2", now)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from flask import g
 from sqlalchemy import delete, func, insert, select, update
 
 from models import Group, GroupMember, M365Link, OutboxEvent, User, utcnow
@@ -34,6 +35,20 @@ def transaction() -> Iterator[Any]:
         raise
 
 
+@contextmanager
+def reading() -> Iterator[Any]:
+    """A transaction that only reads: on SQLite a deferred BEGIN, which WAL lets run beside
+    the writer, instead of queueing for the write lock as every transaction outside a request
+    does (db._sqlite_begin). Worker threads, and the SCIM writers, no longer wait for the
+    worker's reads."""
+    g.read_phase = True
+    try:
+        with transaction() as session:
+            yield session
+    finally:
+        g.read_phase = False
+
+
 @dataclass(frozen=True)
 class Link:
     object_id: str | None
@@ -46,7 +61,7 @@ class Link:
 
 
 def link(resource_type: str, resource_id: str) -> Link | None:
-    with transaction() as session:
+    with reading() as session:
         row = session.get(M365Link, (resource_type, resource_id))
         if row is None:
             return None
@@ -97,7 +112,7 @@ def object_ids(resource_ids: Sequence[str]) -> dict[str, str]:
     """Directory id → M365 object id, for the resources bound to one."""
     out: dict[str, str] = {}
     ids = list(dict.fromkeys(resource_ids))
-    with transaction() as session:
+    with reading() as session:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             out.update(
@@ -105,7 +120,10 @@ def object_ids(resource_ids: Sequence[str]) -> dict[str, str]:
                     rid: oid
                     for rid, oid in session.execute(
                         select(M365Link.resource_id, M365Link.object_id).where(
-                            M365Link.resource_id.in_(chunk), M365Link.object_id.is_not(None)
+                            # Both key columns, so that the primary key finds the rows.
+                            M365Link.resource_type.in_(("User", "Group")),
+                            M365Link.resource_id.in_(chunk),
+                            M365Link.object_id.is_not(None),
                         )
                     )
                     if oid
@@ -116,7 +134,7 @@ def object_ids(resource_ids: Sequence[str]) -> dict[str, str]:
 
 def user_doc(user_id: str) -> dict[str, Any] | None:
     """The user's canonical SCIM document (groups included), or None once deleted."""
-    with transaction():
+    with reading():
         try:
             doc, _ = directory.get_user(user_id, "", _FULL)
         except NotFound:
@@ -126,7 +144,7 @@ def user_doc(user_id: str) -> dict[str, Any] | None:
 
 def group_names(group_id: str) -> tuple[str, str | None] | None:
     """(displayName, mailNickname of the M365 extension) of a group, or None once deleted."""
-    with transaction() as session:
+    with reading() as session:
         row = session.execute(
             select(Group.display_name, Group.mail_nickname).where(Group.id == group_id)
         ).first()
@@ -134,7 +152,7 @@ def group_names(group_id: str) -> tuple[str, str | None] | None:
 
 
 def group_member_ids(group_id: str) -> list[str]:
-    with transaction() as session:
+    with reading() as session:
         return list(
             session.scalars(select(GroupMember.member_id).where(GroupMember.group_id == group_id))
         )
@@ -142,14 +160,14 @@ def group_member_ids(group_id: str) -> list[str]:
 
 def groups_of(user_id: str) -> list[str]:
     """The directory groups a user is a member of now."""
-    with transaction() as session:
+    with reading() as session:
         return list(
             session.scalars(select(GroupMember.group_id).where(GroupMember.member_id == user_id))
         )
 
 
 def user_exists(user_id: str) -> bool:
-    with transaction() as session:
+    with reading() as session:
         return session.scalar(select(User.id).where(User.id == user_id)) is not None
 
 
@@ -157,14 +175,14 @@ def user_exists(user_id: str) -> bool:
 
 
 def last_pending_id(resource_type: str, resource_id: str) -> int | None:
-    with transaction() as session:
+    with reading() as session:
         return outbox.last_pending_id(session, resource_type, resource_id)
 
 
 def pending_through(
     resource_type: str, resource_id: str, upto: int
 ) -> list[tuple[int, str, dict[str, Any]]]:
-    with transaction() as session:
+    with reading() as session:
         return outbox.pending_through(session, resource_type, resource_id, upto)
 
 
@@ -212,7 +230,7 @@ def dead(event_id: int, error: str) -> None:
 
 def backlog() -> dict[str, int]:
     """Outbox events by status."""
-    with transaction() as session:
+    with reading() as session:
         rows = session.execute(
             select(OutboxEvent.status, func.count()).group_by(OutboxEvent.status)
         )
@@ -243,7 +261,7 @@ def unpushed_password_state(user_id: str) -> str:
     """The password state of an account the directory has not given its password: "unknown"
     if the directory has one (the user's next portal sign-in sends it), "none" if not (an
     activation email gives the user one)."""
-    with transaction() as session:
+    with reading() as session:
         stored = session.scalar(select(User.password_hash).where(User.id == user_id))
     return "unknown" if stored is not None else "none"
 
@@ -273,10 +291,15 @@ def dead_passwords(user_id: str, upto: int, error: str) -> None:
 def reports_in_m365(manager_id: str) -> list[tuple[str, str]]:
     """(directory id, M365 object id) of the users whose manager is `manager_id` and who
     have an M365 account."""
-    with transaction() as session:
+    # The reports by the manager_id index, then their links by primary key. As a join,
+    # SQLite walked every user link and looked each user up: a scan per created user.
+    reports = select(User.id).where(User.manager_id == manager_id).scalar_subquery()
+    with reading() as session:
         rows = session.execute(
-            select(User.id, M365Link.object_id)
-            .join(M365Link, (M365Link.resource_id == User.id) & (M365Link.resource_type == "User"))
-            .where(User.manager_id == manager_id, M365Link.object_id.is_not(None))
+            select(M365Link.resource_id, M365Link.object_id).where(
+                M365Link.resource_type == "User",
+                M365Link.resource_id.in_(reports),
+                M365Link.object_id.is_not(None),
+            )
         )
         return [(rid, str(oid)) for rid, oid in rows]
