@@ -188,12 +188,25 @@ def pending_through(
 
 def complete_through(resource_type: str, resource_id: str, upto: int) -> None:
     """A user's delivery sends its whole current state, so it also covers that user's earlier
-    dead letters; a group's member changes are deltas, so its dead letters stay."""
+    dead letters; a group's member changes are deltas, so its dead letters stay. A user just
+    created (or bound) is "creating" until what follows its create has landed: now it has.
+    One transaction: each costs the write lock, which the worker threads share."""
     with transaction() as session:
         outbox.complete_through(
             session, resource_type, resource_id, upto, supersede_dead=resource_type == "User"
         )
         outbox.scrub_secrets(session, resource_type, resource_id)
+        now = utcnow()
+        session.execute(
+            update(M365Link)
+            .where(
+                M365Link.resource_type == resource_type,
+                M365Link.resource_id == resource_id,
+                M365Link.state == "creating",
+                M365Link.object_id.is_not(None),
+            )
+            .values(state="synced", last_synced_at=now, last_error=None, updated_at=now)
+        )
 
 
 def retry_later(event_id: int, at: datetime, counts: bool, error: str) -> None:

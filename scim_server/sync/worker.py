@@ -382,14 +382,14 @@ class Worker:
     ) -> None:
         """What a user just created (or bound) in M365 needs next: its groups (but the M365
         groups in `joined`), its manager, and its reports that reached M365 before it did.
-        Until all of it has landed the link stays "creating", so a retry does it again."""
+        Until all of it has landed the link stays "creating", so a retry does it again; the
+        completion of the user's events makes it "synced" (store.complete_through)."""
         self._join_groups(user_id, object_id, joined)
         self._sync_manager(user_id, doc, object_id, store.link("User", user_id))
         for report_id, report_object in store.reports_in_m365(user_id):
             self._write()
             self.client.set_manager(report_object, object_id)
             store.save_link("User", report_id, manager_id=user_id)
-        store.save_link("User", user_id, state="synced")
 
     def _create_or_bind(
         self,
