@@ -12,7 +12,8 @@ class ConfigError(RuntimeError):
     """A setting is missing or malformed; the message names the variable."""
 
 
-def _int(name: str, default: int, minimum: int = 1) -> int:
+def env_int(name: str, default: int, minimum: int = 1) -> int:
+    """An integer setting; ConfigError names the variable."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -71,22 +72,22 @@ class Settings:
 
 def load(instance_path: str) -> Settings:
     default_db = "sqlite:///" + str(Path(instance_path) / "scim.sqlite3")
-    max_page = _int("SCIM_MAX_PAGE_SIZE", 1000)
+    max_page = env_int("SCIM_MAX_PAGE_SIZE", 1000)
     return Settings(
         database_url=normalise_database_url(os.environ.get("DATABASE_URL") or default_db),
         max_page_size=max_page,
-        default_page_size=min(_int("SCIM_DEFAULT_PAGE_SIZE", 100), max_page),
-        bulk_max_operations=_int("SCIM_BULK_MAX_OPERATIONS", 1000),
-        bulk_max_payload_size=_int("SCIM_BULK_MAX_PAYLOAD_SIZE", 4 * 1024 * 1024),
+        default_page_size=min(env_int("SCIM_DEFAULT_PAGE_SIZE", 100), max_page),
+        bulk_max_operations=env_int("SCIM_BULK_MAX_OPERATIONS", 1000),
+        bulk_max_payload_size=env_int("SCIM_BULK_MAX_PAYLOAD_SIZE", 4 * 1024 * 1024),
         max_filter_results=max_page,
-        max_request_size=_int("SCIM_MAX_REQUEST_SIZE", 16 * 1024 * 1024),
-        token_cache_seconds=_int("SCIM_TOKEN_CACHE_SECONDS", 5, minimum=0),
+        max_request_size=env_int("SCIM_MAX_REQUEST_SIZE", 16 * 1024 * 1024),
+        token_cache_seconds=env_int("SCIM_TOKEN_CACHE_SECONDS", 5, minimum=0),
         public_url=_url("SCIM_PUBLIC_URL", "http://127.0.0.1:8080"),
-        activation_ttl_hours=_int("ACTIVATION_TTL_HOURS", 72),
-        portal_user_failures=_int("PORTAL_USER_FAILURES", 5),
-        portal_address_failures=_int("PORTAL_ADDRESS_FAILURES", 20),
-        portal_lockout_seconds=_int("PORTAL_LOCKOUT_SECONDS", 900),
-        trusted_proxies=_int("SCIM_TRUSTED_PROXIES", 0, minimum=0),
+        activation_ttl_hours=env_int("ACTIVATION_TTL_HOURS", 72),
+        portal_user_failures=env_int("PORTAL_USER_FAILURES", 5),
+        portal_address_failures=env_int("PORTAL_ADDRESS_FAILURES", 20),
+        portal_lockout_seconds=env_int("PORTAL_LOCKOUT_SECONDS", 900),
+        trusted_proxies=env_int("SCIM_TRUSTED_PROXIES", 0, minimum=0),
     )
 
 

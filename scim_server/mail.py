@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
 
-from scim_server.config import ConfigError
+from scim_server.config import ConfigError, env_int
 
 
 class MailError(RuntimeError):
@@ -41,11 +41,7 @@ class SmtpSettings:
         if raw_tls not in {"true", "false", "1", "0", "yes", "no"}:
             raise ConfigError(f"SMTP_STARTTLS must be true or false, got {raw_tls!r}")
         starttls = raw_tls in {"true", "1", "yes"}
-        raw_port = os.environ.get("SMTP_PORT", "").strip() or ("587" if starttls else "25")
-        try:
-            port = int(raw_port)
-        except ValueError:
-            raise ConfigError(f"SMTP_PORT must be a port number, got {raw_port!r}") from None
+        port = env_int("SMTP_PORT", 587 if starttls else 25)
         username = os.environ.get("SMTP_USERNAME") or None
         password = os.environ.get("SMTP_PASSWORD") or None
         if username and not starttls:

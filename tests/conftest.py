@@ -19,7 +19,7 @@ from scim_server import create_app
 from scim_server.config import normalise_database_url
 
 # The Graph emulator's fixtures, for every test module.
-from tests.graph_emulator import graph_emulator, graph_emulator_server  # noqa: F401
+from tests.graph_emulator import graph_emulator, graph_emulator_server, tenant_env  # noqa: F401
 
 SCIM = "application/scim+json"
 

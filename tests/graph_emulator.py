@@ -173,6 +173,15 @@ def graph_emulator(graph_emulator_server: RunningEmulator) -> RunningEmulator:
     return graph_emulator_server
 
 
+@pytest.fixture
+def tenant_env(graph_emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> RunningEmulator:
+    """The emulator as the tenant the CLI's commands read (`m365 import`): GRAPH_* set from
+    its start-up line, users provisioned on example.com."""
+    for name, value in {**graph_env(graph_emulator), "M365_SYNC_DOMAINS": "example.com"}.items():
+        monkeypatch.setenv(name, value)
+    return graph_emulator
+
+
 def graph_env(emulator: RunningEmulator) -> dict[str, str]:
     """The GRAPH_* variables an operator sets from the emulator's start-up line."""
     return {

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from scim_server.db import db
 from scim_server.sync.worker import Worker
 from tests.conftest import ScimClient
-from tests.graph_emulator import STRONG_PASSWORD, RunningEmulator, graph_env
+from tests.graph_emulator import STRONG_PASSWORD, RunningEmulator
 from tests.smtp_server import Inbox, smtp_server
 from tests.test_password_authority import _sign_in, worker  # noqa: F401
 
@@ -193,13 +193,11 @@ def test_an_imported_account_takes_the_password_chosen_through_activation(
     app: Flask,
     client: FlaskClient,
     worker: Worker,  # noqa: F811
-    graph_emulator: RunningEmulator,
+    tenant_env: RunningEmulator,
     inbox: Inbox,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    graph_emulator = tenant_env
     graph_emulator.create_user("adele")  # an account with a password of its own
-    for name, value in {**graph_env(graph_emulator), "M365_SYNC_DOMAINS": "example.com"}.items():
-        monkeypatch.setenv(name, value)
     done = app.test_cli_runner().invoke(args=["m365", "import", "--bind", "--yes"])
     assert done.exit_code == 0, done.output
     assert worker.drain()

@@ -25,7 +25,7 @@ from scim_server.sync.policy import Policy
 from scim_server.sync.settings import SyncSettings
 from scim_server.sync.worker import Worker
 from tests.conftest import ScimClient
-from tests.graph_emulator import STRONG_PASSWORD, RunningEmulator, graph_env
+from tests.graph_emulator import STRONG_PASSWORD, RunningEmulator
 from tests.smtp_server import smtp_server
 from tests.test_graph_client_contract import settings_for
 from tests.test_password_authority import _database_text, _sign_in, worker  # noqa: F401
@@ -120,12 +120,10 @@ def test_the_first_login_after_a_takeover_sets_the_directory_password(
     app: Flask,
     client: FlaskClient,
     worker: Worker,  # noqa: F811
-    graph_emulator: RunningEmulator,
-    monkeypatch: pytest.MonkeyPatch,
+    tenant_env: RunningEmulator,
 ) -> None:
+    graph_emulator = tenant_env
     graph_emulator.create_user("taken")  # an existing account with its own password
-    for name, value in {**graph_env(graph_emulator), "M365_SYNC_DOMAINS": "example.com"}.items():
-        monkeypatch.setenv(name, value)
     user = scim.post("/Users", {"userName": "taken@example.com", "password": PASSWORD}).get_json()
     assert worker.drain()  # M365_ON_CONFLICT=fail: reported, left alone
     assert _link(app, user["id"]).state == "conflict"

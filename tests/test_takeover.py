@@ -18,15 +18,13 @@ from scim_server.sync.policy import Policy
 from scim_server.sync.settings import SyncSettings
 from scim_server.sync.worker import Worker
 from tests.conftest import ScimClient
-from tests.graph_emulator import RunningEmulator, graph_env
+from tests.graph_emulator import RunningEmulator
 from tests.test_graph_client_contract import settings_for
 
 
 @pytest.fixture
-def tenant(graph_emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> RunningEmulator:
-    for name, value in {**graph_env(graph_emulator), "M365_SYNC_DOMAINS": "example.com"}.items():
-        monkeypatch.setenv(name, value)
-    em = graph_emulator
+def tenant(tenant_env: RunningEmulator) -> RunningEmulator:
+    em = tenant_env
     em.create_user("adele", givenName="Adele", surname="Vance", mail="adele@example.com")
     em.create_user("Megan", givenName="Megan", mail="megan.b@example.com")
     em.create_user("newbie", givenName="New", surname="Bie")
