@@ -8,7 +8,6 @@ it, in the same transaction as the password change.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,6 +16,7 @@ from flask import current_app
 
 from models import utcnow
 from scim_server import directory, mail, passwords
+from scim_server.auth import hash_token
 from scim_server.db import Tx, transaction
 from scim_server.errors import InvalidValue
 
@@ -35,10 +35,6 @@ class LinkInvalid(ActivationError):
 class Sent:
     to: str
     expires_at: datetime
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _user(tx: Tx, ident: str) -> tuple[str, str, str | None, str | None, str | None] | None:
@@ -81,7 +77,7 @@ def send(ident: str, to: str | None, settings: mail.SmtpSettings) -> Sent:
         tx.execute(
             "INSERT INTO activation_tokens (token_hash, user_id, created_at, expires_at)"
             " VALUES (?, ?, ?, ?)",
-            (_digest(token), user_id, tx.timestamp(now), tx.timestamp(expires)),
+            (hash_token(token), user_id, tx.timestamp(now), tx.timestamp(expires)),
         )
     link = f"{current_app.config['SCIM_PUBLIC_URL']}/portal/activate/{token}"
     message = mail.message(
@@ -96,7 +92,7 @@ def send(ident: str, to: str | None, settings: mail.SmtpSettings) -> Sent:
         with transaction(write=True) as tx:  # never delivered: it must not work either
             tx.execute(
                 "UPDATE activation_tokens SET spent_at = ? WHERE token_hash = ?",
-                (tx.timestamp(utcnow()), _digest(token)),
+                (tx.timestamp(utcnow()), hash_token(token)),
             )
         raise
     return Sent(recipient, expires)
@@ -119,7 +115,7 @@ def holder(token: str) -> str:
         row = tx.first(
             "SELECT u.user_name FROM activation_tokens t JOIN users u ON u.id = t.user_id"
             " WHERE t.token_hash = ? AND t.spent_at IS NULL AND t.expires_at > ?",
-            (_digest(token), tx.timestamp(utcnow())),
+            (hash_token(token), tx.timestamp(utcnow())),
         )
     if row is None:
         raise LinkInvalid(_SPENT)
@@ -138,7 +134,7 @@ def redeem(token: str, password: str, confirm: str) -> str:
     if password != confirm:
         raise InvalidValue("The two passwords differ.")
     passwords.check(password)
-    digest = _digest(token)
+    digest = hash_token(token)
     with transaction(write=False) as tx:
         row = tx.first(
             "SELECT user_id FROM activation_tokens"

@@ -149,6 +149,11 @@ def _sqlite_datetime(moment: datetime | None) -> str | None:
     return moment.isoformat(" ", "microseconds")
 
 
+def read_datetime(value: Any) -> Any:
+    """A DateTime column read by hand: SQLite returns the text _sqlite_datetime wrote."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
 class Tx:
     """A transaction on one DBAPI connection. Statements are written with `?` placeholders.
 

@@ -9,7 +9,6 @@ from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from models import Group, GroupMember, M365Link, User, UserValue, utcnow
 from scim_server import mapping, outbox, passwords, sealing
-from scim_server.db import Tx, connection, db, session_tx, transaction
+from scim_server.db import Tx, connection, db, read_datetime, session_tx, transaction
 from scim_server.errors import Conflict, InternalError, NotFound, PreconditionFailed
 from scim_server.scim import projection as proj
 from scim_server.scim.filter_parser import parse_filter
@@ -90,14 +89,10 @@ def _user_row(tx: Tx, row: Sequence[Any]) -> Any:
     if tx.sqlite:
         row = list(row)
         for i in _USER_DATETIMES:
-            row[i] = _read_datetime(row[i])
+            row[i] = read_datetime(row[i])
         if row[_USER_ACTIVE] is not None:
             row[_USER_ACTIVE] = bool(row[_USER_ACTIVE])
     return UserRow._make(row)
-
-
-def _read_datetime(value: Any) -> Any:
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 def _placeholders(n: int) -> str:
@@ -170,7 +165,7 @@ def _links(tx: Tx, resource_type: str, ids: Sequence[str]) -> dict[str, Any]:
             f" WHERE resource_type = ? AND resource_id IN ({_placeholders(len(chunk))})",
             [resource_type, *chunk],
         ):
-            out[rid] = LinkRow(object_id, state, _read_datetime(synced_at), error, password_state)
+            out[rid] = LinkRow(object_id, state, read_datetime(synced_at), error, password_state)
     return out
 
 
@@ -552,7 +547,8 @@ def _save_user(tx: Tx, write: _UserWrite, event: str) -> bool:
     return True
 
 
-_SYNC_STATE = ("objectId", "syncState", "lastSyncedAt", "lastError", "passwordState")
+# The M365 extension's read-only attributes: the sync worker's, never written by a request.
+_SYNC_STATE = tuple(a.name for a in M365_USER.attributes if a.mutability == "readOnly")
 
 
 def _written(write: _UserWrite, base_url: str) -> tuple[dict[str, Any], int]:

@@ -20,7 +20,7 @@ from flask import current_app
 
 from models import utcnow
 from scim_server import directory, outbox, passwords, sealing
-from scim_server.db import Tx, transaction
+from scim_server.db import Tx, read_datetime, transaction
 from scim_server.errors import InvalidValue
 from scim_server.portal import throttle
 
@@ -198,9 +198,7 @@ def _bound(link: dict[str, Any] | None) -> bool:
 
 def _status(row: _UserRow, link: dict[str, Any] | None, queued: bool) -> Status:
     link = link or {}
-    synced_at = link.get("password_synced_at")
-    if isinstance(synced_at, str):
-        synced_at = datetime.fromisoformat(synced_at)
+    synced_at = read_datetime(link.get("password_synced_at"))
     return Status(
         row.user_name,
         row.display_name,

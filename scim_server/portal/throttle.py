@@ -12,13 +12,8 @@ import hashlib
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from scim_server.db import Tx
-
-
-def _read_datetime(value: Any) -> Any:
-    return datetime.fromisoformat(value) if isinstance(value, str) else value  # SQLite: text
+from scim_server.db import Tx, read_datetime
 
 
 @dataclass(frozen=True)
@@ -47,7 +42,7 @@ def retry_after(tx: Tx, keys: Keys, now: datetime) -> int:
     waits = [
         (until - now).total_seconds()
         for (raw,) in rows
-        if (until := _read_datetime(raw)) is not None and until > now
+        if (until := read_datetime(raw)) is not None and until > now
     ]
     return math.ceil(max(waits)) if waits else 0
 
@@ -76,7 +71,7 @@ def _count(tx: Tx, key: str, limit: int, window: timedelta, now: datetime) -> No
         f"SELECT failures, window_started_at, locked_until FROM login_throttle WHERE key = ?{lock}",
         (key,),
     )
-    started, locked = _read_datetime(started_raw), _read_datetime(locked_raw)
+    started, locked = read_datetime(started_raw), read_datetime(locked_raw)
     if started + window <= now or (locked is not None and locked <= now):
         failures, started = 0, now  # a new window
     failures += 1
