@@ -18,9 +18,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(settings.to_flask())
     if test_config:
         app.config.update(test_config)
-    # A server database can drop idle connections; a SQLite file cannot.
+    # A server database can drop idle connections (a SQLite file cannot), and an address
+    # that does not answer fails in seconds rather than hanging start-up.
     if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
-        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+            "pool_pre_ping": True,
+            "connect_args": {"connect_timeout": 10},
+        }
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 

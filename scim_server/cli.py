@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
 
 from scim_server.graph.emulator.command import graph_emulator
@@ -58,8 +58,10 @@ def serve(host: str, port: int, workers: int, threads: int, access_log: bool, sy
     """Run the SCIM server with gunicorn. The SCIM base URL is http://HOST:PORT/scim/v2."""
     from gunicorn.app.base import BaseApplication
 
-    from scim_server import create_app
+    from scim_server import create_app, preflight
 
+    # Every setting and the database, before anything listens (ConfigError: one line, exit 2).
+    preflight.check(current_app._get_current_object())  # type: ignore[attr-defined]
     upgrade_schema()
     worker = _start_sync_worker() if sync else None
 

@@ -34,6 +34,22 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+SUPPORTED_DATABASES = ("sqlite:///", "postgresql+psycopg://")
+
+
+def database_url(raw: str) -> str:
+    """DATABASE_URL, normalised; ConfigError for a database this project does not run on.
+    The message names the scheme only: the URL may hold a password."""
+    url = normalise_database_url(raw.strip())
+    if not url.startswith(SUPPORTED_DATABASES):
+        scheme = url.partition("://")[0] if "://" in url else url[:20]
+        raise ConfigError(
+            "DATABASE_URL must be sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB, "
+            f"not {scheme!r}"
+        )
+    return url
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
@@ -74,7 +90,7 @@ def load(instance_path: str) -> Settings:
     default_db = "sqlite:///" + str(Path(instance_path) / "scim.sqlite3")
     max_page = env_int("SCIM_MAX_PAGE_SIZE", 1000)
     return Settings(
-        database_url=normalise_database_url(os.environ.get("DATABASE_URL") or default_db),
+        database_url=database_url(os.environ.get("DATABASE_URL") or default_db),
         max_page_size=max_page,
         default_page_size=min(env_int("SCIM_DEFAULT_PAGE_SIZE", 100), max_page),
         bulk_max_operations=env_int("SCIM_BULK_MAX_OPERATIONS", 1000),

@@ -24,15 +24,23 @@ def worker(concurrency: int) -> None:
 
     Several `worker` processes may run against PostgreSQL; on SQLite run one. Without
     GRAPH_TENANT_ID they deliver to the sandbox tenant (the built-in emulator)."""
+    from scim_server import preflight
     from scim_server.cli import upgrade_schema
     from scim_server.config import ConfigError
     from scim_server.graph.errors import GraphError
     from scim_server.sync import runtime
     from scim_server.sync.worker import ScopeError
 
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    try:
+        # Every setting and the database, before a change is claimed.
+        preflight.check(app)
+    except ConfigError as exc:
+        click.echo(f"scim-server worker: {exc}", err=True)
+        sys.exit(2)
     upgrade_schema()
     try:
-        running = runtime.engine(current_app._get_current_object(), max(concurrency, 1))  # type: ignore[attr-defined]
+        running = runtime.engine(app, max(concurrency, 1))
     except (ConfigError, ScopeError, GraphError) as exc:
         # Said plainly, without a traceback: a setting or the tenant needs fixing.
         click.echo(f"scim-server worker: {exc}", err=True)

@@ -1,0 +1,87 @@
+"""Start-up checks of `serve` and `worker`: every setting, then the database, before
+anything listens or claims a change. Each failure is a ConfigError of one line that names
+the variable to fix (`scim-server` prints it and exits with status 2)."""
+
+from __future__ import annotations
+
+import os
+
+from flask import Flask
+from sqlalchemy import make_url, text
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from scim_server import config, mail, sealing
+from scim_server.config import ConfigError
+from scim_server.graph import settings as graph_settings
+from scim_server.sync import settings as sync_settings
+
+SMTP_VARIABLES = (
+    "SMTP_HOST",
+    "SMTP_PORT",
+    "SMTP_FROM",
+    "SMTP_STARTTLS",
+    "SMTP_USERNAME",
+    "SMTP_PASSWORD",
+    "SMTP_CA_BUNDLE",
+)
+
+
+def check(app: Flask) -> None:
+    """Raise ConfigError for the first setting, or the database, that is not right."""
+    config.load(app.instance_path)  # SCIM_*, PORTAL_*, ACTIVATION_*, DATABASE_URL's scheme
+    sealing.check_key()  # SCIM_ENCRYPTION_KEY
+    sync_settings.from_env()  # M365_*
+    check_graph()
+    check_smtp()
+    check_database(app.config["SQLALCHEMY_DATABASE_URI"], app)
+
+
+GRAPH_VARIABLES = (
+    "GRAPH_CLIENT_ID",
+    "GRAPH_CLIENT_SECRET",
+    "GRAPH_CLIENT_CERT_PATH",
+    "GRAPH_CLIENT_CERT_PASSPHRASE",
+    "GRAPH_AUTHORITY_HOST",
+    "GRAPH_URL",
+    "GRAPH_CA_BUNDLE",
+    "GRAPH_TIMEOUT_SECONDS",
+)
+
+
+def check_graph() -> None:
+    """GRAPH_*: a whole tenant configuration, or none at all (the sandbox tenant). A tenant's
+    settings without GRAPH_TENANT_ID are a mistake (a typo in its name, say) that would
+    otherwise deliver to the sandbox in silence."""
+    if graph_settings.from_env() is not None:
+        return
+    stray = [name for name in GRAPH_VARIABLES if os.environ.get(name, "").strip()]
+    if stray:
+        raise ConfigError(
+            f"{stray[0]} is set but GRAPH_TENANT_ID is not: set GRAPH_TENANT_ID for a tenant, "
+            "or unset the GRAPH_* settings to deliver to the sandbox tenant"
+        )
+
+
+def check_smtp() -> None:
+    """SMTP_* are optional (only activation emails need a relay), but once any is set they
+    must make a whole, valid relay configuration."""
+    if not any(os.environ.get(name) for name in SMTP_VARIABLES):
+        return
+    settings = mail.SmtpSettings.from_env()
+    if settings.ca_bundle is not None and not os.path.isfile(settings.ca_bundle):
+        raise ConfigError(f"SMTP_CA_BUNDLE is not a file: {settings.ca_bundle}")
+
+
+def check_database(url: str, app: Flask) -> None:
+    """The database answers. Its address is named without the password."""
+    from scim_server.db import db
+
+    where = make_url(url).render_as_string(hide_password=True)
+    try:
+        with app.app_context(), db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise ConfigError(f"DATABASE_URL: cannot reach the database {where}: {reason}") from None
+    except SQLAlchemyError as exc:
+        raise ConfigError(f"DATABASE_URL: cannot use the database {where}: {exc}") from None
