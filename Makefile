@@ -25,7 +25,8 @@ lint: $(BIN)/scim-server
 	$(BIN)/mypy
 
 conformance: $(BIN)/scim-server
-	bash conformance/scim2_tester.sh
+	bash conformance/scim2_tester.sh 18080
+	bash conformance/scim2_tester.sh 18081 --no-sync
 
 clean:
 	rm -rf $(VENV) .venv-conformance instance .pytest_cache .mypy_cache .ruff_cache

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -37,8 +38,12 @@ from scim_server.scim.schema import (
 )
 
 _hasher = PasswordHasher()
-FULL_USER = proj.parse(USER_TYPE, None, None)
-FULL_GROUP = proj.parse(GROUP_TYPE, None, None)
+# The server's own reads: the sync state (returned to clients only on request) included.
+FULL_USER = proj.everything(USER_TYPE)
+FULL_GROUP = proj.everything(GROUP_TYPE)
+# The M365 extensions' read-only attributes: the sync worker's, never written by a request.
+_SYNC_STATE = tuple(a.name for a in M365_USER.attributes if a.mutability == "readOnly")
+_GROUP_SYNC_STATE = tuple(a.name for a in M365_GROUP.attributes if a.mutability == "readOnly")
 CHUNK = 500  # ids per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
 
 
@@ -125,7 +130,7 @@ def _user_docs(
                 chunk,
             ):
                 groups[member_id].append((gid, gname))
-    links = _links(tx, "User", ids) if projection.wants_schema(M365_USER) else {}
+    links = _links(tx, "User", ids) if projection.wants_any(M365_USER, _SYNC_STATE) else {}
     manager_ids = sorted({u.manager_id for u in users if u.manager_id})
     managers: dict[str, str] = {}
     if manager_ids and projection.wants(ENTERPRISE, "manager"):
@@ -202,7 +207,7 @@ def _group_docs(
 ) -> list[dict[str, Any]]:
     members = _members_of([g.id for g in groups]) if projection.wants(GROUP, "members") else {}
     links: dict[str, Any] = {}
-    if groups and projection.wants_schema(M365_GROUP):
+    if groups and projection.wants_any(M365_GROUP, _GROUP_SYNC_STATE):
         links = {
             row.resource_id: row
             for row in db.session.scalars(
@@ -409,6 +414,11 @@ def create_user(
     body: dict[str, Any], base_url: str, *, user_id: str | None = None
 ) -> tuple[dict[str, Any], int]:
     doc = canonicalize(body, USER_TYPE)
+    # A user created without `active` is enabled, in Microsoft 365 as in the directory, so
+    # the directory says so (Okta's SPEC test reads it back). A PUT or PATCH that leaves it
+    # out clears it, as RFC 7644 §3.5.1 and §3.5.2.2 say; M365 then keeps the account enabled.
+    if doc.get("active") is None:
+        doc["active"] = True
     password = doc.pop("password", None)
     sealed = _sealed_password(password)
     now = utcnow()
@@ -461,12 +471,31 @@ class _UserWrite:
     user_name: str
     changes: dict[str, Any]  # the columns that change, version and lastModified included
     rows: list[dict[str, Any]]  # the user_values rows of the new document
-    rewrite_values: bool
+    rewrite_values: bool  # the multi-valued attributes changed
     password_changed: bool
     sealed_password: str | None  # the new password, sealed for the outbox (sealing.py)
     force_change: bool = False  # a temporary password: M365 asks for a new one at sign-in
     # More to do in the same transaction (spending an activation link): raises to undo all.
     also: Callable[[Tx], None] | None = None
+
+    @property
+    def changes_nothing(self) -> bool:
+        """A PUT or PATCH that leaves the user as it was (RFC 7644 §3.5.2: a PATCH "that
+        results in no change" may answer success): nothing is written, the version stays."""
+        return not self.changes and not self.rewrite_values and not self.password_changed
+
+
+def _is_current_password(columns: dict[str, Any], password: str) -> bool:
+    """Whether `password` is the user's own (not temporary) password already: an identity
+    provider that sends the password with every update (Okta's Sync Password) changes
+    nothing by sending it again."""
+    stored = columns["password_hash"]
+    if stored is None or columns["password_temporary"]:
+        return False
+    try:
+        return _hasher.verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return False
 
 
 def _prepare_user_write(
@@ -474,7 +503,6 @@ def _prepare_user_write(
     doc: dict[str, Any],
     password: str | None,
     *,
-    rewrite_values: bool,
     force_change: bool = False,
     also: Callable[[Tx], None] | None = None,
 ) -> _UserWrite:
@@ -483,12 +511,21 @@ def _prepare_user_write(
     columns = mapping.doc_to_user_columns(doc)
     _check_user_columns(columns)
     rows = _value_rows(snap.columns["id"], doc)
+    rewrite_values = rows != _value_rows(snap.columns["id"], snap.doc)
     changes = {c: v for c, v in columns.items() if snap.columns[c] != v}
+    if (
+        password is not None
+        and not force_change
+        and also is None
+        and _is_current_password(snap.columns, password)
+    ):
+        password = None
     sealed = _sealed_password(password)
     if password is not None:
         changes["password_hash"] = hash_password(password)
         changes["password_temporary"] = force_change
-    changes.update(version=snap.columns["version"] + 1, last_modified=utcnow())
+    if changes or rewrite_values or password is not None:
+        changes.update(version=snap.columns["version"] + 1, last_modified=utcnow())
     return _UserWrite(
         snap,
         doc["userName"],
@@ -547,10 +584,6 @@ def _save_user(tx: Tx, write: _UserWrite, event: str) -> bool:
     return True
 
 
-# The M365 extension's read-only attributes: the sync worker's, never written by a request.
-_SYNC_STATE = tuple(a.name for a in M365_USER.attributes if a.mutability == "readOnly")
-
-
 def _written(write: _UserWrite, base_url: str) -> tuple[dict[str, Any], int]:
     """The response to a saved update, rendered once the write lock is released. The M365
     sync state (read-only, the worker's) is the snapshot's, as a GET would show it."""
@@ -582,6 +615,8 @@ def _update_user(
         with transaction(write=False, on=conn) as tx:
             snap = _snapshot(tx, user_id, if_match, base_url)
         write = change(snap)
+        if write.changes_nothing:
+            return snap.doc, int(snap.columns["version"])
         with _unique(_user_name_taken(write)), transaction(write=True, on=conn) as tx:
             saved = _save_user(tx, write, event)
             if not saved:
@@ -590,6 +625,8 @@ def _update_user(
             with transaction(write=True, on=conn) as tx:
                 snap = _snapshot(tx, user_id, if_match, base_url)
                 write = change(snap)
+                if write.changes_nothing:
+                    return snap.doc, int(snap.columns["version"])
                 with _unique(_user_name_taken(write)):
                     saved = _save_user(tx, write, event)
     if not saved:  # the locked attempt holds the row: this would be a bug
@@ -630,9 +667,7 @@ def set_password(
     def change(snap: _Snapshot) -> _UserWrite:
         if unless is not None:
             unless(snap.columns)
-        return _prepare_user_write(
-            snap, snap.doc, password, rewrite_values=False, force_change=force_change, also=also
-        )
+        return _prepare_user_write(snap, snap.doc, password, force_change=force_change, also=also)
 
     return _update_user(user_id, None, "", change, "password_set")[1]
 
@@ -652,7 +687,7 @@ def replace_user(
     password = doc.pop("password", None)
 
     def change(snap: _Snapshot) -> _UserWrite:
-        return _prepare_user_write(snap, doc, password, rewrite_values=True)
+        return _prepare_user_write(snap, doc, password)
 
     return _update_user(user_id, if_match, base_url, change, "replaced")
 
@@ -662,9 +697,7 @@ def patch_user(
 ) -> tuple[dict[str, Any], int]:
     def change(snap: _Snapshot) -> _UserWrite:
         result = apply_patch(snap.doc, operations, USER_TYPE)
-        # Multi-valued attributes are rewritten only when the PATCH changed them.
-        changed = any(snap.doc.get(a) != result.doc.get(a) for a in mapping.MULTI_VALUED)
-        return _prepare_user_write(snap, result.doc, result.password, rewrite_values=changed)
+        return _prepare_user_write(snap, result.doc, result.password)
 
     return _update_user(user_id, if_match, base_url, change, "patched")
 
@@ -705,32 +738,36 @@ def _existing_members(ids: Sequence[str], group_id: str) -> dict[str, str]:
     return found
 
 
-def _apply_members(group_id: str, change: MemberChange) -> dict[str, Any]:
-    """Apply a membership change with set-based SQL; the group's members are never loaded."""
-    removed: list[str] = []
+def _apply_members(group_id: str, change: MemberChange) -> dict[str, Any] | None:
+    """Apply a membership change with set-based SQL. Returns what it did (the outbox
+    event's members), or None when it changed nothing: a remove of a member who is not
+    there, an add of one who is, a replace with the same members."""
+    existing = _existing_members(list(change.add), group_id)
     if change.replace_all:
+        current = {
+            mid: display
+            for mid, display in db.session.execute(
+                select(GroupMember.member_id, GroupMember.display).where(
+                    GroupMember.group_id == group_id
+                )
+            )
+        }
+        if current == {i: change.display.get(i) for i in existing}:
+            return None
         db.session.execute(delete(GroupMember).where(GroupMember.group_id == group_id))
-    elif change.remove:
-        removed = sorted(change.remove)
+        to_add, removed = list(existing), []
+    else:
+        removed = sorted(_present(group_id, sorted(change.remove)))
         for chunk in _chunks(removed):
             db.session.execute(
                 delete(GroupMember).where(
                     GroupMember.group_id == group_id, GroupMember.member_id.in_(chunk)
                 )
             )
-    existing = _existing_members(list(change.add), group_id)
-    to_add = list(existing)
-    if to_add and not change.replace_all:
-        present: set[str] = set()
-        for chunk in _chunks(to_add):
-            present.update(
-                db.session.scalars(
-                    select(GroupMember.member_id).where(
-                        GroupMember.group_id == group_id, GroupMember.member_id.in_(chunk)
-                    )
-                )
-            )
-        to_add = [i for i in to_add if i not in present]
+        present = _present(group_id, list(existing))
+        to_add = [i for i in existing if i not in present]
+        if not to_add and not removed:
+            return None
     if to_add:
         db.session.execute(
             insert(GroupMember),
@@ -745,6 +782,20 @@ def _apply_members(group_id: str, change: MemberChange) -> dict[str, Any]:
             ],
         )
     return {"replace_all": change.replace_all, "added": to_add, "removed": removed}
+
+
+def _present(group_id: str, ids: Sequence[str]) -> set[str]:
+    """Which of these ids are members of the group: an indexed lookup of those ids only."""
+    present: set[str] = set()
+    for chunk in _chunks(ids):
+        present.update(
+            db.session.scalars(
+                select(GroupMember.member_id).where(
+                    GroupMember.group_id == group_id, GroupMember.member_id.in_(chunk)
+                )
+            )
+        )
+    return present
 
 
 def create_group(body: dict[str, Any], base_url: str) -> tuple[dict[str, Any], int]:
@@ -765,7 +816,11 @@ def create_group(body: dict[str, Any], base_url: str) -> tuple[dict[str, Any], i
     with _unique(f"A group named {doc['displayName']!r} already exists."):
         db.session.add(group)
         db.session.flush()
-        members = _apply_members(group.id, _member_change(doc))
+        members = _apply_members(group.id, _member_change(doc)) or {
+            "replace_all": True,
+            "added": [],
+            "removed": [],
+        }
         outbox.record(db.session, "Group", group.id, "created", {"version": 1, **members})
         db.session.commit()
     return get_group(group.id, base_url, FULL_GROUP)[0], 1
@@ -778,27 +833,36 @@ def _member_change(doc: dict[str, Any]) -> MemberChange:
     return change
 
 
-def _save_group(group: Group, doc: dict[str, Any], change: MemberChange | None, event: str) -> None:
+def _save_group(group: Group, doc: dict[str, Any], change: MemberChange | None, event: str) -> int:
+    """Write a group's new document and members; returns its version, which stays as it
+    was when nothing changes (no write, no outbox event)."""
     if doc["displayName"].lower() != group.display_name_ci:
         _ensure_unique_group_name(doc["displayName"], group.id)
+    values = {
+        "display_name": doc["displayName"],
+        "external_id": doc.get("externalId"),
+        "mail_nickname": mapping.group_mail_nickname(doc),
+    }
     with _unique(f"A group named {doc['displayName']!r} already exists."):
-        members = _apply_members(group.id, change) if change else {}
+        members = _apply_members(group.id, change) if change else None
+        if members is None and all(getattr(group, c) == v for c, v in values.items()):
+            db.session.rollback()  # releases the row lock; nothing was written
+            return group.version
         # One UPDATE statement, so concurrent member adds never lose a version bump.
         db.session.execute(
             update(Group)
             .where(Group.id == group.id)
             .values(
-                display_name=doc["displayName"],
+                **values,
                 display_name_ci=doc["displayName"].lower(),
-                external_id=doc.get("externalId"),
-                mail_nickname=mapping.group_mail_nickname(doc),
                 version=Group.version + 1,
                 last_modified=utcnow(),
             )
         )
         version = group.version + 1
-        outbox.record(db.session, "Group", group.id, event, {"version": version, **members})
+        outbox.record(db.session, "Group", group.id, event, {"version": version, **(members or {})})
         db.session.commit()
+    return version
 
 
 def replace_group(
@@ -824,9 +888,8 @@ def patch_group(
     _check_group_columns(result.doc)
     if result.members:
         _check_members((i, result.members.display.get(i)) for i in result.members.add)
-    version = group.version + 1  # the row is locked: nobody else bumps it meanwhile
-    _save_group(group, result.doc, result.members, "patched")
-    return None, version
+    # The row is locked: nobody else bumps its version meanwhile.
+    return None, _save_group(group, result.doc, result.members, "patched")
 
 
 def delete_group(group_id: str, if_match: str | None) -> None:

@@ -61,11 +61,19 @@ def test_sort_and_paging_are_stable(scim: ScimClient) -> None:
     assert first["itemsPerPage"] == 2
 
 
-def test_count_zero_returns_only_total(scim: ScimClient) -> None:
+def test_count_zero_returns_the_total_and_no_resources(scim: ScimClient) -> None:
     scim.user("a")
-    body = scim.get("/Users?count=0").get_json()
-    assert body["totalResults"] == 1
-    assert "Resources" not in body
+    body = scim.get("/Users?count=0&startIndex=3").get_json()
+    # RFC 7644 §3.4.2: Resources is REQUIRED when totalResults is non-zero.
+    assert body == {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+        "totalResults": 1,
+        "startIndex": 3,
+        "itemsPerPage": 0,
+        "Resources": [],
+    }
+    searched = scim.post("/Users/.search", {"count": 0}).get_json()
+    assert (searched["totalResults"], searched["itemsPerPage"], searched["Resources"]) == (1, 0, [])
 
 
 def test_page_size_is_capped_at_the_advertised_maximum(scim: ScimClient) -> None:
@@ -195,6 +203,9 @@ def test_user_name_lookup_pages_like_any_filter(scim: ScimClient) -> None:
     assert only_total == {
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
         "totalResults": 1,
+        "startIndex": 1,
+        "itemsPerPage": 0,
+        "Resources": [],
     }
     missing = scim.get('/Users?filter=userName eq "nobody"').get_json()
     assert missing["totalResults"] == 0

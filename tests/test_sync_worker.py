@@ -331,15 +331,19 @@ def test_the_m365_state_shows_in_scim(
     outsider = scim.user("hidden@elsewhere.example")
     group = scim.group("Shown", members=[user["id"]])
     assert worker.drain()
-    got = scim.get(f"/Users/{user['id']}").get_json()
+    # Server-set, so returned only on request: a default read shows what the client wrote.
+    assert scim.get(f"/Users/{user['id']}").get_json()[M365] == {"usageLocation": "GB"}
+    assert M365_GROUP not in scim.get(f"/Groups/{group['id']}").get_json()
+    got = scim.get(f"/Users/{user['id']}?attributes={M365}").get_json()
     m365 = _m365_user(graph_emulator, "shown@example.com")
     assert m365 is not None and m365["usageLocation"] == "GB"
     assert got[M365]["objectId"] == m365["id"]
     assert got[M365]["syncState"] == "synced"
     assert got[M365]["lastSyncedAt"].endswith("Z")
     assert M365 in got["schemas"]
-    assert scim.get(f"/Users/{outsider['id']}").get_json()[M365]["syncState"] == "out_of_scope"
-    shown = scim.get(f"/Groups/{group['id']}").get_json()[M365_GROUP]
+    outside = scim.get(f"/Users/{outsider['id']}?attributes={M365}:syncState").get_json()
+    assert outside[M365] == {"syncState": "out_of_scope"}
+    shown = scim.get(f"/Groups/{group['id']}?attributes={M365_GROUP}").get_json()[M365_GROUP]
     assert shown["syncState"] == "synced" and shown["objectId"]
     # The sync state is read-only: a PATCH aimed at it is refused (RFC 7644 §3.5.2 mutability).
     refused = scim.patch(
@@ -347,7 +351,8 @@ def test_the_m365_state_shows_in_scim(
         _ops({"op": "replace", "path": f"{M365}:syncState", "value": "error"}),
     )
     assert (refused.status_code, refused.get_json()["scimType"]) == (400, "mutability")
-    assert scim.get(f"/Users/{user['id']}").get_json()[M365]["syncState"] == "synced"
+    again = scim.get(f"/Users/{user['id']}?attributes={M365}").get_json()
+    assert again[M365]["syncState"] == "synced"
 
 
 @pytest.mark.parametrize("bad", ["XX", "England", "G"])
@@ -452,7 +457,7 @@ def test_unbind_releases_the_account_and_suspend_disables_it_first(
     assert worker.drain()
     released = _m365_user(graph_emulator, "released@example.com")
     assert released is not None and released["jobTitle"] == "Before"
-    state = scim.get(f"/Users/{kept['id']}").get_json()[M365]
+    state = scim.get(f"/Users/{kept['id']}?attributes={M365}").get_json()[M365]
     assert state["syncState"] == "unbound" and "objectId" not in state
 
 
@@ -679,18 +684,24 @@ def test_a_membership_committed_while_its_user_is_created_is_not_lost(
 def test_a_patch_answers_with_the_m365_state_a_get_shows(scim: ScimClient, worker: Worker) -> None:
     user = scim.user("state@example.com")
     assert worker.drain()
+    asked = f"attributes=title,{M365}"
     patched = scim.patch(
-        f"/Users/{user['id']}", _ops({"op": "replace", "path": "title", "value": "Pilot"})
+        f"/Users/{user['id']}?{asked}", _ops({"op": "replace", "path": "title", "value": "Pilot"})
     ).get_json()
-    shown = scim.get(f"/Users/{user['id']}").get_json()
+    shown = scim.get(f"/Users/{user['id']}?{asked}").get_json()
     assert patched[M365]["syncState"] == "synced" and patched[M365]["objectId"]
     assert patched == shown
     with_password = scim.patch(
-        f"/Users/{user['id']}",
+        f"/Users/{user['id']}?{asked}",
         _ops({"op": "replace", "path": "password", "value": "Pil0t-Password!"}),
     ).get_json()
     assert with_password[M365]["passwordState"] == "pending"
-    assert with_password == scim.get(f"/Users/{user['id']}").get_json()
+    assert with_password == scim.get(f"/Users/{user['id']}?{asked}").get_json()
+    # Without asking, neither shows the server-set state.
+    plain = scim.patch(
+        f"/Users/{user['id']}", _ops({"op": "replace", "path": "title", "value": "Captain"})
+    ).get_json()
+    assert M365 not in plain and plain == scim.get(f"/Users/{user['id']}").get_json()
 
 
 def test_a_user_the_sync_has_not_seen_shows_no_sync_state(scim: ScimClient) -> None:

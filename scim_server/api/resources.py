@@ -96,10 +96,15 @@ def _list(kind_names: list[str], params: dict[str, Any]) -> Response:
         )
     else:
         total, docs = _list_all(query, params)
-    body: dict[str, Any] = {"schemas": [LIST_RESPONSE], "totalResults": total}
-    # RFC 7644 §3.4.2.4: count=0 asks only for totalResults.
-    if count > 0:
-        body.update(startIndex=start, itemsPerPage=len(docs), Resources=docs)
+    # RFC 7644 §3.4.2.4: count=0 asks for no resources, only the total; §3.4.2 makes
+    # Resources REQUIRED when totalResults is non-zero, so it comes as an empty list.
+    body: dict[str, Any] = {
+        "schemas": [LIST_RESPONSE],
+        "totalResults": total,
+        "startIndex": start,
+        "itemsPerPage": len(docs),
+        "Resources": docs,
+    }
     return scim_json(body)
 
 

@@ -3,12 +3,13 @@ RFC 7643 §2.4: "always" is always returned, "never" never, "request" only when 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
 from scim_server.errors import InvalidValue
-from scim_server.scim.schema import ResourceType, Schema, resolve
+from scim_server.scim.schema import COMMON, ResourceType, Schema, resolve
 
 ALWAYS = ("id", "schemas")
 
@@ -24,11 +25,24 @@ class Projection:
         """Whether a top-level attribute may appear; lets callers skip loading it."""
         if self.include is not None:
             return any(s == schema.id and a == attr for s, a, _ in self.include)
-        return (schema.id, attr, None) not in self.exclude
+        if (schema.id, attr, None) in self.exclude:
+            return False
+        found = schema.attr(attr)
+        return found is None or found.returned not in ("request", "never")
 
-    def wants_schema(self, schema: Schema) -> bool:
-        """Whether any attribute of `schema` may appear."""
-        return any(self.wants(schema, a.name) for a in schema.attributes)
+    def wants_any(self, schema: Schema, attrs: Iterable[str]) -> bool:
+        """Whether any of these top-level attributes of `schema` may appear."""
+        return any(self.wants(schema, a) for a in attrs)
+
+
+def everything(rtype: ResourceType) -> Projection:
+    """Every attribute that is ever returned, those returned on request included: for the
+    server's own reads (a write's snapshot, a write's answer before the client's projection
+    is applied to it), never a client's default."""
+    core = rtype.schema.id
+    include = {(core, a.name, None) for a in COMMON}
+    include |= {(s.id, a.name, None) for s in rtype.all_schemas() for a in s.attributes}
+    return Projection(include=frozenset(include), exclude=frozenset())
 
 
 def parse(

@@ -309,12 +309,17 @@ COUNTRY_CODES = tuple(_COUNTRIES.split())
 
 
 def _sync_state() -> tuple[Attribute, ...]:
-    """The Microsoft 365 sync state of a user or group, kept by the sync worker."""
+    """The Microsoft 365 sync state of a user or group, kept by the sync worker.
+
+    Server-set, and returned only on request (RFC 7643 §2.4 "request"): a client that writes
+    the extension reads back what it wrote, and asks for the state by name or by the
+    extension's URN (`attributes=urn:…:m365:2.0:User`)."""
     return (
-        _s("objectId", mutability="readOnly", case_exact=True),
+        _s("objectId", mutability="readOnly", returned="request", case_exact=True),
         _s(
             "syncState",
             mutability="readOnly",
+            returned="request",
             canonical_values=(
                 "pending",
                 "synced",
@@ -325,8 +330,8 @@ def _sync_state() -> tuple[Attribute, ...]:
                 "unbound",
             ),
         ),
-        _s("lastSyncedAt", type="dateTime", mutability="readOnly"),
-        _s("lastError", mutability="readOnly"),
+        _s("lastSyncedAt", type="dateTime", mutability="readOnly", returned="request"),
+        _s("lastError", mutability="readOnly", returned="request"),
     )
 
 
@@ -344,6 +349,7 @@ M365_USER = Schema(
         _s(
             "passwordState",
             mutability="readOnly",
+            returned="request",
             description="Whether the M365 account's password is the directory's. pending: "
             "being set; synced: it is; temporary: a temporary one, to change at sign-in; "
             "unknown: bound but not set yet (the user's next portal sign-in sets it); none: "
