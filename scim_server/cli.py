@@ -319,7 +319,8 @@ def m365_unbind(user: str, suspend: bool) -> None:
 
 @click.command("keygen")
 def keygen() -> None:
-    """Print a new SCIM_ENCRYPTION_KEY (a Fernet key) for sealing passwords in the outbox."""
+    """Print a new key for SCIM_ENCRYPTION_KEYS (a Fernet key), which seals passwords while
+    they wait in the outbox."""
     from scim_server import sealing
 
     click.echo(sealing.new_key())

@@ -9,6 +9,7 @@ events of a crashed worker to the queue.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -243,3 +244,30 @@ def dead(session: AnySession, event_id: int, error: str) -> None:
             last_error=error[:4000],
         )
     )
+
+
+def reseal_passwords(session: AnySession, reseal: Callable[[str], str | None]) -> tuple[int, int]:
+    """Seal the passwords still waiting for Microsoft 365 again with `reseal` (under the
+    first encryption key; None: no key opens it): (resealed, not opened). Only pending rows
+    are touched, so a password delivered (and scrubbed) meanwhile stays gone."""
+    done = broken = 0
+    rows = session.execute(
+        select(OutboxEvent.id, OutboxEvent.payload).where(
+            OutboxEvent.event == "password", OutboxEvent.status == "pending"
+        )
+    ).all()
+    for event_id, payload in rows:
+        sealed = (payload or {}).get("sealed")
+        if not sealed:
+            continue
+        fresh = reseal(str(sealed))
+        if fresh is None:
+            broken += 1
+            continue
+        session.execute(
+            update(OutboxEvent)
+            .where(OutboxEvent.id == event_id, OutboxEvent.status == "pending")
+            .values(payload={**payload, "sealed": fresh})
+        )
+        done += 1
+    return done, broken

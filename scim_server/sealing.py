@@ -1,10 +1,14 @@
 """Sealing secrets that must wait in the outbox (a password on its way to Microsoft 365):
-Fernet (AES-128-CBC with HMAC-SHA256, from the `cryptography` package) under a key from the
+Fernet (AES-128-CBC with HMAC-SHA256, from the `cryptography` package) under keys from the
 configuration, so the plaintext never rests in the database in the clear.
 
-The key is SCIM_ENCRYPTION_KEY (a Fernet key: 32 url-safe base64 bytes, made with
-`scim-server keygen`); without it, a key file in the instance folder is made on first use and
-shared by the processes of one machine. Several machines need the variable.
+The keys are SCIM_ENCRYPTION_KEYS, a comma-separated list of Fernet keys (32 url-safe base64
+bytes each, made with `scim-server keygen`): the first seals, every one opens
+(`cryptography`'s MultiFernet), so a key is rotated by putting a new one first, re-sealing
+what waits (`scim-server sync reseal`), then dropping the old one. SCIM_ENCRYPTION_KEY, one
+key, is still read when the list is unset. Without either, a key file in the instance folder
+is made on first use and shared by the processes of one machine; several machines need the
+variable.
 """
 
 from __future__ import annotations
@@ -13,12 +17,12 @@ import os
 import threading
 from pathlib import Path
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from scim_server.config import ConfigError
 
 _lock = threading.Lock()
-_keys: dict[str, Fernet] = {}
+_keys: dict[tuple[str, ...], MultiFernet] = {}
 
 
 class SealBroken(Exception):
@@ -29,25 +33,45 @@ def new_key() -> str:
     return Fernet.generate_key().decode()
 
 
-def fernet(instance_path: str) -> Fernet:
-    raw = os.environ.get("SCIM_ENCRYPTION_KEY", "").strip()
-    cache_key = raw or instance_path
+def _configured() -> tuple[str, tuple[str, ...]]:
+    """(the variable, its keys), or ("", ()) when neither variable is set."""
+    many = os.environ.get("SCIM_ENCRYPTION_KEYS", "").strip()
+    one = os.environ.get("SCIM_ENCRYPTION_KEY", "").strip()
+    if many and one:
+        raise ConfigError(
+            "Set SCIM_ENCRYPTION_KEYS or SCIM_ENCRYPTION_KEY, not both "
+            "(SCIM_ENCRYPTION_KEYS takes the old key after the new one)"
+        )
+    if many:
+        return "SCIM_ENCRYPTION_KEYS", tuple(k.strip() for k in many.split(",") if k.strip())
+    if one:
+        return "SCIM_ENCRYPTION_KEY", (one,)
+    return "", ()
+
+
+def fernet(instance_path: str) -> MultiFernet:
+    """The keys in force: the first seals, every one opens."""
+    _name, raw = _configured()
+    cache_key = raw or (instance_path,)
     with _lock:
         found = _keys.get(cache_key)
         if found is None:
-            found = _keys[cache_key] = Fernet(raw.encode() if raw else _key_file(instance_path))
+            keys = [Fernet(k.encode()) for k in raw] or [Fernet(_key_file(instance_path))]
+            found = _keys[cache_key] = MultiFernet(keys)
         return found
 
 
 def check_key() -> None:
-    """SCIM_ENCRYPTION_KEY, when set, must be a Fernet key: said at start, not at first use."""
-    raw = os.environ.get("SCIM_ENCRYPTION_KEY", "").strip()
-    if raw:
+    """The configured keys must be Fernet keys: said at start, not at first use. The message
+    names the variable and the key's place in the list, never the key."""
+    name, raw = _configured()
+    for place, key in enumerate(raw, start=1):
         try:
-            Fernet(raw.encode())
+            Fernet(key.encode())
         except ValueError:
+            which = f" (key {place} of {len(raw)})" if len(raw) > 1 else ""
             raise ConfigError(
-                "SCIM_ENCRYPTION_KEY must be a Fernet key (32 url-safe base64-encoded bytes); "
+                f"{name} must hold Fernet keys (32 url-safe base64-encoded bytes each){which}; "
                 "make one with `scim-server keygen`"
             ) from None
 
@@ -72,7 +96,18 @@ def unseal(instance_path: str, token: str) -> str:
     try:
         return fernet(instance_path).decrypt(token.encode()).decode()
     except (InvalidToken, ValueError):
-        raise SealBroken(
-            "A sealed password cannot be opened: SCIM_ENCRYPTION_KEY (or the instance key "
-            "file) changed since it was sealed."
-        ) from None
+        raise SealBroken(_BROKEN) from None
+
+
+def reseal(instance_path: str, token: str) -> str:
+    """The same secret, sealed under the first key (MultiFernet.rotate)."""
+    try:
+        return fernet(instance_path).rotate(token.encode()).decode()
+    except (InvalidToken, ValueError):
+        raise SealBroken(_BROKEN) from None
+
+
+_BROKEN = (
+    "A sealed password cannot be opened: none of the keys in SCIM_ENCRYPTION_KEYS (or "
+    "SCIM_ENCRYPTION_KEY, or the instance key file) is the one it was sealed with."
+)

@@ -147,6 +147,67 @@ def test_a_password_sealed_under_another_key_is_a_dead_letter_not_a_crash(
     )
 
 
+@pytest.mark.parametrize("reseal", [False, True], ids=["both-keys", "resealed-then-new-only"])
+def test_passwords_waiting_in_the_outbox_survive_a_key_rotation(
+    scim: ScimClient,
+    app: Flask,
+    worker: Worker,
+    graph_emulator: RunningEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    reseal: bool,
+) -> None:
+    old, new = sealing.new_key(), sealing.new_key()
+    monkeypatch.setenv("SCIM_ENCRYPTION_KEYS", old)
+    scim.post("/Users", {"userName": "rotated@example.com", "password": PASSWORD})
+    sealed_before = _outbox_text(app)
+    # Step 1 of the rotation: the new key first, the old one still there to open.
+    monkeypatch.setenv("SCIM_ENCRYPTION_KEYS", f"{new},{old}")
+    if reseal:
+        # Step 2: what waits is sealed again under the new key; then the old key can go.
+        done = app.test_cli_runner().invoke(args=["sync", "reseal"])
+        assert done.exit_code == 0, done.output
+        assert "Re-sealed 1 waiting password" in done.output
+        assert _outbox_text(app) != sealed_before and PASSWORD not in _outbox_text(app)
+        monkeypatch.setenv("SCIM_ENCRYPTION_KEYS", new)
+    assert worker.drain()
+    signed_in = _sign_in(graph_emulator, "rotated@example.com", PASSWORD)
+    assert signed_in.status_code == 200, signed_in.text
+    with app.app_context():
+        assert db.session.scalar(select(OutboxEvent.id).where(OutboxEvent.status == "dead")) is None
+
+
+def test_a_reseal_reports_passwords_no_key_opens(
+    scim: ScimClient, app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SCIM_ENCRYPTION_KEYS", sealing.new_key())
+    scim.post("/Users", {"userName": "lost@example.com", "password": PASSWORD})
+    monkeypatch.setenv("SCIM_ENCRYPTION_KEYS", sealing.new_key())  # the old key was dropped
+    done = app.test_cli_runner().invoke(args=["sync", "reseal"])
+    assert done.exit_code == 1
+    assert "1 waiting password(s) open with none of the keys" in done.output
+
+
+@pytest.mark.parametrize(
+    ("variables", "said"),
+    [
+        ({"SCIM_ENCRYPTION_KEYS": "not-a-fernet-key"}, "SCIM_ENCRYPTION_KEYS"),
+        ({"SCIM_ENCRYPTION_KEYS": f"{sealing.new_key()},short"}, "key 2 of 2"),
+        (
+            {"SCIM_ENCRYPTION_KEYS": sealing.new_key(), "SCIM_ENCRYPTION_KEY": sealing.new_key()},
+            "not both",
+        ),
+    ],
+)
+def test_a_bad_key_list_is_said_at_start(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], said: str
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=said) as raised:
+        sealing.check_key()
+    assert "short" not in str(raised.value)
+
+
 def test_a_malformed_encryption_key_is_said_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCIM_ENCRYPTION_KEY", "not-a-fernet-key")
     with pytest.raises(ConfigError, match="SCIM_ENCRYPTION_KEY"):

@@ -71,7 +71,7 @@ def test_a_bad_setting_is_said_plainly_at_start(tmp_path: Path) -> None:
     }
     done = subprocess.run([CLI, "sync", "status"], env=env, capture_output=True, text=True)
     assert done.returncode == 2
-    assert "SCIM_ENCRYPTION_KEY must be a Fernet key" in done.stderr
+    assert "SCIM_ENCRYPTION_KEY must hold Fernet keys" in done.stderr
     assert "Traceback" not in done.stderr
     key = subprocess.run([CLI, "keygen"], capture_output=True, text=True, check=True).stdout
     env["SCIM_ENCRYPTION_KEY"] = key.strip()

@@ -136,6 +136,35 @@ def status() -> None:
             click.echo(f"  {rtype} {rid} [{state}]: {error}")
 
 
+@sync.command("reseal")
+@with_appcontext
+def reseal() -> None:
+    """Seal the passwords waiting for Microsoft 365 again under the first key of
+    SCIM_ENCRYPTION_KEYS, so that the old keys can be dropped (see the README's rotation)."""
+    from scim_server import outbox, sealing
+    from scim_server.cli import upgrade_schema
+
+    upgrade_schema()
+    instance = current_app.instance_path
+
+    def again(token: str) -> str | None:
+        try:
+            return sealing.reseal(instance, token)
+        except sealing.SealBroken:
+            return None
+
+    done, broken = outbox.reseal_passwords(db.session, again)
+    db.session.commit()
+    click.echo(f"Re-sealed {done} waiting password(s) under the first key.")
+    if broken:
+        click.echo(
+            f"{broken} waiting password(s) open with none of the keys: they will be dead "
+            "letters; set them again (SCIM, the portal, or users set-temp-password).",
+            err=True,
+        )
+        sys.exit(1)
+
+
 @sync.command("retry")
 @click.argument("event_id", required=False, type=int)
 @click.option("--all-dead", is_flag=True, help="every dead letter")
