@@ -405,6 +405,10 @@ def get_directory_object(em: Emulator, req: GraphRequest, p: dict[str, str]) -> 
     )
 
 
+# A type-cast segment may name the type by its schema's alias: Graph's $metadata declares
+# <Schema Namespace="microsoft.graph" Alias="graph">, and Microsoft's SDKs ask for
+# /directory/deletedItems/graph.user (directory-deleteditems-list.md writes microsoft.graph.user).
+@route("/directory/deletedItems/graph.user", ["GET"])
 @route("/directory/deletedItems/microsoft.graph.user", ["GET"])
 def list_deleted_users(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
     deleted = list(em.tenant.deleted.values())
