@@ -7,6 +7,7 @@ https://learn.microsoft.com/en-us/graph/throttling
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import uuid
@@ -53,9 +54,12 @@ class GraphRequest:
     path: str  # below /v1.0, e.g. "/users/{id}"
     args: dict[str, str]
     headers: dict[str, str]  # lower-case names
-    body: Any
+    body: Any  # as sent; dispatch hands handlers its properties only (odata.split_annotations)
     app_id: str
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # The body's top-level instance annotations and control information, e.g. a reference's
+    # "@odata.id"; filled by dispatch.
+    annotations: dict[str, Any] = field(default_factory=dict)
     # A $batch part's own id and dependsOn, for the request log.
     part_id: str | None = None
     depends_on: list[str] = field(default_factory=list)
@@ -171,8 +175,9 @@ def _json_body(req: GraphRequest) -> dict[str, Any]:
 
 
 def _ref(req: GraphRequest) -> str:
-    body = _json_body(req)
-    ref = body.get("@odata.id")
+    """The `@odata.id` of a reference body ({"@odata.id": url}, OData JSON 4.01 section 14)."""
+    _json_body(req)
+    ref = req.annotations.get("@odata.id")
     if not isinstance(ref, str):
         raise BadRequest("Invalid request body: '@odata.id' is required.", code="BadRequest")
     return ref
@@ -400,6 +405,10 @@ def get_directory_object(em: Emulator, req: GraphRequest, p: dict[str, str]) -> 
     )
 
 
+# A type-cast segment may name the type by its schema's alias: Graph's $metadata declares
+# <Schema Namespace="microsoft.graph" Alias="graph">, and Microsoft's SDKs ask for
+# /directory/deletedItems/graph.user (directory-deleteditems-list.md writes microsoft.graph.user).
+@route("/directory/deletedItems/graph.user", ["GET"])
 @route("/directory/deletedItems/microsoft.graph.user", ["GET"])
 def list_deleted_users(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
     deleted = list(em.tenant.deleted.values())
@@ -510,6 +519,11 @@ def dispatch(em: Emulator, req: GraphRequest) -> GraphResponse:
             ) from None
         _fault(em, req)
         _throttle(em, req)
+        # The one place request bodies lose their instance annotations (odata.py cites OData's
+        # rule), for every route and every $batch part alike; unknown properties stay, for the
+        # tenant's checks to refuse as Graph does.
+        body, annotations = odata.split_annotations(req.body)
+        req = dataclasses.replace(req, body=body, annotations=annotations)
         with em.lock:
             response = _HANDLERS[str(endpoint)](em, req, dict(params))
             if req.method in WRITE_METHODS:

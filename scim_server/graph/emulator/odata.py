@@ -1,5 +1,5 @@
-"""The OData query options the emulator understands: $filter (a small allowlisted subset),
-$select, $top and opaque skip/delta tokens.
+"""The OData the emulator understands: the query options $filter (a small allowlisted subset),
+$select, $top and opaque skip/delta tokens; and instance annotations in request bodies.
 
 https://learn.microsoft.com/en-us/graph/query-parameters and
 https://learn.microsoft.com/en-us/graph/paging
@@ -267,3 +267,48 @@ def token_int(data: dict[str, Any], key: str, *, nullable: bool = False) -> Any:
     if type(value) is not int or value < 0:
         raise BadRequest(INVALID_TOKEN)
     return value
+
+
+# ---------------------------------------------------------------------- instance annotations
+
+# OData JSON Format 4.01 (OASIS), section 20 "Instance Annotations": an annotation is a
+# name/value pair named `@namespace.term` (it annotates the object it is in) or
+# `property@namespace.term` (it annotates that property), the term optionally followed by
+# `#qualifier`; control information (section 4.5: `@odata.type`, `@odata.context`,
+# `@odata.id`, ...) has the same shape. Section 22 "Extensibility": annotations may be added to
+# any JSON object, and "the receiving party MUST ignore unknown annotations". Graph does so: its
+# docs send `"@odata.type": "#microsoft.graph.user"` in POST /users bodies
+# (microsoft-graph-docs-contrib, api-reference/v1.0/api/intune-mam-user-create.md; beta
+# user-post-users.md uses it to pick the type created), and Microsoft's SDKs send it in every
+# create and update, nested objects (passwordProfile) included. What Graph refuses is an unknown
+# *property*: a name without `@namespace.term`.
+_ANNOTATION = re.compile(r"^(?:[A-Za-z_]\w*)?@[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+(?:#\w+)?$")
+# A binding (section 8.5 "Bind Operation"), e.g. `members@odata.bind`: control information that
+# carries data, so it stays in the body for the handler to act on (or to refuse).
+_BIND = "@odata.bind"
+
+
+def is_annotation(name: str) -> bool:
+    """`@namespace.term[#qualifier]` or `property@namespace.term[#qualifier]`."""
+    return bool(_ANNOTATION.match(name))
+
+
+def _without_annotations(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_without_annotations(item) for item in value]
+    if isinstance(value, dict):
+        return {
+            name: _without_annotations(item)
+            for name, item in value.items()
+            if not is_annotation(name) or name.endswith(_BIND)
+        }
+    return value
+
+
+def split_annotations(body: Any) -> tuple[Any, dict[str, Any]]:
+    """(the body with its instance annotations removed at every depth, bindings kept; the
+    annotations of its top-level object, such as a reference's `@odata.id`)."""
+    if not isinstance(body, dict):
+        return _without_annotations(body), {}
+    top = {k: v for k, v in body.items() if is_annotation(k) and not k.endswith(_BIND)}
+    return _without_annotations(body), top
