@@ -12,17 +12,11 @@ from typing import Any
 
 import click
 from flask import Flask, current_app
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import with_appcontext
 
+from scim_server.dbschema import require_head
 from scim_server.graph.emulator.command import graph_emulator
 from scim_server.sync import commands as sync_commands
-
-
-def upgrade_schema() -> None:
-    """Create or upgrade the schema to the newest Alembic revision."""
-    from flask_migrate import upgrade
-
-    upgrade()
 
 
 @click.command("serve")
@@ -53,16 +47,26 @@ def upgrade_schema() -> None:
     show_default=True,
     help="run a sync worker beside the server (turn off when `scim-server worker` runs apart)",
 )
+@click.option(
+    "--migrate",
+    is_flag=True,
+    help="upgrade the database schema first (else a schema behind this release is refused)",
+)
 @with_appcontext
-def serve(host: str, port: int, workers: int, threads: int, access_log: bool, sync: bool) -> None:
+def serve(
+    host: str, port: int, workers: int, threads: int, access_log: bool, sync: bool, migrate: bool
+) -> None:
     """Run the SCIM server with gunicorn. The SCIM base URL is http://HOST:PORT/scim/v2."""
     from gunicorn.app.base import BaseApplication
 
-    from scim_server import create_app, preflight
+    from scim_server import create_app, dbschema, preflight
 
     # Every setting and the database, before anything listens (ConfigError: one line, exit 2).
     preflight.check(current_app._get_current_object())  # type: ignore[attr-defined]
-    upgrade_schema()
+    if migrate:
+        dbschema.upgrade()
+    else:
+        dbschema.require_head()
     worker = _start_sync_worker() if sync else None
 
     class Server(BaseApplication):  # type: ignore[misc]
@@ -117,7 +121,7 @@ def token_create(name: str, read_only: bool) -> None:
     """Create a token and print it alone on the last line."""
     from scim_server import auth
 
-    upgrade_schema()
+    require_head()
     row, secret = auth.create_token(name, read_only=read_only)
     click.echo(
         f"Created token {row.id} {name!r}{' (read-only)' if read_only else ''}. It is shown once:",
@@ -130,9 +134,10 @@ def token_create(name: str, read_only: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @with_appcontext
 def token_list(as_json: bool) -> None:
+    """List the tokens (id, name, prefix, state); never a secret."""
     from scim_server import auth
 
-    upgrade_schema()
+    require_head()
     rows: list[dict[str, Any]] = [
         {
             "id": t.id,
@@ -159,7 +164,7 @@ def token_revoke(ident: str) -> None:
     """Revoke a token by id or by name."""
     from scim_server import auth
 
-    upgrade_schema()
+    require_head()
     row = auth.revoke_token(ident)
     if row is None:
         click.echo(f"No active token {ident!r}.", err=True)
@@ -183,7 +188,7 @@ def set_temp_password(user: str) -> None:
     from scim_server import directory, passwords
     from scim_server.db import db
 
-    upgrade_schema()
+    require_head()
     user_id = directory.find_user_id(user)
     db.session.remove()
     if user_id is None:
@@ -211,7 +216,7 @@ def send_activation(user: str, to: str | None) -> None:
     from scim_server import activation, mail
 
     settings = mail.SmtpSettings.from_env()
-    upgrade_schema()
+    require_head()
     try:
         sent = activation.send(user, to, settings)
     except (activation.ActivationError, mail.MailError) as exc:
@@ -245,7 +250,7 @@ def m365_import(domains: tuple[str, ...], bind: bool, dry_run: bool, yes: bool) 
     from scim_server.sync.settings import from_env as sync_from_env
     from scim_server.sync.worker import ScopeError, sync_domains
 
-    upgrade_schema()
+    require_head()
     settings = from_env()
     if settings is None:
         raise ConfigError(
@@ -305,7 +310,7 @@ def m365_unbind(user: str, suspend: bool) -> None:
     from scim_server import directory, outbox
     from scim_server.db import db
 
-    upgrade_schema()
+    require_head()
     user_id = directory.find_user_id(user)
     if user_id is None:
         click.echo(f"No user {user!r}.", err=True)
@@ -326,25 +331,84 @@ def keygen() -> None:
     click.echo(sealing.new_key())
 
 
+@click.group("db")
+def db_commands() -> None:
+    """The database schema: upgrade it to this release's, and see where it stands."""
+
+
+@db_commands.command("upgrade")
+@with_appcontext
+def db_upgrade() -> None:
+    """Upgrade the schema to this release's newest revision. Nodes that start together
+    take turns (a PostgreSQL advisory lock, a file lock on SQLite)."""
+    from scim_server import dbschema
+
+    found = dbschema.upgrade()
+    click.echo(f"Database schema at revision {found.current} (this release's newest).")
+
+
+@db_commands.command("current")
+@with_appcontext
+def db_current() -> None:
+    """Print the schema's revision, and this release's newest. Changes nothing."""
+    from scim_server import dbschema
+
+    found = dbschema.revisions()
+    click.echo(f"current: {found.current or '(empty database)'}")
+    click.echo(
+        f"head:    {found.head}{'' if found.at_head else '  (run `scim-server db upgrade`)'}"
+    )
+
+
+@db_commands.command("history")
+def db_history() -> None:
+    """List this release's schema revisions, newest first. Reads no database."""
+    from alembic.script import ScriptDirectory
+
+    from scim_server.dbschema import MIGRATIONS
+
+    for rev in ScriptDirectory(str(MIGRATIONS)).walk_revisions():
+        click.echo(f"{rev.revision}  {(rev.doc or '').strip().splitlines()[0]}")
+
+
+COMMANDS = (
+    serve,
+    db_commands,
+    token,
+    graph_emulator,
+    keygen,
+    users,
+    m365,
+    sync_commands.worker,
+    sync_commands.sync,
+)
+
+
 def register_commands(app: Flask) -> None:
-    app.cli.add_command(serve)
-    app.cli.add_command(token)
-    app.cli.add_command(graph_emulator)
-    app.cli.add_command(keygen)
-    app.cli.add_command(users)
-    app.cli.add_command(m365)
-    app.cli.add_command(sync_commands.worker)
-    app.cli.add_command(sync_commands.sync)
+    """The commands on the app's own CLI too (`flask --app wsgi …`, the tests' runner)."""
+    for command in COMMANDS:
+        if command.name != "db":  # Flask-Migrate's own `db` group, for developers, stays there
+            app.cli.add_command(command)
 
 
 def main() -> None:
-    from scim_server import create_app
+    from importlib.metadata import version
 
-    cli = FlaskGroup(
-        create_app=create_app, add_default_commands=False, help="SCIM 2.0 server for Microsoft 365."
-    )
+    from flask.cli import ScriptInfo
+
+    from scim_server import create_app
     from scim_server.config import ConfigError
 
+    @click.group(
+        context_settings={"obj": ScriptInfo(create_app=create_app, set_debug_flag=False)},
+        help="SCIM 2.0 server and canonical directory for Microsoft 365.",
+    )
+    @click.version_option(version("scim-server"), prog_name="scim-server")
+    def cli() -> None:
+        pass
+
+    for command in COMMANDS:
+        cli.add_command(command)
     try:
         cli.main(prog_name="scim-server")
     except ConfigError as exc:  # a setting to fix: said plainly, without a traceback

@@ -67,11 +67,11 @@ def app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             "MAX_CONTENT_LENGTH": 1_000_000,
         }
     )
-    from scim_server.cli import upgrade_schema
     from scim_server.db import db
+    from scim_server.dbschema import upgrade
 
     with app.app_context():
-        upgrade_schema()
+        upgrade()
     yield app
     with app.app_context():
         db.session.remove()

@@ -37,10 +37,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_serve_runs_gunicorn_and_upgrades_schema(tmp_path: Path) -> None:
+def test_serve_after_db_upgrade_syncs_to_the_sandbox(tmp_path: Path) -> None:
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'serve.sqlite3'}"}
     bindir = Path(sys.executable).parent
     cli = str(bindir / "scim-server")
+    subprocess.run([cli, "db", "upgrade"], env=env, capture_output=True, check=True)
     created = subprocess.run(
         [cli, "token", "create", "smoke"], env=env, capture_output=True, text=True, check=True
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -36,6 +37,24 @@ def test_sync_status_and_retry(app: Flask, scim: ScimClient) -> None:
     assert "SANDBOX" in status.output  # GRAPH_TENANT_ID is unset in the tests
     assert "0 pending" in status.output and "1 dead" in status.output
     assert f"{event_id}  User {user['id']}: Invalid: 400 Request_BadRequest: nope" in status.output
+    # --json says the same, as one object.
+    as_json = runner.invoke(args=["sync", "status", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    facts = json.loads(as_json.output)
+    assert facts["target"] == {"kind": "sandbox", "tenant_id": None}
+    assert (facts["backlog"]["pending"], facts["backlog"]["dead"]) == (0, 1)
+    assert facts["backlog"]["oldest_pending_seconds"] is None
+    assert facts["dead_letters"] == [
+        {
+            "id": event_id,
+            "resource_type": "User",
+            "resource_id": user["id"],
+            "error": "Invalid: 400 Request_BadRequest: nope",
+        }
+    ]
+    from scim_server.sync.status import render
+
+    assert status.output.splitlines() == render(facts)
 
     assert runner.invoke(args=["sync", "retry"]).exit_code != 0  # an ID or --all-dead
     retried = runner.invoke(args=["sync", "retry", str(event_id)])
@@ -75,4 +94,5 @@ def test_a_bad_setting_is_said_plainly_at_start(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     key = subprocess.run([CLI, "keygen"], capture_output=True, text=True, check=True).stdout
     env["SCIM_ENCRYPTION_KEY"] = key.strip()
+    assert subprocess.run([CLI, "db", "upgrade"], env=env, capture_output=True).returncode == 0
     assert subprocess.run([CLI, "sync", "status"], env=env, capture_output=True).returncode == 0

@@ -2,30 +2,35 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
-from datetime import timedelta
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 
-from models import M365Link, OutboxEvent, utcnow
+from models import OutboxEvent
 from scim_server.db import db
+from scim_server.dbschema import require_head
 
 
 @click.command("worker")
 @click.option("--concurrency", default=4, show_default=True, type=int, help="worker threads")
+@click.option(
+    "--migrate",
+    is_flag=True,
+    help="upgrade the database schema first (else a schema behind this release is refused)",
+)
 @with_appcontext
-def worker(concurrency: int) -> None:
+def worker(concurrency: int, migrate: bool) -> None:
     """Deliver directory changes to Microsoft 365 until stopped (SIGINT or SIGTERM).
 
     Several `worker` processes may run against PostgreSQL; on SQLite run one. Without
     GRAPH_TENANT_ID they deliver to the sandbox tenant (the built-in emulator)."""
-    from scim_server import preflight
-    from scim_server.cli import upgrade_schema
+    from scim_server import dbschema, preflight
     from scim_server.config import ConfigError
     from scim_server.graph.errors import GraphError
     from scim_server.sync import runtime
@@ -35,10 +40,13 @@ def worker(concurrency: int) -> None:
     try:
         # Every setting and the database, before a change is claimed.
         preflight.check(app)
+        if migrate:
+            dbschema.upgrade()
+        else:
+            dbschema.require_head()
     except ConfigError as exc:
         click.echo(f"scim-server worker: {exc}", err=True)
         sys.exit(2)
-    upgrade_schema()
     try:
         running = runtime.engine(app, max(concurrency, 1))
     except (ConfigError, ScopeError, GraphError) as exc:
@@ -60,80 +68,20 @@ def sync() -> None:
 
 
 @sync.command("status")
+@click.option("--json", "as_json", is_flag=True, help="the same facts as one JSON object")
 @with_appcontext
-def status() -> None:
-    """Print the backlog, the delivery rate, the link states, dead letters and last errors."""
-    from scim_server.cli import upgrade_schema
-    from scim_server.graph.settings import from_env
+def status(as_json: bool) -> None:
+    """Print the target, the backlog, the delivery rate, the link and password states, dead
+    letters and the last errors."""
+    from scim_server.sync.status import collect, render
 
-    upgrade_schema()
-    settings = from_env()
-    if settings is None:
-        click.echo("Target: SANDBOX tenant (the built-in Graph emulator; GRAPH_TENANT_ID is unset)")
-    else:
-        click.echo(f"Target: Microsoft 365 tenant {settings.tenant_id}")
-    session = db.session
-    by_status = dict(
-        session.execute(select(OutboxEvent.status, func.count()).group_by(OutboxEvent.status)).all()
-    )
-    waiting = session.scalar(
-        select(func.count()).where(
-            OutboxEvent.status == "pending", OutboxEvent.locked_until > utcnow()
-        )
-    )
-    click.echo(
-        f"Backlog: {by_status.get('pending', 0)} pending ({waiting or 0} waiting to retry), "
-        f"{by_status.get('done', 0)} delivered, {by_status.get('dead', 0)} dead"
-    )
-    for minutes in (1, 15):
-        since = utcnow() - timedelta(minutes=minutes)
-        done = session.scalar(
-            select(func.count()).where(
-                OutboxEvent.status == "done", OutboxEvent.completed_at >= since
-            )
-        )
-        rate = (done or 0) / (60 * minutes)
-        click.echo(f"Delivered in the last {minutes} min: {done or 0} ({rate:.2f}/s)")
-    states = session.execute(
-        select(M365Link.resource_type, M365Link.state, func.count())
-        .group_by(M365Link.resource_type, M365Link.state)
-        .order_by(M365Link.resource_type, M365Link.state)
-    ).all()
-    for rtype, state, count in states:
-        click.echo(f"{rtype}s {state}: {count}")
-    passwords = session.execute(
-        select(M365Link.password_state, func.count())
-        .where(M365Link.resource_type == "User", M365Link.password_state.is_not(None))
-        .group_by(M365Link.password_state)
-        .order_by(M365Link.password_state)
-    ).all()
-    if passwords:
-        click.echo("Passwords: " + ", ".join(f"{n} {state}" for state, n in passwords))
-    dead = session.execute(
-        select(
-            OutboxEvent.id,
-            OutboxEvent.resource_type,
-            OutboxEvent.resource_id,
-            OutboxEvent.last_error,
-        )
-        .where(OutboxEvent.status == "dead")
-        .order_by(OutboxEvent.id.desc())
-        .limit(10)
-    ).all()
-    if dead:
-        click.echo("Dead letters (newest first; `scim-server sync retry ID` or --all-dead):")
-        for eid, rtype, rid, error in dead:
-            click.echo(f"  {eid}  {rtype} {rid}: {error}")
-    problems = session.execute(
-        select(M365Link.resource_type, M365Link.resource_id, M365Link.state, M365Link.last_error)
-        .where(M365Link.state.in_(("conflict", "error")))
-        .order_by(M365Link.updated_at.desc())
-        .limit(10)
-    ).all()
-    if problems:
-        click.echo("Last errors:")
-        for rtype, rid, state, error in problems:
-            click.echo(f"  {rtype} {rid} [{state}]: {error}")
+    require_head()
+    facts = collect(db.session)
+    if as_json:
+        click.echo(json.dumps(facts, indent=2))
+        return
+    for line in render(facts):
+        click.echo(line)
 
 
 @sync.command("reseal")
@@ -142,9 +90,8 @@ def reseal() -> None:
     """Seal the passwords waiting for Microsoft 365 again under the first key of
     SCIM_ENCRYPTION_KEYS, so that the old keys can be dropped (see the README's rotation)."""
     from scim_server import outbox, sealing
-    from scim_server.cli import upgrade_schema
 
-    upgrade_schema()
+    require_head()
     instance = current_app.instance_path
 
     def again(token: str) -> str | None:
@@ -171,11 +118,10 @@ def reseal() -> None:
 @with_appcontext
 def retry(event_id: int | None, all_dead: bool) -> None:
     """Put a dead letter (or all of them) back in the queue."""
-    from scim_server.cli import upgrade_schema
 
     if (event_id is None) == (not all_dead):
         raise click.UsageError("Give an event ID or --all-dead.")
-    upgrade_schema()
+    require_head()
     query = update(OutboxEvent).where(OutboxEvent.status == "dead")
     if event_id is not None:
         query = query.where(OutboxEvent.id == event_id)

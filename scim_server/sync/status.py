@@ -1,0 +1,145 @@
+"""What `scim-server sync status` reports, as facts (a JSON-ready dict) and as text: one
+reading of the database serves both, so `--json` says exactly what the text says."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, scoped_session
+
+from models import M365Link, OutboxEvent, utcnow
+from scim_server.db import read_datetime
+from scim_server.graph.settings import from_env as graph_from_env
+
+RATE_WINDOWS_MINUTES = (1, 15)
+LISTED = 10  # dead letters and errors listed, newest first
+
+
+def collect(session: Session | scoped_session[Any]) -> dict[str, Any]:
+    settings = graph_from_env()
+    target: dict[str, Any] = (
+        {"kind": "sandbox", "tenant_id": None}
+        if settings is None
+        else {"kind": "tenant", "tenant_id": settings.tenant_id}
+    )
+    now = utcnow()
+    by_status = dict(
+        session.execute(select(OutboxEvent.status, func.count()).group_by(OutboxEvent.status)).all()
+    )
+    waiting = session.scalar(
+        select(func.count()).where(OutboxEvent.status == "pending", OutboxEvent.locked_until > now)
+    )
+    oldest = read_datetime(
+        session.scalar(
+            select(func.min(OutboxEvent.created_at)).where(OutboxEvent.status == "pending")
+        )
+    )
+    delivered = {}
+    for minutes in RATE_WINDOWS_MINUTES:
+        since = now - timedelta(minutes=minutes)
+        count = session.scalar(
+            select(func.count()).where(
+                OutboxEvent.status == "done", OutboxEvent.completed_at >= since
+            )
+        )
+        delivered[str(minutes)] = {
+            "events": count or 0,
+            "per_second": (count or 0) / (60 * minutes),
+        }
+    links: dict[str, dict[str, int]] = {}
+    for rtype, state, count in session.execute(
+        select(M365Link.resource_type, M365Link.state, func.count())
+        .group_by(M365Link.resource_type, M365Link.state)
+        .order_by(M365Link.resource_type, M365Link.state)
+    ):
+        links.setdefault(rtype, {})[state] = count
+    passwords = dict(
+        session.execute(
+            select(M365Link.password_state, func.count())
+            .where(M365Link.resource_type == "User", M365Link.password_state.is_not(None))
+            .group_by(M365Link.password_state)
+            .order_by(M365Link.password_state)
+        ).all()
+    )
+    dead = [
+        {"id": eid, "resource_type": rtype, "resource_id": rid, "error": error}
+        for eid, rtype, rid, error in session.execute(
+            select(
+                OutboxEvent.id,
+                OutboxEvent.resource_type,
+                OutboxEvent.resource_id,
+                OutboxEvent.last_error,
+            )
+            .where(OutboxEvent.status == "dead")
+            .order_by(OutboxEvent.id.desc())
+            .limit(LISTED)
+        )
+    ]
+    errors = [
+        {"resource_type": rtype, "resource_id": rid, "state": state, "error": error}
+        for rtype, rid, state, error in session.execute(
+            select(
+                M365Link.resource_type, M365Link.resource_id, M365Link.state, M365Link.last_error
+            )
+            .where(M365Link.state.in_(("conflict", "error")))
+            .order_by(M365Link.updated_at.desc())
+            .limit(LISTED)
+        )
+    ]
+    return {
+        "target": target,
+        "backlog": {
+            "pending": by_status.get("pending", 0),
+            "waiting_to_retry": waiting or 0,
+            "delivered": by_status.get("done", 0),
+            "dead": by_status.get("dead", 0),
+            "oldest_pending_seconds": (now - oldest).total_seconds() if oldest else None,
+        },
+        "delivered_in_last_minutes": delivered,
+        "links": links,
+        "passwords": passwords,
+        "dead_letters": dead,
+        "last_errors": errors,
+    }
+
+
+def render(facts: dict[str, Any]) -> list[str]:
+    """The facts as the lines `sync status` prints."""
+    target = facts["target"]
+    lines = [
+        "Target: SANDBOX tenant (the built-in Graph emulator; GRAPH_TENANT_ID is unset)"
+        if target["kind"] == "sandbox"
+        else f"Target: Microsoft 365 tenant {target['tenant_id']}"
+    ]
+    backlog = facts["backlog"]
+    lines.append(
+        f"Backlog: {backlog['pending']} pending ({backlog['waiting_to_retry']} waiting to retry), "
+        f"{backlog['delivered']} delivered, {backlog['dead']} dead"
+    )
+    if backlog["oldest_pending_seconds"] is not None:
+        lines.append(f"Oldest pending change: {backlog['oldest_pending_seconds']:.0f} s old")
+    for minutes, done in facts["delivered_in_last_minutes"].items():
+        lines.append(
+            f"Delivered in the last {minutes} min: {done['events']} ({done['per_second']:.2f}/s)"
+        )
+    for rtype, states in facts["links"].items():
+        lines.extend(f"{rtype}s {state}: {count}" for state, count in states.items())
+    if facts["passwords"]:
+        lines.append(
+            "Passwords: " + ", ".join(f"{n} {state}" for state, n in facts["passwords"].items())
+        )
+    if facts["dead_letters"]:
+        lines.append("Dead letters (newest first; `scim-server sync retry ID` or --all-dead):")
+        lines.extend(
+            f"  {d['id']}  {d['resource_type']} {d['resource_id']}: {d['error']}"
+            for d in facts["dead_letters"]
+        )
+    if facts["last_errors"]:
+        lines.append("Last errors:")
+        lines.extend(
+            f"  {e['resource_type']} {e['resource_id']} [{e['state']}]: {e['error']}"
+            for e in facts["last_errors"]
+        )
+    return lines
