@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +25,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     from flask_migrate import Migrate
 
+    from scim_server import health, logs, metrics
     from scim_server.api import register
     from scim_server.cli import register_commands
     from scim_server.db import db
 
     db.init_app(app)
     Migrate(app, db, directory=str(Path(__file__).parent / "migrations"), render_as_batch=True)
+    metrics.register(app)  # first: its hooks time every request, a refused one too
     register(app)
+    app.register_blueprint(health.bp)
     from scim_server.portal import bp as portal
 
     app.register_blueprint(portal)
@@ -46,7 +48,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies
         )
     register_commands(app)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # Alembic reports each migration step at INFO; an upgrade with nothing to do says nothing.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logs.configure(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
     return app

@@ -15,6 +15,7 @@ from flask import Flask
 from flask.cli import FlaskGroup, with_appcontext
 
 from scim_server.graph.emulator.command import graph_emulator
+from scim_server.metrics import prepare_multiprocess_dir
 from scim_server.sync import commands as sync_commands
 
 
@@ -61,6 +62,7 @@ def serve(host: str, port: int, workers: int, threads: int, access_log: bool, sy
     from scim_server import create_app
 
     upgrade_schema()
+    prepare_multiprocess_dir()  # /metrics sums the HTTP workers' counts kept there
     worker = _start_sync_worker() if sync else None
 
     class Server(BaseApplication):  # type: ignore[misc]
