@@ -132,3 +132,17 @@ def test_without_a_client_id_the_server_makes_a_guid(scim: ScimClient) -> None:
     second = scim.get("/Users").headers["X-Request-Id"]
     assert first != second
     assert str(uuid.UUID(first)) == first
+
+
+def test_graph_calls_and_429s_are_counted_batch_parts_included(
+    scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator
+) -> None:
+    graph_emulator.configure(write_budget=2, write_window=30)
+    for n in range(5):
+        _post_user(scim, f"counted{n}", str(uuid.uuid4()))
+    worker.run_once()  # lookups, then creates in one $batch: past the budget, parts get 429
+    seen = worker.client.stats.snapshot()
+    batch_calls = [e for e in graph_emulator.request_log() if e["path"] == "/v1.0/$batch"]
+    assert batch_calls and seen["graph_requests"].get("200", 0) >= len(batch_calls)
+    throttled_parts = [e for e in graph_emulator.request_log() if e.get("status") == 429]
+    assert seen["graph_throttled"] == len(throttled_parts) > 0
