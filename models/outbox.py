@@ -34,3 +34,6 @@ class OutboxEvent(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime)  # done or dead
+    # The id of the request that made the change (X-Request-Id), sent to Graph as the
+    # client-request-id of its delivery.
+    request_id: Mapped[str | None] = mapped_column(String(64))

@@ -38,3 +38,23 @@ class M365Link(Base):
     password_synced_at: Mapped[datetime | None] = mapped_column(DateTime)
     password_stamp: Mapped[str | None] = mapped_column(String(40))
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class SyncWorker(Base):
+    """A sync worker process's heartbeat and its counters since it started.
+
+    Each `scim-server worker` process (wherever it runs) keeps one row, `host:pid`, and
+    rewrites it every few seconds: /readyz reads the newest beat, /metrics sums the counters.
+    A row that stopped beating long ago is folded into the row `retired` (its counters
+    added there), so the sums never go down while the table stays small.
+    """
+
+    __tablename__ = "sync_workers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # host:pid, or "retired"
+    target: Mapped[str | None] = mapped_column(String(64))  # "sandbox" or the tenant id
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    beat_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # {"delivered": {"user": n, "group": n}, "graph_requests": {"200": n, …},
+    #  "graph_throttled": n}: monotonic within the row.
+    counters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

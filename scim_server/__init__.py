@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,9 @@ from scim_server import config, sealing
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    app = Flask(__name__, instance_relative_config=True)
+    # The data folder (the default SQLite file, the sandbox tenant, the key file):
+    # SCIM_INSTANCE_PATH, else Flask's instance folder (./instance in a checkout).
+    app = Flask(__name__, instance_path=config.instance_path(), instance_relative_config=True)
     settings = config.load(app.instance_path)
     sealing.check_key()
     app.config.update(settings.to_flask())
@@ -30,13 +31,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     from flask_migrate import Migrate
 
+    from scim_server import health, logs, metrics
     from scim_server.api import register
     from scim_server.cli import register_commands
     from scim_server.db import db
 
     db.init_app(app)
     Migrate(app, db, directory=str(Path(__file__).parent / "migrations"), render_as_batch=True)
+    metrics.register(app)  # first: its hooks time every request, a refused one too
     register(app)
+    app.register_blueprint(health.bp)
     from scim_server.portal import bp as portal
 
     app.register_blueprint(portal)
@@ -50,7 +54,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies
         )
     register_commands(app)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # Alembic reports each migration step at INFO; an upgrade with nothing to do says nothing.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logs.configure(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
     return app

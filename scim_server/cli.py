@@ -16,6 +16,7 @@ from flask.cli import with_appcontext
 
 from scim_server.dbschema import require_head
 from scim_server.graph.emulator.command import graph_emulator
+from scim_server.metrics import prepare_multiprocess_dir
 from scim_server.sync import commands as sync_commands
 
 
@@ -67,6 +68,7 @@ def serve(
         dbschema.upgrade()
     else:
         dbschema.require_head()
+    prepare_multiprocess_dir()  # /metrics sums the HTTP workers' counts kept there
     worker = _start_sync_worker() if sync else None
 
     class Server(BaseApplication):  # type: ignore[misc]

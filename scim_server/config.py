@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,20 @@ def env_int(name: str, default: int, minimum: int = 1) -> int:
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (any case); ConfigError names the variable and the choices."""
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return default
+    if raw.lower() not in (c.lower() for c in choices):
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
 
 
 def normalise_database_url(url: str) -> str:
@@ -50,6 +65,12 @@ def database_url(raw: str) -> str:
     return url
 
 
+def instance_path() -> str | None:
+    """SCIM_INSTANCE_PATH as an absolute path (Flask wants one), or None for Flask's own."""
+    raw = os.environ.get("SCIM_INSTANCE_PATH", "").strip()
+    return str(Path(raw).expanduser().resolve()) if raw else None
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
@@ -66,6 +87,13 @@ class Settings:
     portal_address_failures: int  # … and of one client address
     portal_lockout_seconds: int  # the window failures are counted in, and the lock
     trusted_proxies: int  # reverse proxies in front: X-Forwarded-* set by them are believed
+    log_level: str  # a logging level name: DEBUG, INFO, WARNING, ERROR or CRITICAL
+    log_format: str  # text | json (one JSON object a line)
+    readyz_max_pending_age_seconds: int  # /readyz: the oldest pending change may be this old
+    sync_heartbeat_seconds: int  # how often a sync worker writes its heartbeat
+    sync_heartbeat_max_age_seconds: int  # /readyz: the newest heartbeat may be this old
+    # /metrics: the SHA-256 of METRICS_TOKEN, or None (open); the token itself is not kept.
+    metrics_token_sha256: str | None
 
     def to_flask(self) -> dict[str, Any]:
         return {
@@ -83,12 +111,26 @@ class Settings:
             "PORTAL_ADDRESS_FAILURES": self.portal_address_failures,
             "PORTAL_LOCKOUT_SECONDS": self.portal_lockout_seconds,
             "SCIM_TRUSTED_PROXIES": self.trusted_proxies,
+            "LOG_LEVEL": self.log_level,
+            "LOG_FORMAT": self.log_format,
+            "READYZ_MAX_PENDING_AGE_SECONDS": self.readyz_max_pending_age_seconds,
+            "SYNC_HEARTBEAT_SECONDS": self.sync_heartbeat_seconds,
+            "SYNC_HEARTBEAT_MAX_AGE_SECONDS": self.sync_heartbeat_max_age_seconds,
+            "METRICS_TOKEN_SHA256": self.metrics_token_sha256,
         }
 
 
 def load(instance_path: str) -> Settings:
     default_db = "sqlite:///" + str(Path(instance_path) / "scim.sqlite3")
     max_page = env_int("SCIM_MAX_PAGE_SIZE", 1000)
+    heartbeat = env_int("SYNC_HEARTBEAT_SECONDS", 5)
+    heartbeat_max_age = env_int("SYNC_HEARTBEAT_MAX_AGE_SECONDS", 60)
+    if heartbeat_max_age < 2 * heartbeat:
+        # One late beat must not make the service look unready.
+        raise ConfigError(
+            f"SYNC_HEARTBEAT_MAX_AGE_SECONDS must be at least twice SYNC_HEARTBEAT_SECONDS "
+            f"({2 * heartbeat}), got {heartbeat_max_age}"
+        )
     return Settings(
         database_url=database_url(os.environ.get("DATABASE_URL") or default_db),
         max_page_size=max_page,
@@ -104,7 +146,23 @@ def load(instance_path: str) -> Settings:
         portal_address_failures=env_int("PORTAL_ADDRESS_FAILURES", 20),
         portal_lockout_seconds=env_int("PORTAL_LOCKOUT_SECONDS", 900),
         trusted_proxies=env_int("SCIM_TRUSTED_PROXIES", 0, minimum=0),
+        log_level=env_choice("LOG_LEVEL", "INFO", LOG_LEVELS).upper(),
+        log_format=env_choice("LOG_FORMAT", "text", LOG_FORMATS).lower(),
+        readyz_max_pending_age_seconds=env_int("READYZ_MAX_PENDING_AGE_SECONDS", 900),
+        sync_heartbeat_seconds=heartbeat,
+        sync_heartbeat_max_age_seconds=heartbeat_max_age,
+        metrics_token_sha256=_secret_sha256("METRICS_TOKEN"),
     )
+
+
+def _secret_sha256(name: str) -> str | None:
+    """A secret setting kept only as its SHA-256, for constant-time comparison."""
+    raw = os.environ.get(name) or ""
+    if not raw:
+        return None
+    if len(raw) < 16:
+        raise ConfigError(f"{name} must be at least 16 characters long")
+    return hashlib.sha256(raw.encode()).hexdigest()
 
 
 def _url(name: str, default: str) -> str:

@@ -14,13 +14,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from flask import g, has_request_context
 from sqlalchemy import and_, exists, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased, scoped_session
 
 from models import OutboxEvent, utcnow
-from scim_server.db import Tx
+from scim_server.db import Tx, read_datetime
 
 AnySession = Session | scoped_session[Any]
+
+
+def current_request_id() -> str | None:
+    """The id of the HTTP request being served (api's `g.request_id`), if any: the change
+    it causes carries it to Graph as the client-request-id of its delivery."""
+    if not has_request_context():
+        return None
+    found = g.get("request_id")
+    return found if isinstance(found, str) else None
 
 
 def record(
@@ -29,7 +39,10 @@ def record(
     resource_id: str,
     event: str,
     payload: dict[str, Any],
+    *,
+    request_id: str | None = None,
 ) -> None:
+    """`request_id`: the request that made the change; by default the one being served."""
     # A Core insert: no unit-of-work bookkeeping on every write's hot path.
     session.execute(
         insert(OutboxEvent),
@@ -42,6 +55,7 @@ def record(
                 "status": "pending",
                 "attempts": 0,
                 "created_at": utcnow(),
+                "request_id": request_id or current_request_id(),
             }
         ],
     )
@@ -58,16 +72,30 @@ class Claimed:
     payload: dict[str, Any]
     attempts: int
     created_at: datetime
+    request_id: str | None = None
 
 
 def record_sql(
-    tx: Tx, resource_type: str, resource_id: str, event: str, payload: dict[str, Any]
+    tx: Tx,
+    resource_type: str,
+    resource_id: str,
+    event: str,
+    payload: dict[str, Any],
+    *,
+    request_id: str | None = None,
 ) -> None:
     """`record` for the writes that run hand-written SQL (db.transaction)."""
     tx.execute(
         "INSERT INTO outbox (resource_type, resource_id, event, payload, status, attempts,"
-        " created_at) VALUES (?, ?, ?, ?, 'pending', 0, ?)",
-        (resource_type, resource_id, event, tx.json(payload), tx.timestamp(utcnow())),
+        " created_at, request_id) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?)",
+        (
+            resource_type,
+            resource_id,
+            event,
+            tx.json(payload),
+            tx.timestamp(utcnow()),
+            request_id or current_request_id(),
+        ),
     )
 
 
@@ -105,6 +133,7 @@ def claim(
             dict(e.payload or {}),
             e.attempts,
             e.created_at,
+            e.request_id,
         )
         for e in session.scalars(query)
     ]
@@ -154,6 +183,25 @@ def pending_through(
         .order_by(OutboxEvent.id)
     )
     return [(i, e, dict(p or {})) for i, e, p in rows]
+
+
+def request_ids_through(
+    session: AnySession, resource_type: str, resource_id: str, upto: int
+) -> list[str]:
+    """The request ids of a resource's pending events up to `upto`, oldest first, each once:
+    the SCIM requests one delivery carries out."""
+    rows = session.scalars(
+        select(OutboxEvent.request_id)
+        .where(
+            OutboxEvent.resource_type == resource_type,
+            OutboxEvent.resource_id == resource_id,
+            OutboxEvent.status == "pending",
+            OutboxEvent.id <= upto,
+            OutboxEvent.request_id.is_not(None),
+        )
+        .order_by(OutboxEvent.id)
+    )
+    return list(dict.fromkeys(r for r in rows if r))
 
 
 def last_pending_id(session: AnySession, resource_type: str, resource_id: str) -> int | None:
@@ -271,3 +319,19 @@ def reseal_passwords(session: AnySession, reseal: Callable[[str], str | None]) -
         )
         done += 1
     return done, broken
+
+
+def oldest_pending_seconds(session: AnySession) -> float | None:
+    """The age of the oldest pending change, or None. Ids grow with time, so the first
+    pending id by the (status, id) index is the oldest: one index seek, whatever the size
+    of the outbox."""
+    created = session.scalar(
+        select(OutboxEvent.created_at)
+        .where(OutboxEvent.status == "pending")
+        .order_by(OutboxEvent.id)
+        .limit(1)
+    )
+    if created is None:
+        return None
+    age: float = (utcnow() - read_datetime(created)).total_seconds()
+    return max(age, 0.0)

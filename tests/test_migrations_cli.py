@@ -155,3 +155,17 @@ def test_the_cli_shows_its_own_version_and_only_operators_commands() -> None:
         "history",
         "upgrade",
     ]
+
+
+def test_scim_instance_path_moves_the_data_folder(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "SCIM_ENCRYPTION_KEY", "SCIM_ENCRYPTION_KEYS")
+    }
+    env["SCIM_INSTANCE_PATH"] = str(data)
+    assert _run("db", "upgrade", env=env).returncode == 0
+    created = _run("users", "set-temp-password", "nobody", env=env)  # a key file is not needed
+    assert created.returncode == 1  # no such user: but the database is the one in `data`
+    assert (data / "scim.sqlite3").is_file()

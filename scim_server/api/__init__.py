@@ -4,7 +4,6 @@ errors) in one place."""
 from __future__ import annotations
 
 import logging
-import random
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
@@ -22,6 +21,7 @@ from scim_server.errors import (
     ScimError,
     Unauthorized,
 )
+from scim_server.logs import request_id
 
 log = logging.getLogger("scim_server.api")
 PREFIX = "/scim/v2"
@@ -36,9 +36,8 @@ def register(app: Flask) -> None:
 
     @app.before_request
     def _authenticate() -> Response | None:
-        # 128 random bits without a system call (uuid4 reads os.urandom each time); the
-        # random module is reseeded in every forked worker.
-        g.request_id = request.headers.get("X-Request-Id") or f"{random.getrandbits(128):032x}"
+        # The client's id when it is safe to log and to store, else a new one (logs.request_id).
+        g.request_id = request_id(request.headers.get("X-Request-Id"))
         if not request.path.startswith(PREFIX):
             return None
         principal = auth.authenticate(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from scim_server.graph.errors import (
     from_response,
 )
 from scim_server.graph.settings import GraphSettings
+from scim_server.logs import is_guid
 
 BATCH_LIMIT = 20  # https://learn.microsoft.com/graph/json-batching
 BIND_LIMIT = 20  # members@odata.bind: https://learn.microsoft.com/graph/api/group-update
@@ -193,19 +195,66 @@ def _odata_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+class GraphStats:
+    """What a process's Graph clients did, for /metrics: calls by HTTP status (`error` when
+    none came: a timeout, a refused or dropped connection) and the 429s among them and among
+    the parts of $batch calls. Shared by the clients of a process; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: dict[str, int] = {}
+        self.throttled = 0
+
+    def count(self, status: int | None) -> None:
+        key = str(status) if status else "error"
+        with self._lock:
+            self.requests[key] = self.requests.get(key, 0) + 1
+            if status == 429:
+                self.throttled += 1
+
+    def count_throttled_parts(self, parts: int) -> None:
+        if parts:
+            with self._lock:
+                self.throttled += parts
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"graph_requests": dict(self.requests), "graph_throttled": self.throttled}
+
+
 class GraphClient:
     def __init__(
         self,
         settings: GraphSettings,
         session: requests.Session | None = None,
         tokens: TokenProvider | None = None,
+        stats: GraphStats | None = None,
     ) -> None:
         self.settings = settings
         self.session = session or GraphSession(settings.verify, settings.timeout)
         self.tokens = tokens or TokenProvider(settings, self.session)
+        self.stats = stats or GraphStats()
         parts = urlsplit(settings.graph_url)
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self.last_request_id: str | None = None
+        # The client-request-id Graph echoed for the last call (what `correlated` sent).
+        self.last_client_request_id: str | None = None
+        self._correlation: str | None = None
+
+    @contextmanager
+    def correlated(self, request_id: str | None) -> Iterator[None]:
+        """Send `request_id` as the `client-request-id` of every call made in the block, so
+        Graph's logs (and its `innerError`) name the SCIM request that caused them. Graph
+        takes a GUID there: another id is not sent (the worker's log still pairs it with
+        Graph's request-id)."""
+        previous = self._correlation
+        self._correlation = request_id if is_guid(request_id) else None
+        # What the block's calls answer, not an earlier block's.
+        self.last_request_id = self.last_client_request_id = None
+        try:
+            yield
+        finally:
+            self._correlation = previous
 
     # ------------------------------------------------------------ transport
 
@@ -242,16 +291,24 @@ class GraphClient:
             # A next or delta link pointing elsewhere must not receive the bearer token.
             raise GraphError(f"{method} {url}: not under GRAPH_URL; refused")
         sent = {"Authorization": f"Bearer {self.tokens.token()}", **(headers or {})}
+        if self._correlation is not None:
+            sent.setdefault("client-request-id", self._correlation)
         try:
             response = self.session.request(method, url, json=json, params=params, headers=sent)
         except requests.exceptions.SSLError:
+            self.stats.count(None)
             raise TlsError(f"{method} {path}: TLS verification failed") from None
         except requests.Timeout:
+            self.stats.count(None)
             raise Transient(f"{method} {path}: timed out") from None
         except requests.RequestException as exc:  # refused, reset, a body cut short
+            self.stats.count(None)
             raise Transient(f"{method} {path}: connection failed ({type(exc).__name__})") from None
-        # For the logs: the request id Graph gave the last call of this client.
+        self.stats.count(response.status_code)
+        # For the logs: the request id Graph gave the last call of this client, and the
+        # client-request-id it echoed.
         self.last_request_id = response.headers.get("request-id")
+        self.last_client_request_id = response.headers.get("client-request-id")
         if response.status_code >= 400:
             raise from_response(response, member_add=member_add)
         return response
@@ -489,4 +546,5 @@ class GraphClient:
                 else None
             )
             results.append(BatchResult(part.id, status, headers, payload, error))
+        self.stats.count_throttled_parts(sum(1 for r in results if r.status == 429))
         return results

@@ -27,6 +27,7 @@ from models import utcnow
 from scim_server import outbox, passwords
 from scim_server.graph.client import BATCH_LIMIT, BatchRequest, BatchResult
 from scim_server.graph.errors import Conflict, GraphError
+from scim_server.logs import is_guid
 from scim_server.sync import mapping, store
 
 if TYPE_CHECKING:
@@ -45,6 +46,12 @@ class _Plan:
     object_id: str | None = None  # bound already (an update), or once created
     changes: dict[str, Any] | None = None
     joins: list[str] = field(default_factory=list)  # M365 groups to join in the create's $batch
+    request_ids: list[str] = field(default_factory=list)  # the SCIM requests it carries out
+
+    def headers(self) -> dict[str, str]:
+        """Each part names the newest SCIM request it carries out (Worker._deliver)."""
+        newest = self.request_ids[-1] if self.request_ids else None
+        return {"client-request-id": newest} if newest and is_guid(newest) else {}
 
 
 def deliver(worker: Worker, events: list[outbox.Claimed]) -> list[outbox.Claimed]:
@@ -86,13 +93,14 @@ def _plan(worker: Worker, event: outbox.Claimed) -> _Plan | None:
     if worker.is_federated(properties):
         return None  # created without a password, with an immutable id: one at a time
     bound = link.object_id if link else None
+    request_ids = store.request_ids_through("User", event.resource_id, upto)
     if bound is None:
-        return _Plan(event, upto, link, doc, properties)
+        return _Plan(event, upto, link, doc, properties, request_ids=request_ids)
     changes = mapping.changes(link.synced if link else None, properties)
     delivered_manager = link.manager_id if link else None
     if changes.get("accountEnabled") is False or mapping.manager_id(doc) != delivered_manager:
         return None  # revoking sessions and managers take calls of their own
-    return _Plan(event, upto, link, doc, properties, bound, changes)
+    return _Plan(event, upto, link, doc, properties, bound, changes, request_ids=request_ids)
 
 
 def _send(worker: Worker, batches: list[list[BatchRequest]]) -> dict[str, BatchResult]:
@@ -120,14 +128,16 @@ def _chunks(parts: list[BatchRequest]) -> list[list[BatchRequest]]:
     return [parts[start : start + BATCH_LIMIT] for start in range(0, len(parts), BATCH_LIMIT)]
 
 
-def _done(worker: Worker, plan: _Plan, request_id: str | None) -> None:
+def _done(worker: Worker, plan: _Plan, result: BatchResult | None) -> None:
     store.complete_through("User", plan.event.resource_id, plan.upto)
-    worker.counters.delivered += 1
-    log.info(
-        "sync delivered resource=User/%s through_event=%d graph_request_id=%s",
+    headers = {k.lower(): v for k, v in (result.headers if result else {}).items()}
+    worker.delivered(
+        "User",
         plan.event.resource_id,
         plan.upto,
-        request_id,
+        plan.request_ids,
+        headers.get("client-request-id"),
+        headers.get("request-id"),
     )
 
 
@@ -136,15 +146,17 @@ def _updates(worker: Worker, plans: list[_Plan]) -> list[outbox.Claimed]:
     for i, plan in enumerate(plans):
         if plan.changes:
             oid = quote(plan.object_id or "", safe="")
-            parts.append(BatchRequest(str(i), "PATCH", f"/users/{oid}", plan.changes))
+            parts.append(
+                BatchRequest(str(i), "PATCH", f"/users/{oid}", plan.changes, plan.headers())
+            )
     results = _send(worker, _chunks(parts))
     for i, plan in enumerate(plans):
         result = results.get(str(i))
         if result is not None and result.error is not None:
-            worker.failed(plan.event, plan.link, result.error)
+            worker.failed(plan.event, plan.link, result.error, plan.request_ids)
             continue
         store.save_link("User", plan.event.resource_id, state="synced", synced=plan.properties)
-        _done(worker, plan, _request_id(results.get(str(i))))
+        _done(worker, plan, result)
     return []
 
 
@@ -159,7 +171,7 @@ def _creates(worker: Worker, plans: list[_Plan]) -> list[outbox.Claimed]:
     for i, plan in enumerate(plans):
         result = found[str(i)]
         if result.error is not None:
-            worker.failed(plan.event, plan.link, result.error)
+            worker.failed(plan.event, plan.link, result.error, plan.request_ids)
         elif (result.body or {}).get("value"):
             rest.append(plan.event)  # the account exists: bind or report, one at a time
         else:
@@ -179,7 +191,7 @@ def _creates(worker: Worker, plans: list[_Plan]) -> list[outbox.Claimed]:
             rest.append(plan.event)  # created meanwhile: the one-at-a-time path finds it
         elif error is not None:
             # Its adds answered 424; the retry sends the create and the adds again.
-            worker.failed(plan.event, plan.link, error)
+            worker.failed(plan.event, plan.link, error, plan.request_ids)
         else:
             _created(worker, plan, key, results)
     return rest
@@ -188,7 +200,10 @@ def _creates(worker: Worker, plans: list[_Plan]) -> list[outbox.Claimed]:
 def _lookup(key: str, plan: _Plan) -> BatchRequest:
     upn = _odata(plan.properties["userPrincipalName"])
     return BatchRequest(
-        key, "GET", "/users?$select=id&$filter=" + quote(f"userPrincipalName eq {upn}")
+        key,
+        "GET",
+        "/users?$select=id&$filter=" + quote(f"userPrincipalName eq {upn}"),
+        headers=plan.headers(),
     )
 
 
@@ -207,7 +222,7 @@ def _create_batches(worker: Worker, fresh: list[tuple[str, _Plan]]) -> list[list
 
 def _create(key: str, plan: _Plan) -> BatchRequest:
     body = mapping.create_body(plan.properties, passwords.generate())
-    return BatchRequest(key, "POST", "/users", body)
+    return BatchRequest(key, "POST", "/users", body, plan.headers())
 
 
 def _adds(worker: Worker, key: str, plan: _Plan) -> list[BatchRequest]:
@@ -220,6 +235,7 @@ def _adds(worker: Worker, key: str, plan: _Plan) -> list[BatchRequest]:
             "POST",
             f"/groups/{quote(group, safe='')}/members/$ref",
             {"@odata.id": worker.client.user_ref(upn)},
+            plan.headers(),
             depends_on=(key,),
         )
         for j, group in enumerate(plan.joins)
@@ -245,22 +261,17 @@ def _created(worker: Worker, plan: _Plan, key: str, results: dict[str, BatchResu
     for j, group in enumerate(plan.joins):
         error = results[f"{key}.{j}"].error
         if error is not None and not isinstance(error, Conflict):  # Conflict: a member already
-            worker.failed(plan.event, plan.link, error)
+            worker.failed(plan.event, plan.link, error, plan.request_ids)
             return
         joined.append(group)
     try:
-        worker.after_create(user_id, plan.doc, object_id, joined)
+        newest = plan.request_ids[-1] if plan.request_ids else None
+        with worker.client.correlated(newest):
+            worker.after_create(user_id, plan.doc, object_id, joined)
     except GraphError as error:
-        worker.failed(plan.event, plan.link, error)
+        worker.failed(plan.event, plan.link, error, plan.request_ids)
         return
-    _done(worker, plan, _request_id(results[key]))
-
-
-def _request_id(result: BatchResult | None) -> str | None:
-    if result is None:
-        return None
-    headers = {k.lower(): v for k, v in result.headers.items()}
-    return headers.get("request-id")
+    _done(worker, plan, results[key])
 
 
 def _odata(value: str) -> str:

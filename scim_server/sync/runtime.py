@@ -6,14 +6,18 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
 
-from scim_server.graph.client import GraphClient, GraphSession, TokenProvider
+from models import utcnow
+from scim_server.db import db
+from scim_server.graph.client import GraphClient, GraphSession, GraphStats, TokenProvider
 from scim_server.graph.settings import GraphSettings, from_startup_line
 from scim_server.graph.settings import from_env as graph_from_env
+from scim_server.sync import heartbeat, store
 from scim_server.sync.pacer import Pacer
 from scim_server.sync.settings import SyncSettings
 from scim_server.sync.settings import from_env as sync_from_env
@@ -75,10 +79,19 @@ def sandbox_state_file(app: Flask) -> Path:
 class Engine:
     target: Target
     workers: list[Worker]
+    app: Flask | None = None  # with it, the engine writes the process's heartbeat
+    stats: GraphStats = field(default_factory=GraphStats)  # its Graph clients' calls
     threads: list[threading.Thread] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
+    worker_id: str = field(default_factory=heartbeat.process_id)
+    started_at: datetime = field(default_factory=utcnow)
 
     def start(self) -> Engine:
+        if self.app is not None:
+            self.beat()  # at once: /readyz sees a new worker without waiting
+            thread = threading.Thread(target=self._beating, name="sync-heartbeat", daemon=True)
+            thread.start()
+            self.threads.append(thread)
         for worker in self.workers:
             thread = threading.Thread(
                 target=worker.run, args=(self.stop,), name=f"sync-{worker.name}", daemon=True
@@ -91,27 +104,64 @@ class Engine:
         self.stop.set()
         for thread in self.threads:
             thread.join(timeout)
+        if self.app is not None:
+            self.beat(retire=True)
         if self.target.emulator is not None:
             self.target.emulator.stop()
 
+    def counters(self) -> dict[str, Any]:
+        """This process's counters since it started, as the heartbeat row keeps them."""
+        delivered: dict[str, int] = {}
+        for worker in self.workers:
+            delivered = heartbeat.merge(delivered, dict(worker.counters.delivered_by_kind))
+        return {"delivered": delivered, **self.stats.snapshot()}
 
-def engine(app: Flask, concurrency: int = 1, name: str = "worker") -> Engine:
-    """Workers for this process, sharing one msal app (token cache) and one write pacer."""
+    def beat(self, retire: bool = False) -> None:
+        """Write the heartbeat; fold the rows of workers long dead (or, with `retire`, this
+        one's, as it stops) into `retired`. A failure is logged: the workers go on."""
+        assert self.app is not None
+        with self.app.app_context():
+            try:
+                with store.transaction() as session:
+                    target = "sandbox" if self.target.sandbox else self.target.settings.tenant_id
+                    heartbeat.beat(
+                        session, self.worker_id, target, self.started_at, self.counters()
+                    )
+                    session.flush()
+                    heartbeat.fold(session, [self.worker_id] if retire else None)
+            except Exception:
+                log.exception("sync heartbeat of %s failed", self.worker_id)
+            finally:
+                db.session.remove()
+
+    def _beating(self) -> None:
+        assert self.app is not None
+        every = float(self.app.config.get("SYNC_HEARTBEAT_SECONDS", 5))
+        while not self.stop.wait(every):
+            self.beat()
+
+
+def engine(app: Flask, concurrency: int = 1, name: str | None = None) -> Engine:
+    """Workers for this process, sharing one msal app (token cache), one write pacer and one
+    count of Graph calls. The workers' names hold the lease on the events they claim, so
+    they are unique across processes and machines: `host:pid-i` by default."""
     sync = sync_from_env()
     where = target(app, sync)
     tokens = TokenProvider(
         where.settings, GraphSession(where.settings.verify, where.settings.timeout)
     )
-    probe = GraphClient(where.settings, tokens=tokens)
+    stats = GraphStats()
+    probe = GraphClient(where.settings, tokens=tokens, stats=stats)
     found = scope(probe, sync.sync_domains)
     pacer = Pacer(sync.write_rate)
+    prefix = name or heartbeat.process_id()[-60:]  # outbox.locked_by holds 64 characters
     workers = [
         Worker(
             app,
-            GraphClient(where.settings, tokens=tokens),
+            GraphClient(where.settings, tokens=tokens, stats=stats),
             sync,
             found.domains,
-            name=f"{name}-{i}",
+            name=f"{prefix}-{i}",
             pacer=pacer,
             federated=found.federated,
         )
@@ -120,4 +170,4 @@ def engine(app: Flask, concurrency: int = 1, name: str = "worker") -> Engine:
     log.warning("%s; provisioning users on %s", where.describe(), ", ".join(found.domains))
     for domain in sorted(found.federated):
         log.warning("%s is federated: its users are synced without passwords", domain)
-    return Engine(where, workers)
+    return Engine(where, workers, app=app, stats=stats)

@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, scoped_session
 
 from models import M365Link, OutboxEvent, utcnow
-from scim_server.db import read_datetime
 from scim_server.graph.settings import from_env as graph_from_env
+from scim_server.outbox import oldest_pending_seconds
 
 RATE_WINDOWS_MINUTES = (1, 15)
 LISTED = 10  # dead letters and errors listed, newest first
@@ -31,11 +31,7 @@ def collect(session: Session | scoped_session[Any]) -> dict[str, Any]:
     waiting = session.scalar(
         select(func.count()).where(OutboxEvent.status == "pending", OutboxEvent.locked_until > now)
     )
-    oldest = read_datetime(
-        session.scalar(
-            select(func.min(OutboxEvent.created_at)).where(OutboxEvent.status == "pending")
-        )
-    )
+    oldest = oldest_pending_seconds(session)
     delivered = {}
     for minutes in RATE_WINDOWS_MINUTES:
         since = now - timedelta(minutes=minutes)
@@ -95,7 +91,7 @@ def collect(session: Session | scoped_session[Any]) -> dict[str, Any]:
             "waiting_to_retry": waiting or 0,
             "delivered": by_status.get("done", 0),
             "dead": by_status.get("dead", 0),
-            "oldest_pending_seconds": (now - oldest).total_seconds() if oldest else None,
+            "oldest_pending_seconds": oldest,
         },
         "delivered_in_last_minutes": delivered,
         "links": links,

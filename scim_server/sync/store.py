@@ -186,6 +186,11 @@ def pending_through(
         return outbox.pending_through(session, resource_type, resource_id, upto)
 
 
+def request_ids_through(resource_type: str, resource_id: str, upto: int) -> list[str]:
+    with reading() as session:
+        return outbox.request_ids_through(session, resource_type, resource_id, upto)
+
+
 def complete_through(resource_type: str, resource_id: str, upto: int) -> None:
     """A user's delivery sends its whole current state, so it also covers that user's earlier
     dead letters; a group's member changes are deltas, so its dead letters stay. A user just

@@ -17,7 +17,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,10 +94,18 @@ class Password:
 
 @dataclass
 class Counters:
+    """What one worker did; the process's heartbeat (runtime) reports their sums."""
+
     delivered: int = 0
     retried: int = 0
     dead: int = 0
     graph_errors: dict[str, int] = field(default_factory=dict)
+    delivered_by_kind: dict[str, int] = field(default_factory=dict)  # "user" | "group"
+
+    def count_delivered(self, resource_type: str) -> None:
+        kind = resource_type.lower()
+        self.delivered += 1
+        self.delivered_by_kind[kind] = self.delivered_by_kind.get(kind, 0) + 1
 
 
 class Worker:
@@ -182,35 +190,74 @@ class Worker:
         rtype, rid = event.resource_type, event.resource_id
         upto = store.last_pending_id(rtype, rid) or event.id
         link = store.link(rtype, rid)
+        # The SCIM requests this delivery carries out; Graph is told the newest (one
+        # client-request-id per call), the log names them all.
+        request_ids = store.request_ids_through(rtype, rid, upto)
         try:
-            if rtype == "User" and self._released(rid, link, upto):
-                pass  # the directory no longer manages this user's M365 account
-            elif rtype == "User":
-                sealed = store.sealed_password(store.pending_through(rtype, rid, upto))
-                password: Password | None = None
-                try:
-                    if sealed is not None:
-                        text = sealing.unseal(self.app.instance_path, sealed.sealed)
-                        password = Password(text, sealed.force_change, sealed.check_only)
-                except sealing.SealBroken as broken:
-                    # The password is lost to a key change: say so, deliver the rest.
-                    log.error("sync resource=User/%s: %s", rid, broken)
-                    store.dead_passwords(rid, upto, str(broken))
-                self._sync_user(rid, link, password)
-            else:
-                self._sync_group(rid, link, store.pending_through(rtype, rid, upto))
+            with self.client.correlated(request_ids[-1] if request_ids else None):
+                self._deliver_state(event, link, upto)
         except GraphError as error:
-            self.failed(event, link, error)
+            self.failed(event, link, error, request_ids)
             return
         store.complete_through(rtype, rid, upto)
-        self.counters.delivered += 1
-        log.info(
-            "sync delivered resource=%s/%s through_event=%d graph_request_id=%s",
+        self.delivered(
             rtype,
             rid,
             upto,
+            request_ids,
+            self.client.last_client_request_id,
             self.client.last_request_id,
         )
+
+    def delivered(
+        self,
+        resource_type: str,
+        resource_id: str,
+        upto: int,
+        request_ids: Sequence[str],
+        client_request_id: str | None,
+        graph_request_id: str | None,
+    ) -> None:
+        """Count a delivery, and log it: the SCIM requests it carried out (X-Request-Id),
+        the client-request-id Graph echoed for its last call, and Graph's own request-id."""
+        self.counters.count_delivered(resource_type)
+        resource = f"{resource_type}/{resource_id}"
+        log.info(
+            "sync delivered resource=%s through_event=%d request_ids=%s client_request_id=%s "
+            "graph_request_id=%s",
+            resource,
+            upto,
+            ",".join(request_ids) or "-",
+            client_request_id,
+            graph_request_id,
+            extra={
+                "worker": self.name,
+                "resource": resource,
+                "request_ids": list(request_ids) or None,
+                "client_request_id": client_request_id,
+                "graph_request_id": graph_request_id,
+            },
+        )
+
+    def _deliver_state(self, event: outbox.Claimed, link: store.Link | None, upto: int) -> None:
+        """Make the resource's M365 object match its current state; a GraphError fails it."""
+        rtype, rid = event.resource_type, event.resource_id
+        if rtype == "User" and self._released(rid, link, upto):
+            pass  # the directory no longer manages this user's M365 account
+        elif rtype == "User":
+            sealed = store.sealed_password(store.pending_through(rtype, rid, upto))
+            password: Password | None = None
+            try:
+                if sealed is not None:
+                    text = sealing.unseal(self.app.instance_path, sealed.sealed)
+                    password = Password(text, sealed.force_change, sealed.check_only)
+            except sealing.SealBroken as broken:
+                # The password is lost to a key change: say so, deliver the rest.
+                log.error("sync resource=User/%s: %s", rid, broken)
+                store.dead_passwords(rid, upto, str(broken))
+            self._sync_user(rid, link, password)
+        else:
+            self._sync_group(rid, link, store.pending_through(rtype, rid, upto))
 
     def _released(self, user_id: str, link: store.Link | None, upto: int) -> bool:
         """`scim-server m365 unbind`: release the account (disabling it first with
@@ -237,7 +284,13 @@ class Worker:
         )
         return True
 
-    def failed(self, event: outbox.Claimed, link: store.Link | None, error: GraphError) -> None:
+    def failed(
+        self,
+        event: outbox.Claimed,
+        link: store.Link | None,
+        error: GraphError,
+        request_ids: Sequence[str] = (),
+    ) -> None:
         kind = type(error).__name__
         self.counters.graph_errors[kind] = self.counters.graph_errors.get(kind, 0) + 1
         # A 404 soon after this resource, or an object it refers to, reached M365 is
@@ -245,14 +298,22 @@ class Worker:
         link = store.link(event.resource_type, event.resource_id) or link
         created = (link.created_in_m365_at if link else None) or event.created_at
         decision = self.policy.decide(error, event.attempts, utcnow(), self.rng, created)
+        resource = f"{event.resource_type}/{event.resource_id}"
         log.warning(
-            "sync failed resource=%s/%s event=%d error=%s graph_request_id=%s detail=%r",
-            event.resource_type,
-            event.resource_id,
+            "sync failed resource=%s event=%d error=%s request_ids=%s graph_request_id=%s "
+            "detail=%r",
+            resource,
             event.id,
             type(error).__name__,
+            ",".join(request_ids) or "-",
             error.request_id,
             str(error),
+            extra={
+                "worker": self.name,
+                "resource": resource,
+                "request_ids": list(request_ids) or None,
+                "graph_request_id": error.request_id,
+            },
         )
         if isinstance(decision, GiveUp):
             store.dead(event.id, decision.reason)

@@ -1,0 +1,135 @@
+"""Sync worker heartbeats and counters, kept in the database (`sync_workers`).
+
+A worker process may run on another machine than the HTTP server (`serve --no-sync` and
+`scim-server worker` elsewhere), so what /readyz and /metrics say about the sync comes from
+the database, never from the memory or the files of a process: each worker process rewrites
+its row every SYNC_HEARTBEAT_SECONDS with the time and its counters since it started.
+
+Counters only ever grow: /metrics reports the sum over all rows. A row that stopped beating
+over STALE_AFTER ago (a crashed or killed worker), or the row of a worker that stops
+cleanly, is folded into the row `retired`: its counters added there and the row deleted, in
+one transaction. So the sums never go down and the table holds the live workers, the
+recently dead and `retired`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from models import SyncWorker, utcnow
+from scim_server.outbox import AnySession
+
+RETIRED = "retired"
+STALE_AFTER = timedelta(hours=1)
+
+
+def process_id() -> str:
+    """This process as a worker: `host:pid`."""
+    return f"{socket.gethostname()[:100]}:{os.getpid()}"
+
+
+def merge(total: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    """Counters added: numbers summed, nested dicts merged key by key."""
+    out = dict(total)
+    for key, value in more.items():
+        if isinstance(value, dict):
+            out[key] = merge(out.get(key) or {}, value)
+        elif isinstance(value, int | float):
+            out[key] = (out.get(key) or 0) + value
+    return out
+
+
+def beat(
+    session: AnySession,
+    worker_id: str,
+    target: str,
+    started_at: datetime,
+    counters: dict[str, Any],
+) -> None:
+    """Write this worker's heartbeat and counters (the caller commits)."""
+    now = utcnow()
+    row = session.get(SyncWorker, worker_id)
+    if row is None:
+        session.add(
+            SyncWorker(
+                id=worker_id,
+                target=target[:64],
+                started_at=started_at,
+                beat_at=now,
+                counters=counters,
+            )
+        )
+    else:
+        row.beat_at = now
+        row.target = target[:64]
+        row.counters = counters
+
+
+def fold(session: AnySession, worker_ids: list[str] | None = None) -> int:
+    """Fold rows into `retired`: those named, else those stale for over STALE_AFTER. Returns
+    how many; the caller commits. Rows are locked first (PostgreSQL): two workers folding at
+    once fold each row once."""
+    query = select(SyncWorker).where(SyncWorker.id != RETIRED)
+    if worker_ids is not None:
+        query = query.where(SyncWorker.id.in_(worker_ids))
+    else:
+        query = query.where(SyncWorker.beat_at < utcnow() - STALE_AFTER)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    rows = list(session.scalars(query))
+    if not rows:
+        return 0
+    retired = session.get(SyncWorker, RETIRED, with_for_update=True)
+    if retired is None:
+        retired = SyncWorker(
+            id=RETIRED, target=None, started_at=min(r.started_at for r in rows), counters={}
+        )
+        retired.beat_at = max(r.beat_at for r in rows)
+        session.add(retired)
+    total = dict(retired.counters or {})
+    for row in rows:
+        total = merge(total, row.counters or {})
+        retired.beat_at = max(retired.beat_at, row.beat_at)
+        session.delete(row)
+    retired.counters = total
+    try:
+        session.flush()
+    except IntegrityError:  # another worker made `retired` meanwhile: fold next time
+        session.rollback()
+        return 0
+    return len(rows)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What the rows say: the newest beat of any worker (None: none ever beat), the workers
+    that beat within `fresh_within`, and the summed counters."""
+
+    newest_beat: datetime | None
+    fresh: int
+    counters: dict[str, Any]
+
+    def age_seconds(self, now: datetime) -> float | None:
+        if self.newest_beat is None:
+            return None
+        return max((now - self.newest_beat).total_seconds(), 0.0)
+
+
+def summary(session: AnySession, fresh_within: timedelta) -> Summary:
+    now = utcnow()
+    newest: datetime | None = None
+    fresh = 0
+    counters: dict[str, Any] = {}
+    for row in session.scalars(select(SyncWorker)):
+        counters = merge(counters, row.counters or {})
+        newest = row.beat_at if newest is None else max(newest, row.beat_at)
+        if row.id != RETIRED and now - row.beat_at <= fresh_within:
+            fresh += 1
+    return Summary(newest, fresh, counters)
