@@ -273,3 +273,24 @@ def test_an_id_holding_nul_names_nothing(scim: ScimClient, app: Flask) -> None:
     response = scim.post("/Bulk", body)
     assert response.status_code == 200, response.get_json()
     assert [op["status"] for op in response.get_json()["Operations"]] == ["404", "201"]
+
+
+def test_a_portal_user_name_holding_nul_is_a_wrong_sign_in(scim: ScimClient, app: Flask) -> None:
+    # On PostgreSQL the name reached the database, which refused it: a 500 page.
+    scim.user("portal@example.com", password="Portal-Pass-42!")
+    client = app.test_client()
+    for path, form in (
+        ("/portal/login", {"username": "portal@example.com\x00", "password": "Portal-Pass-42!"}),
+        (
+            "/portal/password",
+            {
+                "username": "\x00portal@example.com",
+                "current": "Portal-Pass-42!",
+                "password": "Another-Pass-43!",
+                "confirm": "Another-Pass-43!",
+            },
+        ),
+    ):
+        response = client.post(path, data=form)
+        assert response.status_code == 401, response.get_data(as_text=True)[:300]
+        assert response.content_type.startswith("text/html")
