@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from scim_server.api.http import MAX_JSON_DEPTH, MAX_START_INDEX, parse_json
 from scim_server.errors import InvalidSyntax, InvalidValue
@@ -294,3 +295,52 @@ def test_a_portal_user_name_holding_nul_is_a_wrong_sign_in(scim: ScimClient, app
         response = client.post(path, data=form)
         assert response.status_code == 401, response.get_data(as_text=True)[:300]
         assert response.content_type.startswith("text/html")
+
+
+class InvalidChunkSize(Exception):
+    """As gunicorn's: an Exception, neither an OSError nor a ValueError (werkzeug takes
+    those two for a disconnected client)."""
+
+
+class _GarbledBody:
+    """A request body as a WSGI server hands over one it cannot read: gunicorn raises its
+    InvalidChunkSize from read() for a malformed chunked encoding."""
+
+    def read(self, *args: Any) -> bytes:
+        raise InvalidChunkSize("Invalid chunk size: b'zz'")
+
+    readline = read
+
+
+def _post_garbled(app: Flask, path: str, headers: dict[str, str]) -> tuple[int, str, bytes]:
+    environ = EnvironBuilder(path=path, method="POST", headers=headers).get_environ()
+    environ["wsgi.input"] = _GarbledBody()
+    environ["wsgi.input_terminated"] = True  # as gunicorn marks a chunked body
+    body, status, response_headers = run_wsgi_app(app.wsgi_app, environ, buffered=True)
+    return int(status.split()[0]), response_headers.get("Content-Type", ""), b"".join(body)
+
+
+@pytest.mark.parametrize("path", ["/scim/v2/Users", "/scim/v2/Bulk", "/scim/v2/.search"])
+def test_a_body_the_server_cannot_read_is_invalid_syntax(
+    scim: ScimClient, app: Flask, path: str
+) -> None:
+    # The server's exception came out of request.get_data(): 500.
+    headers = {
+        "Authorization": f"Bearer {scim.token}",
+        "Content-Type": SCIM,
+        "Transfer-Encoding": "chunked",
+    }
+    status, content_type, body = _post_garbled(app, path, headers)
+    assert (status, content_type) == (400, SCIM), body
+    error = json.loads(body)
+    assert (error["status"], error["scimType"]) == ("400", "invalidSyntax")
+
+
+def test_a_portal_form_the_server_cannot_read_is_400(app: Flask) -> None:
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Transfer-Encoding": "chunked",
+    }
+    status, content_type, _ = _post_garbled(app, "/portal/login", headers)
+    assert status == 400
+    assert content_type.startswith("text/html")
