@@ -26,7 +26,7 @@ MAX_STRING_LENGTH = 65_536
 MAX_DOUBLE = sys.float_info.max
 # C0 control characters other than tab, line feed and carriage return (an address's
 # `formatted` may hold line breaks, RFC 7643 §4.1.2). NUL cannot be stored in PostgreSQL text;
-# the others mean nothing in a directory and Microsoft 365 would not take them.
+# the others have no place in names, titles or addresses, and would only travel on to M365.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
