@@ -29,4 +29,4 @@ conformance: $(BIN)/scim-server
 	bash conformance/scim2_tester.sh 18081 --no-sync
 
 clean:
-	rm -rf $(VENV) .venv-conformance instance .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-conformance instance .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -44,6 +44,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from scim_server.portal import bp as portal
 
     app.register_blueprint(portal)
+    from scim_server.request_body import guard_request_body
+
+    # A garbled body (malformed chunks, cut short) is a 400, not the WSGI server's exception.
+    app.wsgi_app = guard_request_body(app.wsgi_app)  # type: ignore[method-assign,assignment]
     proxies = app.config["SCIM_TRUSTED_PROXIES"]
     if proxies:
         from werkzeug.middleware.proxy_fix import ProxyFix

@@ -15,6 +15,7 @@ ScimError
 ├── Conflict (409 uniqueness)
 ├── PreconditionFailed (412)
 ├── PayloadTooLarge (413)
+├── UnsupportedMediaType (415)
 ├── InternalError (500, carries a request id, never a traceback)
 └── NotImplementedScim (501)
 """
@@ -106,6 +107,10 @@ class PreconditionFailed(ScimError):
 
 class PayloadTooLarge(ScimError):
     status = 413
+
+
+class UnsupportedMediaType(ScimError):
+    status = 415
 
 
 class InternalError(ScimError):

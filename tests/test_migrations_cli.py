@@ -125,7 +125,7 @@ def test_an_upgrade_waits_for_the_advisory_lock_another_node_holds(
             holder.commit()
         # Released: one upgrades, the other finds the schema at head; both succeed.
         assert first.wait(120) == 0 and second.wait(120) == 0
-        assert {"users", "groups", "outbox_events"} <= _tables(fresh_env)
+        assert {"users", "groups", "outbox"} <= _tables(fresh_env)
     finally:
         engine.dispose()
 

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, request
 
 from scim_server.api import envelopes
 from scim_server.api.http import base_url, json_body, scim_json
-from scim_server.api.resources import KINDS, patch_operations, resource_body
+from scim_server.api.resources import KINDS, patch_operations, resource_body, resource_id
 from scim_server.db import db
 from scim_server.errors import Conflict, InvalidSyntax, InvalidValue, PayloadTooLarge, ScimError
 from scim_server.mapping import etag
@@ -91,7 +91,7 @@ def _run(op: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
         if not parts or parts[0] not in KINDS or len(parts) > 2:
             raise InvalidValue(f"Unsupported bulk path {op['path']!r}.", "invalidPath")
         kind = KINDS[parts[0]]
-        ident = parts[1] if len(parts) == 2 else None
+        ident = resource_id(kind, parts[1]) if len(parts) == 2 else None
         out: dict[str, Any] = {"method": method}
         if op.get("bulkId"):
             out["bulkId"] = op["bulkId"]

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, request
 from scim_server import directory
 from scim_server.api import envelopes
 from scim_server.api.http import base_url, json_body, paging, scim_json
-from scim_server.errors import InvalidFilter, InvalidValue, NotImplementedScim
+from scim_server.errors import InvalidFilter, InvalidValue, NotFound, NotImplementedScim
 from scim_server.mapping import etag, etag_matches
 from scim_server.scim import dialects
 from scim_server.scim import projection as proj
@@ -180,6 +180,7 @@ def create(resource: str) -> Response:
 @bp.get("/<any(Users, Groups):resource>/<ident>")
 def get(resource: str, ident: str) -> Response:
     kind = KINDS[resource]
+    ident = resource_id(kind, ident)
     doc, version = kind.get(ident, base_url(), _projection(kind.rtype))
     # RFC 7644 §3.14: If-None-Match with the current version is 304 Not Modified.
     if_none = request.headers.get("If-None-Match")
@@ -191,6 +192,7 @@ def get(resource: str, ident: str) -> Response:
 @bp.put("/<any(Users, Groups):resource>/<ident>")
 def replace(resource: str, ident: str) -> Response:
     kind = KINDS[resource]
+    ident = resource_id(kind, ident)
     body = resource_body(kind, json_body())
     doc, version = kind.replace(ident, body, request.headers.get("If-Match"), base_url())
     return _resource_response(proj.apply(doc, kind.rtype, _projection(kind.rtype)), version)
@@ -199,6 +201,7 @@ def replace(resource: str, ident: str) -> Response:
 @bp.patch("/<any(Users, Groups):resource>/<ident>")
 def patch(resource: str, ident: str) -> Response:
     kind = KINDS[resource]
+    ident = resource_id(kind, ident)
     operations = patch_operations(kind, json_body())
     doc, version = kind.patch(ident, operations, request.headers.get("If-Match"), base_url())
     if doc is not None:
@@ -211,8 +214,17 @@ def patch(resource: str, ident: str) -> Response:
 
 @bp.delete("/<any(Users, Groups):resource>/<ident>")
 def delete(resource: str, ident: str) -> Response:
-    KINDS[resource].delete(ident, request.headers.get("If-Match"))
+    kind = KINDS[resource]
+    kind.delete(resource_id(kind, ident), request.headers.get("If-Match"))
     return Response(status=204)
+
+
+def resource_id(kind: Kind, ident: str) -> str:
+    """An id from a URL or a /Bulk path. The server's ids are UUIDs: one holding NUL names
+    nothing (and PostgreSQL would refuse to even compare it)."""
+    if "\x00" in ident:
+        raise NotFound(f"{kind.rtype.name} not found.")
+    return ident
 
 
 def resource_body(kind: Kind, body: Any) -> dict[str, Any]:

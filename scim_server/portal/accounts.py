@@ -126,6 +126,9 @@ class _UserRow:
 
 
 def _user_row(tx: Tx, user_name: str) -> _UserRow | None:
+    if "\x00" in user_name:
+        # No userName holds NUL (SCIM refuses it), and PostgreSQL would refuse the query.
+        return None
     found = tx.first(
         "SELECT id, user_name, display_name, password_hash, password_temporary, active"
         " FROM users WHERE user_name_ci = ?",

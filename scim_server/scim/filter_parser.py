@@ -19,6 +19,7 @@ The AST (scim2_filter_parser.ast):
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,14 @@ from scim2_filter_parser.lexer import SCIMLexer
 from sly import Parser
 
 from scim_server.errors import InvalidFilter, InvalidPath
+
+# Limits on what a client may ask the parser, the SQL translation and the database to build:
+# IdPs send one or two comparisons; these are far beyond that, and far below the depth at
+# which the recursive walks of a filter tree (ours and SQLAlchemy's) exhaust the stack.
+MAX_FILTER_LENGTH = 65_536  # characters
+MAX_FILTER_COMPARISONS = 200  # `and` / `or` join at most this many comparisons
+MAX_FILTER_DEPTH = 64  # parentheses and brackets nested in one another
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class FilterLexer(SCIMLexer):
@@ -38,6 +47,9 @@ class FilterLexer(SCIMLexer):
         t.value = json.loads(t.value)
         if "\x00" in t.value:
             raise InvalidFilter("A filter value must not contain NUL characters.")
+        if _SURROGATE.search(t.value):
+            # A lone \ud800 escape is no Unicode string: nothing stored can equal it.
+            raise InvalidFilter("A filter value must not contain a lone surrogate escape.")
         return t
 
     @_(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
@@ -144,8 +156,12 @@ def parse_filter(text: str) -> ast.Filter:
     """Parse a filter; any failure is 400 invalidFilter."""
     if not text or not text.strip():
         raise InvalidFilter("The filter is empty.")
+    if len(text) > MAX_FILTER_LENGTH:
+        raise InvalidFilter(f"The filter is longer than {MAX_FILTER_LENGTH} characters.")
     try:
-        tree = FilterParser().parse(FilterLexer().tokenize(text))
+        tokens = list(FilterLexer().tokenize(text))
+        _check_size(tokens)
+        tree = FilterParser().parse(iter(tokens))
     except InvalidFilter:
         raise
     except Exception as exc:  # sly and json raise several types
@@ -153,6 +169,23 @@ def parse_filter(text: str) -> ast.Filter:
     if tree is None:
         raise InvalidFilter("The filter could not be parsed.")
     return tree
+
+
+def _check_size(tokens: list[Any]) -> None:
+    joins = depth = deepest = 0
+    for token in tokens:
+        kind = token.type
+        if kind in ("AND", "OR"):
+            joins += 1
+        elif kind in ("LPAREN", "LBRACKET"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif kind in ("RPAREN", "RBRACKET"):
+            depth -= 1
+    if joins >= MAX_FILTER_COMPARISONS:
+        raise InvalidFilter(f"The filter joins more than {MAX_FILTER_COMPARISONS} comparisons.")
+    if deepest > MAX_FILTER_DEPTH:
+        raise InvalidFilter(f"The filter nests more than {MAX_FILTER_DEPTH} levels deep.")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ keys, never None. The per-attribute checks here are shared with PATCH (`patch.py
 
 from __future__ import annotations
 
+import math
+import re
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +18,16 @@ from scim_server.scim.schema import GROUP, Attribute, ResourceType, Schema, reso
 
 MEMBERS = GROUP.attr("members")
 MEMBER_TYPES = {"user": "User", "group": "Group"}
+# Limits of what a value may be, on every database alike (each column may be narrower:
+# mapping.check_lengths). Integers are what a signed 64-bit column holds; a string is at most
+# 64 Ki characters (a certificate or a long address fits many times over).
+MIN_INTEGER, MAX_INTEGER = -(2**63), 2**63 - 1
+MAX_STRING_LENGTH = 65_536
+MAX_DOUBLE = sys.float_info.max
+# C0 control characters other than tab, line feed and carriage return (an address's
+# `formatted` may hold line breaks, RFC 7643 §4.1.2). NUL cannot be stored in PostgreSQL text;
+# the others have no place in names, titles or addresses, and would only travel on to M365.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 def canonicalize(
@@ -112,8 +125,8 @@ def canonical_member(value: Any) -> dict[str, str]:
         out["type"] = canonical
     display = fields.get("display")
     if display is not None:
-        if not isinstance(display, str) or "\x00" in display:
-            raise InvalidValue("members.display must be a string without NUL characters.")
+        if not isinstance(display, str) or _CONTROL.search(display):
+            raise InvalidValue("members.display must be a string without control characters.")
         out["display"] = display
     return out
 
@@ -181,16 +194,22 @@ def _simple(attr: Attribute, value: Any, label: str) -> Any:
     elif kind == "integer":
         if not isinstance(value, int) or isinstance(value, bool):
             raise InvalidValue(f"{label} must be an integer.")
+        if not MIN_INTEGER <= value <= MAX_INTEGER:
+            raise InvalidValue(f"{label} must be between {MIN_INTEGER} and {MAX_INTEGER}.")
     elif kind == "decimal":
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise InvalidValue(f"{label} must be a number.")
+        # RFC 7493 §2.2: a number an IEEE double holds.
+        if not (math.isfinite(value) if isinstance(value, float) else abs(value) <= MAX_DOUBLE):
+            raise InvalidValue(f"{label} must be a finite number.")
     elif kind == "complex":
         raise InvalidValue(f"{label} must be a JSON object.")
     elif not isinstance(value, str):
         raise InvalidValue(f"{label} must be a string.")
-    elif "\x00" in value:
-        # PostgreSQL cannot store NUL in text; refuse it on every database alike.
-        raise InvalidValue(f"{label} must not contain NUL characters.")
+    elif len(value) > MAX_STRING_LENGTH:
+        raise InvalidValue(f"{label} is longer than {MAX_STRING_LENGTH} characters.")
+    elif _CONTROL.search(value):
+        raise InvalidValue(f"{label} must not contain NUL or other control characters.")
     elif kind == "dateTime" and not is_datetime(value):
         raise InvalidValue(f"{label} must be an xsd:dateTime such as 2015-09-01T12:00:00Z.")
     if attr.required and _is_empty(value):
