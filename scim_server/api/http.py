@@ -77,8 +77,7 @@ def json_body() -> Any:
     # speaking SCIM); one that names another type is refused.
     if media_type and media_type not in JSON_MEDIA_TYPES:
         raise UnsupportedMediaType(
-            f"The request body must be {SCIM_CONTENT_TYPE} (or application/json), not "
-            f"{media_type}."
+            f"The request body must be {SCIM_CONTENT_TYPE} (or application/json), not {media_type}."
         )
     charset = request.mimetype_params.get("charset")
     if charset is not None and charset.lower().replace("-", "") != "utf8":
