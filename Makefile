@@ -14,7 +14,7 @@ $(BIN)/scim-server: pyproject.toml
 	touch $@
 
 run: $(BIN)/scim-server
-	$(BIN)/scim-server serve --migrate --host $(HOST) --port $(PORT)
+	$(BIN)/scim-server serve --sandbox --migrate --host $(HOST) --port $(PORT)
 
 test: $(BIN)/scim-server
 	$(BIN)/pytest -q

@@ -22,7 +22,7 @@ export DATABASE_URL="sqlite:///$WORK/conformance.sqlite3"
 .venv/bin/scim-server db upgrade >/dev/null
 TOKEN=$(.venv/bin/scim-server token create scim2-tester 2>/dev/null | tail -n 1)
 # The sandbox tenant's state lives beside the SQLite file, in $WORK.
-.venv/bin/scim-server serve --host 127.0.0.1 --port "$PORT" $MODE >"$WORK/server.log" 2>&1 &
+.venv/bin/scim-server serve --host 127.0.0.1 --port "$PORT" ${MODE:---sandbox} >"$WORK/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$WORK"' EXIT
 for _ in $(seq 1 100); do

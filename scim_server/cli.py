@@ -53,9 +53,21 @@ from scim_server.sync import commands as sync_commands
     is_flag=True,
     help="upgrade the database schema first (else a schema behind this release is refused)",
 )
+@click.option(
+    "--sandbox",
+    is_flag=True,
+    help="the sync delivers to the sandbox tenant, the built-in emulator (GRAPH_SANDBOX=1)",
+)
 @with_appcontext
 def serve(
-    host: str, port: int, workers: int, threads: int, access_log: bool, sync: bool, migrate: bool
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    access_log: bool,
+    sync: bool,
+    migrate: bool,
+    sandbox: bool,
 ) -> None:
     """Run the SCIM server with gunicorn. The SCIM base URL is http://HOST:PORT/scim/v2."""
     from gunicorn.app.base import BaseApplication
@@ -63,7 +75,9 @@ def serve(
     from scim_server import create_app, dbschema, preflight
 
     # Every setting and the database, before anything listens (ConfigError: one line, exit 2).
-    preflight.check(current_app._get_current_object())  # type: ignore[attr-defined]
+    if sandbox:
+        os.environ["GRAPH_SANDBOX"] = "1"  # the flag wins; the sync worker inherits it
+    preflight.check(current_app._get_current_object(), needs_target=sync)  # type: ignore[attr-defined]
     if migrate:
         dbschema.upgrade()
     else:

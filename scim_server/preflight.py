@@ -26,14 +26,19 @@ SMTP_VARIABLES = (
 )
 
 
-def check(app: Flask) -> None:
-    """Raise ConfigError for the first setting, or the database, that is not right."""
+def check(app: Flask, *, needs_target: bool = True) -> None:
+    """Raise ConfigError for the first setting, or the database, that is not right.
+    `needs_target`: the process delivers to Microsoft 365, so a tenant or the sandbox must
+    be chosen (`serve --no-sync` needs neither)."""
     config.load(app.instance_path)  # SCIM_*, PORTAL_*, ACTIVATION_*, DATABASE_URL's scheme
     sealing.check_key()  # SCIM_ENCRYPTION_KEY
     sync_settings.from_env()  # M365_*
     check_graph()
     check_smtp()
     check_database(app.config["SQLALCHEMY_DATABASE_URI"], app)
+    graph_settings.sandbox_requested()  # GRAPH_SANDBOX's value, whatever the process
+    if needs_target:
+        graph_settings.choose_target()
 
 
 GRAPH_VARIABLES = (

@@ -23,6 +23,10 @@ from tests.graph_emulator import graph_emulator, graph_emulator_server, tenant_e
 
 SCIM = "application/scim+json"
 
+# The suite's sync delivers to the sandbox tenant (the built-in emulator), as `make run` does
+# with --sandbox; a test of the choice of target removes it from the processes it starts.
+os.environ.setdefault("GRAPH_SANDBOX", "1")
+
 
 def _postgres_database(url: str) -> str:
     """A fresh database beside the one named in the URL, so a run never touches real data."""

@@ -191,6 +191,7 @@ def graph_env(emulator: RunningEmulator) -> dict[str, str]:
         "GRAPH_AUTHORITY_HOST": emulator.authority_host,
         "GRAPH_URL": emulator.graph_url,
         "GRAPH_CA_BUNDLE": emulator.ca_bundle or "",
+        "GRAPH_SANDBOX": "",  # a tenant, not the sandbox the suite defaults to (conftest)
     }
 
 

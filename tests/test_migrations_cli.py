@@ -29,7 +29,11 @@ def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def fresh_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """An empty database: a SQLite file, or a new PostgreSQL database in a PostgreSQL run."""
     external = os.environ.get("SCIM_TEST_DATABASE_URL")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAPH_", "M365_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k == "GRAPH_SANDBOX" or not k.startswith(("GRAPH_", "M365_"))
+    }
     if not external:
         env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
         yield env

@@ -92,3 +92,30 @@ def test_the_worker_refuses_a_bad_setting_before_it_claims(
     base_env: dict[str, str], name: str, value: str, names: str
 ) -> None:
     _assert_one_line(_run([CLI, "worker"], {**base_env, name: value}), names)
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worker"]], ids=["serve", "worker"])
+def test_without_a_tenant_or_the_sandbox_nothing_starts(
+    base_env: dict[str, str], command: list[str]
+) -> None:
+    """The sandbox is never a silent fallback: a box whose tenant settings went missing
+    must not deliver to the emulator."""
+    done = _run([CLI, *command], base_env)
+    _assert_one_line(done, "GRAPH_TENANT_ID")
+    assert "--sandbox" in done.stderr
+
+
+def test_serve_without_sync_needs_no_target(base_env: dict[str, str]) -> None:
+    # --no-sync needs neither a tenant nor the sandbox: it gets as far as the schema check.
+    done = _run([CLI, "serve", "--no-sync", "--port", str(_free_port())], base_env)
+    _assert_one_line(done, "scim-server db upgrade")
+
+
+def test_a_tenant_and_the_sandbox_at_once_are_refused(base_env: dict[str, str]) -> None:
+    env = {
+        **base_env,
+        "GRAPH_TENANT_ID": "00000000-0000-0000-0000-000000000000",
+        "GRAPH_CLIENT_ID": "app",
+        "GRAPH_CLIENT_SECRET": SECRET,
+    }
+    _assert_one_line(_run([CLI, "worker", "--sandbox"], env), "choose one target")

@@ -41,7 +41,7 @@ def test_sync_status_and_retry(app: Flask, scim: ScimClient) -> None:
     as_json = runner.invoke(args=["sync", "status", "--json"])
     assert as_json.exit_code == 0, as_json.output
     facts = json.loads(as_json.output)
-    assert facts["target"] == {"kind": "sandbox", "tenant_id": None}
+    assert facts["target"] == {"kind": "sandbox", "tenant_id": None, "workers": []}
     assert (facts["backlog"]["pending"], facts["backlog"]["dead"]) == (0, 1)
     assert facts["backlog"]["oldest_pending_seconds"] is None
     assert facts["dead_letters"] == [

@@ -126,3 +126,34 @@ def from_startup_line(info: Mapping[str, Any]) -> GraphSettings:
         graph_url=str(info["graph_url"]),
         ca_bundle=info.get("ca_bundle"),
     )
+
+
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("", "0", "false", "no", "off")
+
+
+def sandbox_requested(environ: Mapping[str, str] | None = None) -> bool:
+    """GRAPH_SANDBOX: deliver to the built-in emulator (`--sandbox` sets it)."""
+    env = os.environ if environ is None else environ
+    raw = env.get("GRAPH_SANDBOX", "").strip().lower()
+    if raw not in TRUE + FALSE:
+        raise ConfigError(f"GRAPH_SANDBOX must be true or false, got {raw!r}")
+    return raw in TRUE
+
+
+def choose_target(environ: Mapping[str, str] | None = None) -> GraphSettings | None:
+    """Where the sync delivers: a tenant's settings, or None for the sandbox. The sandbox is
+    never a fallback: with neither a tenant nor the sandbox asked for, ConfigError."""
+    settings = from_env(environ)
+    sandbox = sandbox_requested(environ)
+    if settings is not None and sandbox:
+        raise ConfigError(
+            "GRAPH_TENANT_ID is set and so is GRAPH_SANDBOX (or --sandbox): choose one target"
+        )
+    if settings is None and not sandbox:
+        raise ConfigError(
+            "no Microsoft 365 target: set GRAPH_TENANT_ID (with GRAPH_CLIENT_ID and a "
+            "credential), or run with --sandbox (GRAPH_SANDBOX=1) to deliver to the built-in "
+            "emulator"
+        )
+    return settings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -24,12 +25,18 @@ from scim_server.dbschema import require_head
     is_flag=True,
     help="upgrade the database schema first (else a schema behind this release is refused)",
 )
+@click.option(
+    "--sandbox",
+    is_flag=True,
+    help="deliver to the sandbox tenant, the built-in emulator (GRAPH_SANDBOX=1)",
+)
 @with_appcontext
-def worker(concurrency: int, migrate: bool) -> None:
+def worker(concurrency: int, migrate: bool, sandbox: bool) -> None:
     """Deliver directory changes to Microsoft 365 until stopped (SIGINT or SIGTERM).
 
-    Several `worker` processes may run against PostgreSQL; on SQLite run one. Without
-    GRAPH_TENANT_ID they deliver to the sandbox tenant (the built-in emulator)."""
+    Several `worker` processes may run against PostgreSQL; on SQLite run one. The target is
+    the tenant GRAPH_* name, or with --sandbox the built-in emulator; one of them must be
+    chosen."""
     from scim_server import dbschema, preflight
     from scim_server.config import ConfigError
     from scim_server.graph.errors import GraphError
@@ -37,6 +44,8 @@ def worker(concurrency: int, migrate: bool) -> None:
     from scim_server.sync.worker import ScopeError
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if sandbox:
+        os.environ["GRAPH_SANDBOX"] = "1"  # the flag wins over the environment
     try:
         # Every setting and the database, before a change is claimed.
         preflight.check(app)

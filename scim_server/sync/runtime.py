@@ -1,5 +1,6 @@
 """Wiring the sync engine for a process: the Graph target (a real tenant, or the sandbox
-emulator when GRAPH_TENANT_ID is unset), the checked sync domains, and worker threads."""
+emulator when asked for with --sandbox or GRAPH_SANDBOX), the checked sync domains, and
+worker threads."""
 
 from __future__ import annotations
 
@@ -15,8 +16,7 @@ from flask import Flask
 from models import utcnow
 from scim_server.db import db
 from scim_server.graph.client import GraphClient, GraphSession, GraphStats, TokenProvider
-from scim_server.graph.settings import GraphSettings, from_startup_line
-from scim_server.graph.settings import from_env as graph_from_env
+from scim_server.graph.settings import GraphSettings, choose_target, from_startup_line
 from scim_server.sync import heartbeat, store
 from scim_server.sync.pacer import Pacer
 from scim_server.sync.settings import SyncSettings
@@ -52,7 +52,7 @@ def sandbox_domains(sync: SyncSettings) -> list[str]:
 def target(app: Flask, sync: SyncSettings) -> Target:
     """The real tenant from GRAPH_*, else the sandbox emulator, started in this process with
     its tenant kept in the instance folder."""
-    settings = graph_from_env()
+    settings = choose_target()
     if settings is not None:
         return Target(settings, sandbox=False)
     from scim_server.graph.emulator.server import EmulatorServer

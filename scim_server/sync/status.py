@@ -9,8 +9,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, scoped_session
 
-from models import M365Link, OutboxEvent, utcnow
+from models import M365Link, OutboxEvent, SyncWorker, utcnow
 from scim_server.graph.settings import from_env as graph_from_env
+from scim_server.graph.settings import sandbox_requested
 from scim_server.outbox import oldest_pending_seconds
 
 RATE_WINDOWS_MINUTES = (1, 15)
@@ -19,10 +20,23 @@ LISTED = 10  # dead letters and errors listed, newest first
 
 def collect(session: Session | scoped_session[Any]) -> dict[str, Any]:
     settings = graph_from_env()
-    target: dict[str, Any] = (
-        {"kind": "sandbox", "tenant_id": None}
-        if settings is None
-        else {"kind": "tenant", "tenant_id": settings.tenant_id}
+    if settings is not None:
+        target: dict[str, Any] = {"kind": "tenant", "tenant_id": settings.tenant_id}
+    elif sandbox_requested():
+        target = {"kind": "sandbox", "tenant_id": None}
+    else:
+        target = {"kind": "none", "tenant_id": None}
+    # What the workers that beat lately deliver to, whatever this process's environment says.
+    target["workers"] = sorted(
+        {
+            t or "unknown"
+            for t in session.scalars(
+                select(SyncWorker.target).where(
+                    SyncWorker.id != "retired",
+                    SyncWorker.beat_at >= utcnow() - timedelta(minutes=2),
+                )
+            )
+        }
     )
     now = utcnow()
     by_status = dict(
@@ -105,10 +119,15 @@ def render(facts: dict[str, Any]) -> list[str]:
     """The facts as the lines `sync status` prints."""
     target = facts["target"]
     lines = [
-        "Target: SANDBOX tenant (the built-in Graph emulator; GRAPH_TENANT_ID is unset)"
-        if target["kind"] == "sandbox"
-        else f"Target: Microsoft 365 tenant {target['tenant_id']}"
+        {
+            "sandbox": "Target: SANDBOX tenant (the built-in Graph emulator)",
+            "tenant": f"Target: Microsoft 365 tenant {target['tenant_id']}",
+            "none": "Target: none in this environment (GRAPH_TENANT_ID and GRAPH_SANDBOX unset)",
+        }[target["kind"]]
     ]
+    if target["workers"]:
+        shown = ["SANDBOX" if t == "sandbox" else f"tenant {t}" for t in target["workers"]]
+        lines.append(f"Workers beating in the last 2 min deliver to: {', '.join(shown)}")
     backlog = facts["backlog"]
     lines.append(
         f"Backlog: {backlog['pending']} pending ({backlog['waiting_to_retry']} waiting to retry), "
