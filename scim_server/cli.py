@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import json
 import os
-import subprocess
+import shutil
 import sys
+import tempfile
 from typing import Any
 
 import click
@@ -28,24 +28,25 @@ def upgrade_schema() -> None:
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-# Processes rather than threads: a thread that holds SQLite's write lock and waits for the
-# GIL behind a sibling thread holds up every writer. One single-threaded process per core: on
-# 2 cores, 2 x 1 (with http_worker's InlineWorker) served creates and PATCHes at about 1.0 ms
-# of CPU each, against 1.4-1.9 ms for gthread's 4 x 1, the former default, which spent the
-# difference switching between processes and threads.
 @click.option(
     "--workers",
     default=lambda: max(os.cpu_count() or 1, 2),
     show_default="one per core, at least 2",
     type=int,
-    help="gunicorn processes (with PostgreSQL, requests also wait on the network: more may help)",
+    help="HTTP worker processes (with PostgreSQL, requests wait on the network: more may help)",
 )
-@click.option("--threads", default=1, show_default=True, type=int, help="threads per process")
+@click.option(
+    "--threads",
+    default=None,
+    type=int,
+    show_default="granian's default, started on demand",
+    help="at most this many requests in Python at once per worker",
+)
 @click.option(
     "--access-log/--no-access-log",
     default=True,
     show_default=True,
-    help="one line per request on stdout",
+    help="one line per request (logger scim_server.access)",
 )
 @click.option(
     "--sync/--no-sync",
@@ -54,52 +55,48 @@ def upgrade_schema() -> None:
     help="run a sync worker beside the server (turn off when `scim-server worker` runs apart)",
 )
 @with_appcontext
-def serve(host: str, port: int, workers: int, threads: int, access_log: bool, sync: bool) -> None:
-    """Run the SCIM server with gunicorn. The SCIM base URL is http://HOST:PORT/scim/v2."""
-    from gunicorn.app.base import BaseApplication
+def serve(
+    host: str, port: int, workers: int, threads: int | None, access_log: bool, sync: bool
+) -> None:
+    """Serve SCIM over HTTP (granian) and run a sync worker, both supervised.
 
-    from scim_server import create_app
+    The SCIM base URL is http://HOST:PORT/scim/v2. A sync worker that exits is started
+    again (1 s, doubling to 30 s); after 5 exits within a minute, or when the HTTP server
+    exits, serve stops and exits non-zero. SIGTERM and SIGINT stop both, gracefully."""
+    from scim_server.serving import ACCESS_LOG_ENV, http_server_command
+    from scim_server.supervisor import Child, Supervisor
 
+    if sync:
+        # A sync setting to fix stops serve here, said plainly, before anything starts.
+        from scim_server.graph.settings import from_env as graph_settings
+        from scim_server.sync.settings import from_env as sync_settings
+
+        sync_settings()
+        graph_settings()
     upgrade_schema()
-    worker = _start_sync_worker() if sync else None
-
-    class Server(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            self.cfg.set("bind", f"{host}:{port}")
-            self.cfg.set("workers", workers)
-            self.cfg.set("threads", threads)
-            # One thread: serve each request on the thread that reads it (see http_worker).
-            worker_class = "scim_server.http_worker.InlineWorker" if threads == 1 else "gthread"
-            self.cfg.set("worker_class", worker_class)
-            self.cfg.set("accesslog", "-" if access_log else None)
-            # Activation links are credentials: the access log shows them redacted.
-            self.cfg.set("logger_class", "scim_server.accesslog.RedactingLogger")
-            self.cfg.set("timeout", 120)
-
-        def load(self) -> Flask:
-            return create_app()
-
+    http_env = dict(os.environ)
+    http_env[ACCESS_LOG_ENV] = "1" if access_log else "0"
+    # prometheus-client's multiprocess mode needs a directory shared by the HTTP workers,
+    # made before they start and emptied with them.
+    metrics_dir = None
+    if not http_env.get("PROMETHEUS_MULTIPROC_DIR"):
+        metrics_dir = tempfile.mkdtemp(prefix="scim-server-metrics-")
+        http_env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    http = Child("HTTP server", http_server_command(host, port, workers, threads), http_env)
+    worker = Child("sync worker", _sync_worker_command(), dict(os.environ)) if sync else None
     click.echo(f"SCIM base URL: http://{host}:{port}/scim/v2", err=True)
     try:
-        Server().run()
+        status = Supervisor(http, worker).run()
     finally:
-        if worker is not None:
-            worker.terminate()
-            worker.wait(15)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    sys.exit(status)
 
 
-def _start_sync_worker() -> subprocess.Popen[bytes]:
-    """The embedded sync worker: `scim-server worker` as a child process, so gunicorn's
-    processes stay free of its threads (and of the sandbox emulator's)."""
-    command = [sys.executable, "-c", "from scim_server.cli import main; main()", "worker"]
-    child = subprocess.Popen(command)  # `scim-server worker`'s own default concurrency
-
-    def stop() -> None:
-        if child.poll() is None:
-            child.terminate()
-
-    atexit.register(stop)
-    return child
+def _sync_worker_command() -> list[str]:
+    """`scim-server worker` with its own default concurrency, in a process of its own, so
+    the HTTP workers stay free of its threads (and of the sandbox emulator's)."""
+    return [sys.executable, "-c", "from scim_server.cli import main; main()", "worker"]
 
 
 @click.group("token")

@@ -15,6 +15,8 @@ ScimError
 ├── Conflict (409 uniqueness)
 ├── PreconditionFailed (412)
 ├── PayloadTooLarge (413)
+├── UriTooLong (414)
+├── HeadersTooLarge (431)
 ├── InternalError (500, carries a request id, never a traceback)
 └── NotImplementedScim (501)
 """
@@ -106,6 +108,14 @@ class PreconditionFailed(ScimError):
 
 class PayloadTooLarge(ScimError):
     status = 413
+
+
+class UriTooLong(ScimError):
+    status = 414
+
+
+class HeadersTooLarge(ScimError):
+    status = 431
 
 
 class InternalError(ScimError):
