@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 
 from tests.conftest import ScimClient
 from tests.serving import (
+    Response,
     RunningServe,
     alive,
     descendants,
@@ -144,10 +145,7 @@ def test_unknown_routes_and_wrong_methods_are_scim_errors(
         assert response.headers.get("allow")
 
 
-def _assert_scim_error(response: object, status: int) -> None:
-    from tests.serving import Response
-
-    assert isinstance(response, Response)
+def _assert_scim_error(response: Response, status: int) -> None:
     assert response.status == status, response
     assert response.headers["content-type"].startswith(SCIM_JSON)
     body = response.json()
