@@ -88,6 +88,9 @@ class AccessLog:
             seen.setdefault("status", "500 Internal Server Error")
             _write(environ, seen, started)
             raise
+        if isinstance(body, list):  # built whole (scim_server.httplimits): done now
+            _write(environ, seen, started)
+            return body
         return _LoggedBody(body, lambda: _write(environ, seen, started))
 
 

@@ -1,5 +1,6 @@
-"""Limits on a request's size, checked before Flask sees it, each refused in the SCIM error
-format (RFC 7644 §3.12) instead of an HTTP server's bare status:
+"""The WSGI layer below Flask. Limits on a request's size, checked before Flask sees it,
+each refused in the SCIM error format (RFC 7644 §3.12) instead of an HTTP server's bare
+status:
 
 - the request target (path and query) over `MAX_TARGET_BYTES`: 414;
 - the header fields over `MAX_HEADER_BYTES` in all: 431 (RFC 6585 §5);
@@ -11,6 +12,8 @@ These are below what the HTTP server itself accepts (`serve` gives granian a rea
 `SERVER_BUFFER_BYTES`), so every over-limit request that a client can really send gets
 SCIM JSON; beyond the server's buffer, or for bytes that are not HTTP, the server answers
 with a bare status or closes the connection.
+
+It also hands the server each response body in one piece (`_buffered`).
 """
 
 from __future__ import annotations
@@ -71,6 +74,20 @@ def refusal(environ: dict[str, Any], max_body: int | None) -> ScimError | None:
     return None
 
 
+def _buffered(body: Iterable[bytes]) -> list[bytes]:
+    """The response body in one piece. No view streams its answer (each is built whole in
+    memory), and a list lets the server write it at once: granian iterates any other body
+    chunk by chunk, back and forth between Rust and Python."""
+    if isinstance(body, list):
+        return body
+    try:
+        return [b"".join(body)]
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+
+
 class HttpLimits:
     """WSGI middleware: refuses an over-limit request before the application runs."""
 
@@ -81,7 +98,7 @@ class HttpLimits:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         error = refusal(environ, self.max_body)
         if error is None:
-            return self.app(environ, start_response)
+            return _buffered(self.app(environ, start_response))
         request_id = f"{random.getrandbits(128):032x}"
         environ[REQUEST_ID_KEY] = request_id
         body = json.dumps(error.to_scim(), separators=(",", ":")).encode()
