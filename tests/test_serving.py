@@ -215,3 +215,13 @@ def test_an_unrouted_request_is_logged_without_route_or_token(
     (record,) = [r for r in caplog.records if r.name == "scim_server.access"]
     assert record.status == 404 and record.route is None and record.token_name is None
     assert "not-a-token" not in caplog.text
+
+
+def test_no_access_log_turns_the_lines_off(tmp_path: Path) -> None:
+    with serve(tmp_path, "--no-access-log", "--no-sync", "--workers", "1") as running:
+        response = running.call("GET", "/scim/v2/Users?count=1")
+        assert response.status == 200
+        time.sleep(0.5)
+        assert response.headers["x-request-id"] not in running.output()
+        assert "scim_server.access" not in running.output()
+        assert running.worker_pid() is None  # --no-sync: no sync worker either
