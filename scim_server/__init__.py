@@ -57,6 +57,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies
         )
+    from scim_server import accesslog
+    from scim_server.httplimits import HttpLimits
+
+    # Below Flask: over-long request lines, headers and bodies get SCIM errors too.
+    app.wsgi_app = HttpLimits(  # type: ignore[method-assign]
+        app.wsgi_app, app.config["MAX_CONTENT_LENGTH"]
+    )
+    if app.config.get("SCIM_ACCESS_LOG", True):
+        accesslog.install(app)
     register_commands(app)
     logs.configure(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
     return app

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import json
 import os
-import subprocess
 import sys
 from typing import Any
 
@@ -16,31 +14,33 @@ from flask.cli import with_appcontext
 
 from scim_server.dbschema import require_head
 from scim_server.graph.emulator.command import graph_emulator
+from scim_server.metrics import ENV as MULTIPROC_ENV
 from scim_server.metrics import prepare_multiprocess_dir
 from scim_server.sync import commands as sync_commands
 
 
 @click.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=int)
-# Processes rather than threads: a thread that holds SQLite's write lock and waits for the
-# GIL behind a sibling thread holds up every writer. One single-threaded process per core: on
-# 2 cores, 2 x 1 (with http_worker's InlineWorker) served creates and PATCHes at about 1.0 ms
-# of CPU each, against 1.4-1.9 ms for gthread's 4 x 1, the former default, which spent the
-# difference switching between processes and threads.
+@click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True, help="or HOST")
+@click.option("--port", envvar="PORT", default=8080, show_default=True, type=int, help="or PORT")
 @click.option(
     "--workers",
     default=lambda: max(os.cpu_count() or 1, 2),
     show_default="one per core, at least 2",
     type=int,
-    help="gunicorn processes (with PostgreSQL, requests also wait on the network: more may help)",
+    help="HTTP worker processes (with PostgreSQL, requests wait on the network: more may help)",
 )
-@click.option("--threads", default=1, show_default=True, type=int, help="threads per process")
+@click.option(
+    "--threads",
+    default=None,
+    type=int,
+    show_default="granian's default, started on demand",
+    help="at most this many requests in Python at once per worker",
+)
 @click.option(
     "--access-log/--no-access-log",
     default=True,
     show_default=True,
-    help="one line per request on stdout",
+    help="one line per request (logger scim_server.access)",
 )
 @click.option(
     "--sync/--no-sync",
@@ -63,65 +63,44 @@ def serve(
     host: str,
     port: int,
     workers: int,
-    threads: int,
+    threads: int | None,
     access_log: bool,
     sync: bool,
     migrate: bool,
     sandbox: bool,
 ) -> None:
-    """Run the SCIM server with gunicorn. The SCIM base URL is http://HOST:PORT/scim/v2."""
-    from gunicorn.app.base import BaseApplication
+    """Serve SCIM over HTTP (granian) and run a sync worker, both supervised.
 
-    from scim_server import create_app, dbschema, preflight
+    The SCIM base URL is http://HOST:PORT/scim/v2. A sync worker that exits is started
+    again (1 s, doubling to 30 s); after 5 exits within a minute, or when the HTTP server
+    exits, serve stops and exits non-zero. SIGTERM and SIGINT stop both, gracefully."""
+    from scim_server import dbschema, preflight
+    from scim_server.serving import ACCESS_LOG_ENV, http_server_command
+    from scim_server.supervisor import Child, Supervisor
 
-    # Every setting and the database, before anything listens (ConfigError: one line, exit 2).
     if sandbox:
         os.environ["GRAPH_SANDBOX"] = "1"  # the flag wins; the sync worker inherits it
+    # Every setting and the database, before anything starts (ConfigError: one line, exit 2).
     preflight.check(current_app._get_current_object(), needs_target=sync)  # type: ignore[attr-defined]
     if migrate:
         dbschema.upgrade()
     else:
         dbschema.require_head()
-    prepare_multiprocess_dir()  # /metrics sums the HTTP workers' counts kept there
-    worker = _start_sync_worker() if sync else None
-
-    class Server(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            self.cfg.set("bind", f"{host}:{port}")
-            self.cfg.set("workers", workers)
-            self.cfg.set("threads", threads)
-            # One thread: serve each request on the thread that reads it (see http_worker).
-            worker_class = "scim_server.http_worker.InlineWorker" if threads == 1 else "gthread"
-            self.cfg.set("worker_class", worker_class)
-            self.cfg.set("accesslog", "-" if access_log else None)
-            # Activation links are credentials: the access log shows them redacted.
-            self.cfg.set("logger_class", "scim_server.accesslog.RedactingLogger")
-            self.cfg.set("timeout", 120)
-
-        def load(self) -> Flask:
-            return create_app()
-
+    # prometheus-client's multiprocess mode: a directory the HTTP workers share, made before
+    # they start (and removed when serve exits). The sync worker counts in the database.
+    prepare_multiprocess_dir()
+    http_env = {**os.environ, ACCESS_LOG_ENV: "1" if access_log else "0"}
+    worker_env = {k: v for k, v in os.environ.items() if k != MULTIPROC_ENV}
+    http = Child("HTTP server", http_server_command(host, port, workers, threads), http_env)
+    worker = Child("sync worker", _sync_worker_command(), worker_env) if sync else None
     click.echo(f"SCIM base URL: http://{host}:{port}/scim/v2", err=True)
-    try:
-        Server().run()
-    finally:
-        if worker is not None:
-            worker.terminate()
-            worker.wait(15)
+    sys.exit(Supervisor(http, worker).run())
 
 
-def _start_sync_worker() -> subprocess.Popen[bytes]:
-    """The embedded sync worker: `scim-server worker` as a child process, so gunicorn's
-    processes stay free of its threads (and of the sandbox emulator's)."""
-    command = [sys.executable, "-c", "from scim_server.cli import main; main()", "worker"]
-    child = subprocess.Popen(command)  # `scim-server worker`'s own default concurrency
-
-    def stop() -> None:
-        if child.poll() is None:
-            child.terminate()
-
-    atexit.register(stop)
-    return child
+def _sync_worker_command() -> list[str]:
+    """`scim-server worker` with its own default concurrency, in a process of its own, so
+    the HTTP workers stay free of its threads (and of the sandbox emulator's)."""
+    return [sys.executable, "-c", "from scim_server.cli import main; main()", "worker"]
 
 
 @click.group("token")

@@ -15,6 +15,8 @@ ScimError
 ├── Conflict (409 uniqueness)
 ├── PreconditionFailed (412)
 ├── PayloadTooLarge (413)
+├── UriTooLong (414)
+├── HeadersTooLarge (431)
 ├── UnsupportedMediaType (415)
 ├── InternalError (500, carries a request id, never a traceback)
 └── NotImplementedScim (501)
@@ -107,6 +109,14 @@ class PreconditionFailed(ScimError):
 
 class PayloadTooLarge(ScimError):
     status = 413
+
+
+class UriTooLong(ScimError):
+    status = 414
+
+
+class HeadersTooLarge(ScimError):
+    status = 431
 
 
 class UnsupportedMediaType(ScimError):

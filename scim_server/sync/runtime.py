@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -101,9 +102,31 @@ class Engine:
         return self
 
     def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop: each thread ends the batch it is delivering (within `timeout` in all), and
+        gives back the leases it still holds, so another worker takes its events at once."""
         self.stop.set()
+        deadline = time.monotonic() + timeout
         for thread in self.threads:
-            thread.join(timeout)
+            thread.join(max(deadline - time.monotonic(), 0))
+        stopped = [w for w, t in zip(self.workers, self.threads, strict=True) if not t.is_alive()]
+        released = 0
+        if stopped:
+            from scim_server import outbox
+            from scim_server.db import db
+
+            app = stopped[0].app
+            with app.app_context():
+                try:
+                    for worker in stopped:
+                        released += outbox.release(db.session, worker.name)
+                finally:
+                    db.session.remove()
+        busy = len(self.threads) - len(stopped)
+        log.info(
+            "sync stopped: %d leases released%s",
+            released,
+            f", {busy} threads still delivering (their leases expire)" if busy else "",
+        )
         if self.app is not None:
             self.beat(retire=True)
         if self.target.emulator is not None:
