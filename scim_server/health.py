@@ -96,6 +96,7 @@ def _sync_worker(max_age: int) -> dict[str, Any]:
         "last_beat_age_seconds": round(age, 1),
         "max_age_seconds": max_age,
         "fresh_workers": seen.fresh,
+        "targets": list(seen.targets),  # SANDBOX, or the tenant ids the fresh workers serve
     }
 
 

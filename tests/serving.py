@@ -147,6 +147,7 @@ def start_serve(
     tmp: Path, *args: str, env: dict[str, str] | None = None, wait: bool = True
 ) -> RunningServe:
     base = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp / 'serve.sqlite3'}", **(env or {})}
+    subprocess.run([CLI, "db", "upgrade"], env=base, check=True, capture_output=True)
     token = subprocess.run(
         [CLI, "token", "create", "serving-test"],
         env=base,

@@ -63,6 +63,7 @@ def test_readyz_is_ready_while_a_worker_beats(app: Flask, client: FlaskClient) -
     body = response.get_json()
     assert body["status"] == "ready"
     assert body["checks"]["sync_worker"]["fresh_workers"] == 1
+    assert body["checks"]["sync_worker"]["targets"] == ["SANDBOX"]  # says what it serves
 
 
 def test_readyz_is_not_ready_when_the_newest_beat_is_too_old(
@@ -74,7 +75,7 @@ def test_readyz_is_not_ready_when_the_newest_beat_is_too_old(
     response = client.get("/readyz")
     assert response.status_code == 503
     seen = response.get_json()["checks"]["sync_worker"]
-    assert seen["ok"] is False and seen["fresh_workers"] == 0
+    assert seen["ok"] is False and seen["fresh_workers"] == 0 and seen["targets"] == []
     assert max_age + 1 <= seen["last_beat_age_seconds"] < max_age + 5  # the newest counts
 
 

@@ -119,3 +119,32 @@ def test_a_tenant_and_the_sandbox_at_once_are_refused(base_env: dict[str, str]) 
         "GRAPH_CLIENT_SECRET": SECRET,
     }
     _assert_one_line(_run([CLI, "worker", "--sandbox"], env), "choose one target")
+
+
+def test_host_and_port_come_from_the_environment(base_env: dict[str, str], tmp_path: Path) -> None:
+    """Twelve-factor: HOST and PORT set where serve listens; the flags win over them."""
+    port = _free_port()
+    env = {**base_env, "HOST": "127.0.0.1", "PORT": str(port)}
+    assert _run([CLI, "db", "upgrade"], env).returncode == 0
+    server = subprocess.Popen(
+        [CLI, "serve", "--no-sync", "--workers", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        import time
+        import urllib.request
+
+        for _ in range(150):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError(f"serve did not listen on PORT={port}")
+    finally:
+        server.terminate()
+        server.wait(20)

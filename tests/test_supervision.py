@@ -121,6 +121,7 @@ def test_a_worker_that_cannot_stay_up_stops_serve(tmp_path: Path) -> None:
         "GRAPH_AUTHORITY_HOST": "https://127.0.0.1:9",
         "GRAPH_URL": "https://127.0.0.1:9/v1.0",
         "GRAPH_TIMEOUT_SECONDS": "2",
+        "GRAPH_SANDBOX": "",  # the tenant above, not the suite's sandbox
     }
     running = start_serve(tmp_path, env=unreachable, wait=False)
     family: set[int] = set()

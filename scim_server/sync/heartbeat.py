@@ -110,11 +110,13 @@ def fold(session: AnySession, worker_ids: list[str] | None = None) -> int:
 @dataclass(frozen=True)
 class Summary:
     """What the rows say: the newest beat of any worker (None: none ever beat), the workers
-    that beat within `fresh_within`, and the summed counters."""
+    that beat within `fresh_within` and what they deliver to (SANDBOX, or a tenant id), and
+    the summed counters."""
 
     newest_beat: datetime | None
     fresh: int
     counters: dict[str, Any]
+    targets: tuple[str, ...] = ()
 
     def age_seconds(self, now: datetime) -> float | None:
         if self.newest_beat is None:
@@ -127,9 +129,11 @@ def summary(session: AnySession, fresh_within: timedelta) -> Summary:
     newest: datetime | None = None
     fresh = 0
     counters: dict[str, Any] = {}
+    targets: set[str] = set()
     for row in session.scalars(select(SyncWorker)):
         counters = merge(counters, row.counters or {})
         newest = row.beat_at if newest is None else max(newest, row.beat_at)
         if row.id != RETIRED and now - row.beat_at <= fresh_within:
             fresh += 1
-    return Summary(newest, fresh, counters)
+            targets.add("SANDBOX" if row.target == "sandbox" else row.target or "unknown")
+    return Summary(newest, fresh, counters, tuple(sorted(targets)))

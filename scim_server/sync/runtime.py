@@ -82,7 +82,8 @@ class Engine:
     workers: list[Worker]
     app: Flask | None = None  # with it, the engine writes the process's heartbeat
     stats: GraphStats = field(default_factory=GraphStats)  # its Graph clients' calls
-    threads: list[threading.Thread] = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)  # one per worker, in order
+    beating: threading.Thread | None = None  # the heartbeat's
     stop: threading.Event = field(default_factory=threading.Event)
     worker_id: str = field(default_factory=heartbeat.process_id)
     started_at: datetime = field(default_factory=utcnow)
@@ -90,9 +91,10 @@ class Engine:
     def start(self) -> Engine:
         if self.app is not None:
             self.beat()  # at once: /readyz sees a new worker without waiting
-            thread = threading.Thread(target=self._beating, name="sync-heartbeat", daemon=True)
-            thread.start()
-            self.threads.append(thread)
+            self.beating = threading.Thread(
+                target=self._beating, name="sync-heartbeat", daemon=True
+            )
+            self.beating.start()
         for worker in self.workers:
             thread = threading.Thread(
                 target=worker.run, args=(self.stop,), name=f"sync-{worker.name}", daemon=True
@@ -108,6 +110,8 @@ class Engine:
         deadline = time.monotonic() + timeout
         for thread in self.threads:
             thread.join(max(deadline - time.monotonic(), 0))
+        if self.beating is not None:
+            self.beating.join(max(deadline - time.monotonic(), 0))
         stopped = [w for w, t in zip(self.workers, self.threads, strict=True) if not t.is_alive()]
         released = 0
         if stopped:

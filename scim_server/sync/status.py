@@ -9,12 +9,14 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, scoped_session
 
-from models import M365Link, OutboxEvent, SyncWorker, utcnow
+from models import M365Link, OutboxEvent, utcnow
 from scim_server.graph.settings import from_env as graph_from_env
 from scim_server.graph.settings import sandbox_requested
 from scim_server.outbox import oldest_pending_seconds
+from scim_server.sync import heartbeat
 
 RATE_WINDOWS_MINUTES = (1, 15)
+WORKERS_FRESH = timedelta(minutes=2)  # the workers `sync status` names: those beating lately
 LISTED = 10  # dead letters and errors listed, newest first
 
 
@@ -27,17 +29,7 @@ def collect(session: Session | scoped_session[Any]) -> dict[str, Any]:
     else:
         target = {"kind": "none", "tenant_id": None}
     # What the workers that beat lately deliver to, whatever this process's environment says.
-    target["workers"] = sorted(
-        {
-            t or "unknown"
-            for t in session.scalars(
-                select(SyncWorker.target).where(
-                    SyncWorker.id != "retired",
-                    SyncWorker.beat_at >= utcnow() - timedelta(minutes=2),
-                )
-            )
-        }
-    )
+    target["workers"] = list(heartbeat.summary(session, WORKERS_FRESH).targets)
     now = utcnow()
     by_status = dict(
         session.execute(select(OutboxEvent.status, func.count()).group_by(OutboxEvent.status)).all()
@@ -126,7 +118,7 @@ def render(facts: dict[str, Any]) -> list[str]:
         }[target["kind"]]
     ]
     if target["workers"]:
-        shown = ["SANDBOX" if t == "sandbox" else f"tenant {t}" for t in target["workers"]]
+        shown = [t if t == "SANDBOX" else f"tenant {t}" for t in target["workers"]]
         lines.append(f"Workers beating in the last 2 min deliver to: {', '.join(shown)}")
     backlog = facts["backlog"]
     lines.append(
