@@ -13,6 +13,7 @@ a longer local run); at 1, one run sends over 12,000 requests.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -846,10 +847,8 @@ class Served:
         `timeout`; then our side closes, and whatever came is the answer."""
         chunks: list[bytes] = []
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
-            try:
+            with contextlib.suppress(OSError):  # it answered (and closed) before reading all
                 sock.sendall(raw)
-            except OSError:
-                pass  # the server answered (and closed) before reading everything
             try:
                 while not _whole_response(b"".join(chunks)):
                     chunk = sock.recv(65536)
