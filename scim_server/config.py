@@ -92,6 +92,8 @@ class Settings:
     readyz_max_pending_age_seconds: int  # /readyz: the oldest pending change may be this old
     sync_heartbeat_seconds: int  # how often a sync worker writes its heartbeat
     sync_heartbeat_max_age_seconds: int  # /readyz: the newest heartbeat may be this old
+    outbox_retention_days: int  # delivered events are deleted this old; 0: kept for ever
+    outbox_prune_seconds: int  # how often a sync worker process prunes the outbox
     # /metrics: the SHA-256 of METRICS_TOKEN, or None (open); the token itself is not kept.
     metrics_token_sha256: str | None
 
@@ -116,8 +118,13 @@ class Settings:
             "READYZ_MAX_PENDING_AGE_SECONDS": self.readyz_max_pending_age_seconds,
             "SYNC_HEARTBEAT_SECONDS": self.sync_heartbeat_seconds,
             "SYNC_HEARTBEAT_MAX_AGE_SECONDS": self.sync_heartbeat_max_age_seconds,
+            "OUTBOX_RETENTION_DAYS": self.outbox_retention_days,
+            "OUTBOX_PRUNE_SECONDS": self.outbox_prune_seconds,
             "METRICS_TOKEN_SHA256": self.metrics_token_sha256,
         }
+
+
+MAX_RETENTION_DAYS = 36500  # a century: beyond it, "for ever" is 0
 
 
 def load(instance_path: str) -> Settings:
@@ -130,6 +137,12 @@ def load(instance_path: str) -> Settings:
         raise ConfigError(
             f"SYNC_HEARTBEAT_MAX_AGE_SECONDS must be at least twice SYNC_HEARTBEAT_SECONDS "
             f"({2 * heartbeat}), got {heartbeat_max_age}"
+        )
+    retention = env_int("OUTBOX_RETENTION_DAYS", 7, minimum=0)
+    if retention > MAX_RETENTION_DAYS:
+        raise ConfigError(
+            f"OUTBOX_RETENTION_DAYS must be at most {MAX_RETENTION_DAYS} (0 keeps delivered "
+            f"events for ever), got {retention}"
         )
     return Settings(
         database_url=database_url(os.environ.get("DATABASE_URL") or default_db),
@@ -151,6 +164,8 @@ def load(instance_path: str) -> Settings:
         readyz_max_pending_age_seconds=env_int("READYZ_MAX_PENDING_AGE_SECONDS", 900),
         sync_heartbeat_seconds=heartbeat,
         sync_heartbeat_max_age_seconds=heartbeat_max_age,
+        outbox_retention_days=retention,
+        outbox_prune_seconds=env_int("OUTBOX_PRUNE_SECONDS", 300),
         metrics_token_sha256=_secret_sha256("METRICS_TOKEN"),
     )
 

@@ -9,13 +9,13 @@ events of a crashed worker to the queue.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import g, has_request_context
-from sqlalchemy import and_, exists, insert, or_, select, update
+from sqlalchemy import and_, delete, exists, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased, scoped_session
 
 from models import OutboxEvent, utcnow
@@ -347,3 +347,59 @@ def oldest_pending_seconds(session: AnySession) -> float | None:
         return None
     age: float = (utcnow() - read_datetime(created)).total_seconds()
     return max(age, 0.0)
+
+
+PRUNE_BATCH = 500  # ids per DELETE: each batch is a short transaction of its own
+
+
+def prune(
+    session: AnySession,
+    before: datetime,
+    batch: int = PRUNE_BATCH,
+    *,
+    stop: Callable[[], bool] | None = None,
+) -> int:
+    """Delete the delivered (`done`) events completed before `before`, `batch` ids per
+    DELETE, committing after each, so no lock is held for long and deliveries go on in
+    between. Pending events and dead letters stay. On PostgreSQL the ids are taken with
+    `FOR UPDATE SKIP LOCKED`: several workers pruning at once never wait on each other (nor
+    on a worker scrubbing a delivered password), each deletes rows the others left. `stop`,
+    asked between batches, ends the prune early. Returns how many were deleted."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    total = 0
+    while stop is None or not stop():
+        query = (
+            select(OutboxEvent.id)
+            .where(OutboxEvent.status == "done", OutboxEvent.completed_at < before)
+            .order_by(OutboxEvent.id)
+            .limit(batch)
+        )
+        if postgres:
+            query = query.with_for_update(skip_locked=True)
+        ids = list(session.scalars(query))
+        deleted = 0
+        if ids:
+            result = session.execute(
+                delete(OutboxEvent).where(OutboxEvent.id.in_(ids), OutboxEvent.status == "done")
+            )
+            deleted = int(getattr(result, "rowcount", 0) or 0)
+        session.commit()
+        total += deleted
+        if len(ids) < batch:
+            break
+    return total
+
+
+def discard(session: AnySession, ids: Collection[int] = (), *, all_dead: bool = False) -> int:
+    """Give up on dead letters for good: those of `ids` that are dead, or with `all_dead`
+    every one. Their rows are deleted, and with them any sealed password a dead password
+    event still held (issue 6); nothing waits on a dead letter, so the resource's later
+    events are unaffected. Pending and delivered events are never touched. The caller
+    commits. Returns how many were discarded."""
+    query = delete(OutboxEvent).where(OutboxEvent.status == "dead")
+    if not all_dead:
+        if not ids:
+            return 0
+        query = query.where(OutboxEvent.id.in_(list(ids)))
+    result = session.execute(query)
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,4 +1,4 @@
-"""`scim-server worker` and `scim-server sync status|retry`."""
+"""`scim-server worker` and `scim-server sync status|reseal|retry|discard|prune`."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import os
 import signal
 import sys
 import threading
+from datetime import timedelta
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import update
 
-from models import OutboxEvent
+from models import OutboxEvent, utcnow
 from scim_server.db import db
 from scim_server.dbschema import require_head
 
@@ -85,7 +86,7 @@ def status(as_json: bool) -> None:
     from scim_server.sync.status import collect, render
 
     require_head()
-    facts = collect(db.session)
+    facts = collect(db.session, retention_days=current_app.config["OUTBOX_RETENTION_DAYS"])
     if as_json:
         click.echo(json.dumps(facts, indent=2))
         return
@@ -145,3 +146,47 @@ def retry(event_id: int | None, all_dead: bool) -> None:
         click.echo("No such dead letter." if event_id is not None else "No dead letters.", err=True)
         sys.exit(1)
     click.echo(f"Queued {count} dead letter(s) again.")
+
+
+@sync.command("discard")
+@click.argument("event_id", required=False, type=int)
+@click.option("--all-dead", is_flag=True, help="every dead letter")
+@with_appcontext
+def discard(event_id: int | None, all_dead: bool) -> None:
+    """Give up on a dead letter (or all of them) for good: it is deleted, with any password
+    it held, and no longer shows in `sync status` or /metrics."""
+    from scim_server import outbox
+
+    if (event_id is None) == (not all_dead):
+        raise click.UsageError("Give an event ID or --all-dead.")
+    require_head()
+    count = outbox.discard(db.session, [] if event_id is None else [event_id], all_dead=all_dead)
+    db.session.commit()
+    if not count:
+        click.echo("No such dead letter." if event_id is not None else "No dead letters.", err=True)
+        sys.exit(1)
+    click.echo(f"Discarded {count} dead letter(s).")
+
+
+@sync.command("prune")
+@click.option(
+    "--older-than",
+    "days",
+    type=click.IntRange(min=0),
+    help="delete delivered events older than DAYS (default: OUTBOX_RETENTION_DAYS; 0: all)",
+    metavar="DAYS",
+)
+@with_appcontext
+def prune(days: int | None) -> None:
+    """Delete delivered events older than OUTBOX_RETENTION_DAYS, in small batches, as the
+    sync workers do on their own. Pending events and dead letters stay."""
+    from scim_server import outbox
+
+    require_head()
+    if days is None:
+        days = int(current_app.config["OUTBOX_RETENTION_DAYS"])
+        if days == 0:
+            click.echo("OUTBOX_RETENTION_DAYS is 0: delivered events are kept; pruned 0.")
+            return
+    deleted = outbox.prune(db.session, utcnow() - timedelta(days=days))
+    click.echo(f"Pruned {deleted} delivered event(s) older than {days} day(s).")

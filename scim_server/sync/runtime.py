@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,7 @@ class Engine:
     stats: GraphStats = field(default_factory=GraphStats)  # its Graph clients' calls
     threads: list[threading.Thread] = field(default_factory=list)  # one per worker, in order
     beating: threading.Thread | None = None  # the heartbeat's
+    pruning: threading.Thread | None = None  # the outbox prune's
     stop: threading.Event = field(default_factory=threading.Event)
     worker_id: str = field(default_factory=heartbeat.process_id)
     started_at: datetime = field(default_factory=utcnow)
@@ -95,6 +96,9 @@ class Engine:
                 target=self._beating, name="sync-heartbeat", daemon=True
             )
             self.beating.start()
+            # A thread of its own: a long prune delays neither the beats nor deliveries.
+            self.pruning = threading.Thread(target=self._pruning, name="sync-prune", daemon=True)
+            self.pruning.start()
         for worker in self.workers:
             thread = threading.Thread(
                 target=worker.run, args=(self.stop,), name=f"sync-{worker.name}", daemon=True
@@ -112,6 +116,8 @@ class Engine:
             thread.join(max(deadline - time.monotonic(), 0))
         if self.beating is not None:
             self.beating.join(max(deadline - time.monotonic(), 0))
+        if self.pruning is not None:
+            self.pruning.join(max(deadline - time.monotonic(), 0))
         stopped = [w for w, t in zip(self.workers, self.threads, strict=True) if not t.is_alive()]
         released = 0
         if stopped:
@@ -166,6 +172,39 @@ class Engine:
         every = float(self.app.config.get("SYNC_HEARTBEAT_SECONDS", 5))
         while not self.stop.wait(every):
             self.beat()
+
+    def prune(self) -> int:
+        """Delete the delivered events older than OUTBOX_RETENTION_DAYS (0: none), in small
+        batches, stopping between batches when the engine stops. A failure is logged."""
+        assert self.app is not None
+        days = int(self.app.config.get("OUTBOX_RETENTION_DAYS", 7))
+        if days <= 0:
+            return 0
+        from scim_server import outbox
+
+        with self.app.app_context():
+            try:
+                deleted = outbox.prune(
+                    db.session, utcnow() - timedelta(days=days), stop=self.stop.is_set
+                )
+            except Exception:
+                log.exception("outbox prune by %s failed", self.worker_id)
+                db.session.rollback()
+                return 0
+            finally:
+                db.session.remove()
+        if deleted:
+            log.info("outbox pruned: %d delivered events older than %d days", deleted, days)
+        return deleted
+
+    def _pruning(self) -> None:
+        """Prune at start, then every OUTBOX_PRUNE_SECONDS."""
+        assert self.app is not None
+        every = float(self.app.config.get("OUTBOX_PRUNE_SECONDS", 300))
+        while not self.stop.is_set():
+            self.prune()
+            if self.stop.wait(every):
+                break
 
 
 def engine(app: Flask, concurrency: int = 1, name: str | None = None) -> Engine:

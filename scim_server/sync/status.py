@@ -20,7 +20,13 @@ WORKERS_FRESH = timedelta(minutes=2)  # the workers `sync status` names: those b
 LISTED = 10  # dead letters and errors listed, newest first
 
 
-def collect(session: Session | scoped_session[Any]) -> dict[str, Any]:
+OUTBOX_STATES = ("pending", "done", "dead")
+
+
+def collect(
+    session: Session | scoped_session[Any], retention_days: int | None = None
+) -> dict[str, Any]:
+    """`retention_days`: OUTBOX_RETENTION_DAYS, reported beside the outbox's size."""
     settings = graph_from_env()
     if settings is not None:
         target: dict[str, Any] = {"kind": "tenant", "tenant_id": settings.tenant_id}
@@ -99,6 +105,11 @@ def collect(session: Session | scoped_session[Any]) -> dict[str, Any]:
             "dead": by_status.get("dead", 0),
             "oldest_pending_seconds": oldest,
         },
+        "outbox": {
+            "rows": sum(by_status.values()),
+            "by_state": {state: by_status.get(state, 0) for state in OUTBOX_STATES},
+            "retention_days": retention_days,
+        },
         "delivered_in_last_minutes": delivered,
         "links": links,
         "passwords": passwords,
@@ -127,6 +138,16 @@ def render(facts: dict[str, Any]) -> list[str]:
     )
     if backlog["oldest_pending_seconds"] is not None:
         lines.append(f"Oldest pending change: {backlog['oldest_pending_seconds']:.0f} s old")
+    table = facts["outbox"]
+    size = f"Outbox: {table['rows']} rows (" + ", ".join(
+        f"{n} {state}" for state, n in table["by_state"].items()
+    )
+    kept = table["retention_days"]
+    if kept == 0:
+        size += "; delivered events kept for ever, OUTBOX_RETENTION_DAYS=0"
+    elif kept is not None:
+        size += f"; delivered events deleted after {kept} days"
+    lines.append(size + ")")
     for minutes, done in facts["delivered_in_last_minutes"].items():
         lines.append(
             f"Delivered in the last {minutes} min: {done['events']} ({done['per_second']:.2f}/s)"
@@ -138,7 +159,9 @@ def render(facts: dict[str, Any]) -> list[str]:
             "Passwords: " + ", ".join(f"{n} {state}" for state, n in facts["passwords"].items())
         )
     if facts["dead_letters"]:
-        lines.append("Dead letters (newest first; `scim-server sync retry ID` or --all-dead):")
+        lines.append(
+            "Dead letters (newest first; `sync retry ID` or `sync discard ID`, or --all-dead):"
+        )
         lines.extend(
             f"  {d['id']}  {d['resource_type']} {d['resource_id']}: {d['error']}"
             for d in facts["dead_letters"]
