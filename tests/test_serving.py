@@ -154,6 +154,9 @@ def _assert_scim_error(response: Response, status: int) -> None:
 
 def test_sigterm_answers_the_request_in_flight_then_all_processes_end(tmp_path: Path) -> None:
     with serve(tmp_path) as running:
+        # The sync worker has started delivering (a worker stopped while it is still starting
+        # has nothing to finish, and says nothing): its batch and leases are what SIGTERM tests.
+        running.wait_for("provisioning users on", timeout=60)
         family = descendants(running.process.pid)
         assert len(family) >= 4  # granian and its 2 workers, the sync worker
         idle = running.connect()  # a kept-alive connection, idle: closed by the stop
