@@ -12,6 +12,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
+from scim_server import preflight
 from scim_server.dbschema import require_head
 from scim_server.graph.emulator.command import graph_emulator
 from scim_server.metrics import ENV as MULTIPROC_ENV
@@ -48,16 +49,7 @@ from scim_server.sync import commands as sync_commands
     show_default=True,
     help="run a sync worker beside the server (turn off when `scim-server worker` runs apart)",
 )
-@click.option(
-    "--migrate",
-    is_flag=True,
-    help="upgrade the database schema first (else a schema behind this release is refused)",
-)
-@click.option(
-    "--sandbox",
-    is_flag=True,
-    help="the sync delivers to the sandbox tenant, the built-in emulator (GRAPH_SANDBOX=1)",
-)
+@preflight.start_options
 @with_appcontext
 def serve(
     host: str,
@@ -74,18 +66,13 @@ def serve(
     The SCIM base URL is http://HOST:PORT/scim/v2. A sync worker that exits is started
     again (1 s, doubling to 30 s); after 5 exits within a minute, or when the HTTP server
     exits, serve stops and exits non-zero. SIGTERM and SIGINT stop both, gracefully."""
-    from scim_server import dbschema, preflight
     from scim_server.serving import ACCESS_LOG_ENV, http_server_command
     from scim_server.supervisor import Child, Supervisor
 
-    if sandbox:
-        os.environ["GRAPH_SANDBOX"] = "1"  # the flag wins; the sync worker inherits it
-    # Every setting and the database, before anything starts (ConfigError: one line, exit 2).
-    preflight.check(current_app._get_current_object(), needs_target=sync)  # type: ignore[attr-defined]
-    if migrate:
-        dbschema.upgrade()
-    else:
-        dbschema.require_head()
+    # Every setting, the database and the schema, before anything starts (ConfigError: one
+    # line, exit 2). --no-sync needs no target.
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    preflight.start(app, migrate=migrate, sandbox=sandbox, needs_target=sync)
     # prometheus-client's multiprocess mode: a directory the HTTP workers share, made before
     # they start (and removed when serve exits). The sync worker counts in the database.
     prepare_multiprocess_dir()

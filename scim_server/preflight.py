@@ -5,7 +5,10 @@ the variable to fix (`scim-server` prints it and exits with status 2)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import click
 from flask import Flask
 from sqlalchemy import make_url, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -14,6 +17,38 @@ from scim_server import config, mail, sealing
 from scim_server.config import ConfigError
 from scim_server.graph import settings as graph_settings
 from scim_server.sync import settings as sync_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def start_options(command: F) -> F:
+    """`--migrate` and `--sandbox`, the start-up options `serve` and `worker` share."""
+    command = click.option(
+        "--sandbox",
+        is_flag=True,
+        help="the sync delivers to the sandbox tenant, the built-in emulator (GRAPH_SANDBOX=1)",
+    )(command)
+    return click.option(
+        "--migrate",
+        is_flag=True,
+        help="upgrade the database schema first (else a schema behind this release is refused)",
+    )(command)
+
+
+def start(app: Flask, *, migrate: bool, sandbox: bool, needs_target: bool = True) -> None:
+    """What `serve` and `worker` do before anything else: the flags into the environment
+    (they win over it; child processes inherit it), every check, then the schema, upgraded
+    or required at head. ConfigError for the first thing to fix."""
+    from scim_server import dbschema
+
+    if sandbox:
+        os.environ["GRAPH_SANDBOX"] = "1"
+    check(app, needs_target=needs_target)
+    if migrate:
+        dbschema.upgrade()
+    else:
+        dbschema.require_head()
+
 
 SMTP_VARIABLES = (
     "SMTP_HOST",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import threading
@@ -15,22 +14,14 @@ from flask.cli import with_appcontext
 from sqlalchemy import update
 
 from models import OutboxEvent, utcnow
+from scim_server import preflight
 from scim_server.db import db
 from scim_server.dbschema import require_head
 
 
 @click.command("worker")
 @click.option("--concurrency", default=4, show_default=True, type=int, help="worker threads")
-@click.option(
-    "--migrate",
-    is_flag=True,
-    help="upgrade the database schema first (else a schema behind this release is refused)",
-)
-@click.option(
-    "--sandbox",
-    is_flag=True,
-    help="deliver to the sandbox tenant, the built-in emulator (GRAPH_SANDBOX=1)",
-)
+@preflight.start_options
 @with_appcontext
 def worker(concurrency: int, migrate: bool, sandbox: bool) -> None:
     """Deliver directory changes to Microsoft 365 until stopped (SIGINT or SIGTERM).
@@ -38,22 +29,15 @@ def worker(concurrency: int, migrate: bool, sandbox: bool) -> None:
     Several `worker` processes may run against PostgreSQL; on SQLite run one. The target is
     the tenant GRAPH_* name, or with --sandbox the built-in emulator; one of them must be
     chosen."""
-    from scim_server import dbschema, preflight
     from scim_server.config import ConfigError
     from scim_server.graph.errors import GraphError
     from scim_server.sync import runtime
     from scim_server.sync.worker import ScopeError
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    if sandbox:
-        os.environ["GRAPH_SANDBOX"] = "1"  # the flag wins over the environment
     try:
-        # Every setting and the database, before a change is claimed.
-        preflight.check(app)
-        if migrate:
-            dbschema.upgrade()
-        else:
-            dbschema.require_head()
+        # Every setting, the database and the schema, before a change is claimed.
+        preflight.start(app, migrate=migrate, sandbox=sandbox)
     except ConfigError as exc:
         click.echo(f"scim-server worker: {exc}", err=True)
         sys.exit(2)
