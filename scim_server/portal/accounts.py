@@ -150,14 +150,27 @@ def sign_in(user_name: str, password: str, address: str) -> Outcome:
         return MustChange(row.user_name)
     with transaction(write=False) as tx:
         link = _link(tx, row.id)
-    queued = (
-        link is not None and _bound(link) and link["password_state"] not in ("federated", "pending")
-    )
-    if queued:
+    queued = False
+    if _wants_check(link):
         sealed = sealing.seal(current_app.instance_path, password)
         with transaction(write=True) as tx:
-            outbox.record_sql(tx, "User", row.id, "password", {"sealed": sealed, "check": True})
+            # Decided again beside the event, in its transaction: an unbind or a new password
+            # since the read above must not leave a check queued for a state that has gone.
+            link = _link(tx, row.id, lock=True)
+            queued = _wants_check(link)
+            if queued:
+                outbox.record_sql(tx, "User", row.id, "password", {"sealed": sealed, "check": True})
+            else:
+                tx.rollback_only = True
     return SignedIn(_status(row, link, queued))
+
+
+def _wants_check(link: dict[str, Any] | None) -> bool:
+    """Whether a right password should be checked against M365's: the account is bound, and
+    no password is on its way there already (nor does M365 keep it: federated)."""
+    return (
+        _bound(link) and link is not None and link["password_state"] not in ("federated", "pending")
+    )
 
 
 def change_password(user_name: str, current: str, new: str, confirm: str, address: str) -> Outcome:
@@ -183,10 +196,13 @@ def change_password(user_name: str, current: str, new: str, confirm: str, addres
     return SignedIn(_status(row, link, False))
 
 
-def _link(tx: Tx, user_id: str) -> dict[str, Any] | None:
+def _link(tx: Tx, user_id: str, *, lock: bool = False) -> dict[str, Any] | None:
+    """`lock`: hold the row until the transaction ends (PostgreSQL; a writing transaction on
+    SQLite holds the whole database already)."""
     found = tx.first(
         "SELECT state, object_id, password_state, password_synced_at, last_error"
-        " FROM m365_links WHERE resource_type = 'User' AND resource_id = ?",
+        " FROM m365_links WHERE resource_type = 'User' AND resource_id = ?"
+        + (" FOR UPDATE" if lock and not tx.sqlite else ""),
         (user_id,),
     )
     if found is None:

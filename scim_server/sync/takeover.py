@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import insert, or_, select, update
 
-from models import M365Link, User, UserValue
+from models import M365Link, OutboxEvent, User, UserValue, utcnow
 from scim_server import directory, outbox
 from scim_server.db import db
 from scim_server.sync import mapping, store
@@ -27,7 +27,9 @@ SELECT = ("id", "userPrincipalName", "mail", "givenName", "surname", "accountEna
 class Decision:
     account: dict[str, Any]
     action: str  # bind | create | skip
-    user_id: str | None = None  # the directory user bound to (bind)
+    # The directory user bound to (bind); for a create, the one an interrupted import
+    # linked the account to but did not create (resumed under the same id).
+    user_id: str | None = None
     reason: str = ""
 
     def describe(self, bind: bool = True) -> str:
@@ -66,6 +68,8 @@ def _decide(account: dict[str, Any], domains: tuple[str, ...], claimed: dict[str
     bound_to = db.session.scalar(
         select(M365Link.resource_id).where(M365Link.object_id == str(account["id"]))
     )
+    if bound_to is not None and _interrupted_create(bound_to):
+        return Decision(account, "create", user_id=bound_to)
     if bound_to is not None:
         return Decision(account, "skip", reason=f"already bound to directory user {bound_to}")
     user_id = _match(upn, account.get("mail"))
@@ -81,6 +85,22 @@ def _decide(account: dict[str, Any], domains: tuple[str, ...], claimed: dict[str
             "a user is bound to one account only (`scim-server m365 unbind` releases it)",
         )
     return Decision(account, "bind", user_id=user_id)
+
+
+def _interrupted_create(user_id: str) -> bool:
+    """Whether a link is an import's create that stopped between the link and the user (see
+    `apply`): its user does not exist and has never had an event. A user deleted in the
+    directory also leaves its link until the worker takes the delete, but with that event."""
+    if db.session.get(User, user_id) is not None:
+        return False
+    return (
+        db.session.scalar(
+            select(OutboxEvent.id)
+            .where(OutboxEvent.resource_type == "User", OutboxEvent.resource_id == user_id)
+            .limit(1)
+        )
+        is None
+    )
 
 
 def _match(upn: str, mail: str | None) -> str | None:
@@ -127,8 +147,12 @@ def apply(decision: Decision, bind: bool = True) -> str | None:
         if name:
             body["name"] = name
         # The link first, so that the worker, taking the create, finds the account bound.
-        user_id = directory.new_user_id()
+        # Two transactions (create_user commits its own): a crash between them leaves a
+        # link without its user, which the next import resumes (_interrupted_create).
+        user_id = decision.user_id or directory.new_user_id()
         if not bind:
+            if decision.user_id is not None:
+                store.drop_link("User", user_id)  # an interrupted --bind: not bound now
             directory.create_user(body, "", user_id=user_id)
             return user_id
         # The account keeps its own password until the user sets the directory's one (an
@@ -143,17 +167,36 @@ def apply(decision: Decision, bind: bool = True) -> str | None:
             raise
         return user_id
     assert decision.user_id is not None
-    # M365 keeps its password until the directory sets its own: on the user's next portal
-    # sign-in, or when one is set (SCIM, a temporary one, an activation link).
-    store.save_link(
-        "User",
-        decision.user_id,
-        object_id=object_id,
-        state="pending",
-        synced=None,
-        password_state=store.unpushed_password_state(decision.user_id),
-    )
-    with store.transaction() as session:
-        # The takeover: the next delivery sends the directory's whole state to the account.
-        outbox.record(session, "User", decision.user_id, "bound", {"objectId": object_id})
+    _bind(decision.user_id, object_id)
     return decision.user_id
+
+
+def _bind(user_id: str, object_id: str) -> None:
+    """Link the account to the directory user and queue the takeover, in one transaction: a
+    link without its event would never be delivered, and the next import would skip it as
+    bound already."""
+    now = utcnow()
+    with store.transaction() as session:
+        # M365 keeps its password until the directory sets its own: on the user's next portal
+        # sign-in, or when one is set (SCIM, a temporary one, an activation link).
+        has_password = (
+            session.scalar(select(User.password_hash).where(User.id == user_id)) is not None
+        )
+        fields = {
+            "object_id": object_id,
+            "state": "pending",
+            "synced": None,
+            "password_state": "unknown" if has_password else "none",
+            "updated_at": now,
+        }
+        changed = session.execute(
+            update(M365Link)
+            .where(M365Link.resource_type == "User", M365Link.resource_id == user_id)
+            .values(**fields)
+        ).rowcount
+        if not changed:
+            session.execute(
+                insert(M365Link).values(resource_type="User", resource_id=user_id, **fields)
+            )
+        # The takeover: the next delivery sends the directory's whole state to the account.
+        outbox.record(session, "User", user_id, "bound", {"objectId": object_id})
