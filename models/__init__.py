@@ -4,7 +4,7 @@ from models.base import Base, utcnow
 from models.directory import Group, GroupMember, User, UserValue
 from models.outbox import OutboxEvent
 from models.portal import ActivationToken, LoginThrottle
-from models.sync import M365Link, SyncWorker
+from models.sync import M365Link, SyncBudget, SyncWorker
 from models.tokens import ApiToken
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "LoginThrottle",
     "M365Link",
     "OutboxEvent",
+    "SyncBudget",
     "SyncWorker",
     "User",
     "UserValue",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, String, Text
+from sqlalchemy import JSON, DateTime, Float, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, utcnow
@@ -58,3 +58,22 @@ class SyncWorker(Base):
     # {"delivered": {"user": n, "group": n}, "graph_requests": {"200": n, …},
     #  "graph_throttled": n}: monotonic within the row.
     counters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class SyncBudget(Base):
+    """Graph's write budget for one target (a tenant id, or "sandbox"), shared by every sync
+    worker process on every machine: a token bucket that refills at M365_WRITE_RATE.
+
+    A worker takes a grant of a few tokens in one short transaction (the row locked with
+    SELECT … FOR UPDATE on PostgreSQL) and spends them locally. `tokens` may go below zero:
+    the worker that took the grant then waits until the debt is paid back at the rate.
+    Times are Unix seconds (time.time()), comparable across processes and machines.
+    """
+
+    __tablename__ = "sync_budgets"
+
+    target: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float, default=0.0)
+    refilled_at: Mapped[float] = mapped_column(Float)  # when `tokens` was last brought up to date
+    # A 429's Retry-After: no worker writes to this target before then.
+    paused_until: Mapped[float | None] = mapped_column(Float)

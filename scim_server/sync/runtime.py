@@ -19,7 +19,7 @@ from scim_server.db import db
 from scim_server.graph.client import GraphClient, GraphSession, GraphStats, TokenProvider
 from scim_server.graph.settings import GraphSettings, choose_target, from_startup_line
 from scim_server.sync import heartbeat, store
-from scim_server.sync.pacer import Pacer
+from scim_server.sync.budget import DatabaseBudget, SharedPacer
 from scim_server.sync.settings import SyncSettings
 from scim_server.sync.settings import from_env as sync_from_env
 from scim_server.sync.worker import Worker, scope
@@ -208,9 +208,10 @@ class Engine:
 
 
 def engine(app: Flask, concurrency: int = 1, name: str | None = None) -> Engine:
-    """Workers for this process, sharing one msal app (token cache), one write pacer and one
-    count of Graph calls. The workers' names hold the lease on the events they claim, so
-    they are unique across processes and machines: `host:pid-i` by default."""
+    """Workers for this process, sharing one msal app (token cache) and one count of Graph
+    calls, and with every worker process of the target, one write budget (sync.budget).
+    The workers' names hold the lease on the events they claim, so they are unique across
+    processes and machines: `host:pid-i` by default."""
     sync = sync_from_env()
     where = target(app, sync)
     tokens = TokenProvider(
@@ -219,7 +220,11 @@ def engine(app: Flask, concurrency: int = 1, name: str | None = None) -> Engine:
     stats = GraphStats()
     probe = GraphClient(where.settings, tokens=tokens, stats=stats)
     found = scope(probe, sync.sync_domains)
-    pacer = Pacer(sync.write_rate)
+    # Graph's write budget is per app and tenant: every worker process shares it (budget).
+    budget_key = "sandbox" if where.sandbox else where.settings.tenant_id
+    with app.app_context():
+        budget = DatabaseBudget(db.engine, budget_key, sync.write_rate)
+    pacer = SharedPacer(budget, sync.write_rate)
     prefix = name or heartbeat.process_id()[-60:]  # outbox.locked_by holds 64 characters
     workers = [
         Worker(
