@@ -115,6 +115,7 @@ def start_ours(args: argparse.Namespace, work: Path) -> Server:
     bindir = Path(sys.executable).parent
     scim_server = str(bindir / "scim-server")
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{work / 'bench.sqlite3'}"}
+    subprocess.run([scim_server, "db", "upgrade"], env=env, check=True, capture_output=True)
     token = subprocess.run(
         [scim_server, "token", "create", "wrk-bench"],
         env=env,
@@ -124,7 +125,7 @@ def start_ours(args: argparse.Namespace, work: Path) -> Server:
     ).stdout.strip()
     port = free_port()
     command = [scim_server, "serve", "--host", "127.0.0.1", "--port", str(port)]
-    command += [] if args.sync else ["--no-sync"]
+    command += ["--sandbox"] if args.sync else ["--no-sync"]  # as `make run`
     command += [] if args.access_log else ["--no-access-log"]
     command += shlex.split(args.serve_args)
     out = open(work / "serve.log", "wb")  # noqa: SIM115 (held for the server's lifetime)
