@@ -27,10 +27,9 @@ from typing import Any
 from flask import Flask, g, request
 
 from scim_server.httplimits import REQUEST_ID_KEY, request_target
+from scim_server.logs import redact  # activation links and bearer tokens, as every log line
 
 log = logging.getLogger("scim_server.access")
-
-_ACTIVATION = re.compile(r"(/portal/activate/)[^/?#\s\"]+")
 
 # What the Flask side of a request leaves for the log line, in the WSGI environ (the
 # request's context is gone by the time the server has sent the body).
@@ -40,10 +39,6 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 _UNPRINTABLE = re.compile(r'[\x00-\x1f\x7f"\\]')
-
-
-def redact(text: str) -> str:
-    return _ACTIVATION.sub(r"\1[redacted]", text)
 
 
 def _clean(text: str) -> str:

@@ -82,7 +82,7 @@ def _sqlite_begin(conn: Connection) -> None:
     A deferred transaction that reads and then writes fails at once with SQLITE_BUSY when
     another writer committed in between, and SQLite's busy handler waits by sleeping and
     polling, which starves writers under load. So writers first queue on an flock() (woken
-    the moment it is free, across gunicorn's processes), then BEGIN IMMEDIATE. Reads stay
+    the moment it is free, across the server's processes), then BEGIN IMMEDIATE. Reads stay
     deferred, so WAL lets them run beside the writer.
     """
     if conn.dialect.name != "sqlite":
