@@ -34,8 +34,9 @@ from scim_server.sync import commands as sync_commands
     "--threads",
     default=None,
     type=int,
-    show_default="granian's default, started on demand",
-    help="at most this many requests in Python at once per worker",
+    show_default="1",
+    help="requests each worker runs at once, each once its body is in (with PostgreSQL "
+    "far away, more may help)",
 )
 @click.option(
     "--access-log/--no-access-log",
@@ -66,7 +67,7 @@ def serve(
     The SCIM base URL is http://HOST:PORT/scim/v2. A sync worker that exits is started
     again (1 s, doubling to 30 s); after 5 exits within a minute, or when the HTTP server
     exits, serve stops and exits non-zero. SIGTERM and SIGINT stop both, gracefully."""
-    from scim_server.serving import ACCESS_LOG_ENV, http_server_command
+    from scim_server.serving import ACCESS_LOG_ENV, THREADS_ENV, http_server_command
     from scim_server.supervisor import Child, Supervisor
 
     # Every setting, the database and the schema, before anything starts (ConfigError: one
@@ -77,8 +78,10 @@ def serve(
     # they start (and removed when serve exits). The sync worker counts in the database.
     prepare_multiprocess_dir()
     http_env = {**os.environ, ACCESS_LOG_ENV: "1" if access_log else "0"}
+    if threads is not None:
+        http_env[THREADS_ENV] = str(max(threads, 1))
     worker_env = {k: v for k, v in os.environ.items() if k != MULTIPROC_ENV}
-    http = Child("HTTP server", http_server_command(host, port, workers, threads), http_env)
+    http = Child("HTTP server", http_server_command(host, port, workers), http_env)
     worker = Child("sync worker", _sync_worker_command(), worker_env) if sync else None
     click.echo(f"SCIM base URL: http://{host}:{port}/scim/v2", err=True)
     sys.exit(Supervisor(http, worker).run())

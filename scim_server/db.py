@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -27,11 +28,13 @@ READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 LOCK_KEY = "scim_write_lock"
 # SQLite copies the WAL back into the database file (a checkpoint: page writes and two
 # fsyncs) inside the COMMIT that takes the WAL past wal_autocheckpoint pages, so with the
-# default the writer queued behind our flock waited for it every 60-odd creates. Instead a
-# process checkpoints after every CHECKPOINT_EVERY of its writes, once it has released the
-# lock: other writers go on meanwhile (a PASSIVE checkpoint never blocks them).
+# default the writer queued behind our flock waited for it every 60-odd creates. Instead,
+# after every CHECKPOINT_EVERY writes of a process, its checkpointer thread runs one: other
+# writers go on meanwhile (a PASSIVE checkpoint never blocks them), and so does the request
+# that asked for it (an HTTP worker runs one request at a time: scim_server.gate).
 CHECKPOINT_EVERY = 64
 WAL_BACKSTOP_PAGES = 10000  # 40 MiB: a Bulk request of thousands of users
+PATH_KEY = "scim_sqlite_path"
 _writes = 0
 
 
@@ -61,7 +64,7 @@ def _sqlite_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
     # throughput; README "Durability on SQLite" says what is traded.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
-    # Writers checkpoint after releasing the write lock (see _checkpoint); SQLite's own
+    # The checkpointer thread checkpoints (see Checkpointer); SQLite's own
     # checkpoint, which runs inside a COMMIT, is left as a backstop for large transactions.
     cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
     # Index pages of a large directory stay in memory: 32 MiB of cache, reads through mmap.
@@ -71,6 +74,7 @@ def _sqlite_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
     path = next((row[2] for row in cursor.execute("PRAGMA database_list") if row[1] == "main"), "")
     cursor.close()
     if path:
+        record.info[PATH_KEY] = path
         # One descriptor per connection: flock() then queues threads and processes alike.
         record.info[LOCK_KEY] = os.open(path + ".writelock", os.O_RDWR | os.O_CREAT, 0o600)
 
@@ -106,21 +110,62 @@ def _unlock(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
 
 
 def release_write_lock(dbapi_connection: Any, info: dict[Any, Any]) -> None:
-    """Release the flock a writer took, once its transaction has ended; then checkpoint if
-    this process's turn has come."""
+    """Release the flock a writer took, once its transaction has ended; then ask for a
+    checkpoint if this process's turn has come."""
     global _writes
     if not info.pop("locked", False):
         return
     fcntl.flock(info[LOCK_KEY], fcntl.LOCK_UN)
     _writes += 1
-    if _writes % CHECKPOINT_EVERY == 0 and dbapi_connection is not None:
-        _checkpoint(dbapi_connection)
+    if _writes % CHECKPOINT_EVERY == 0 and PATH_KEY in info:
+        checkpointer.request(info[PATH_KEY])
 
 
-def _checkpoint(dbapi_connection: Any) -> None:
-    # Should it fail (another process checkpointing, say), the next turn catches up.
-    with contextlib.suppress(sqlite3.Error):
-        dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+class Checkpointer:
+    """A thread of the process that runs SQLite's PASSIVE checkpoints when asked, on a
+    connection of its own, so no request waits for the checkpoint's writes and fsyncs."""
+
+    def __init__(self) -> None:
+        self._init()
+        os.register_at_fork(after_in_child=self._init)  # threads do not survive a fork
+
+    def _init(self) -> None:
+        self._lock = threading.Lock()
+        self._wanted = threading.Condition(self._lock)
+        self._paths: set[str] = set()
+        self._thread: threading.Thread | None = None
+        self.done = 0  # checkpoints run, for tests and curious operators
+
+    def request(self, path: str) -> None:
+        with self._lock:
+            self._paths.add(path)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="sqlite-checkpoint", daemon=True
+                )
+                self._thread.start()
+            self._wanted.notify()
+
+    def _run(self) -> None:
+        connections: dict[str, sqlite3.Connection] = {}
+        while True:
+            with self._lock:
+                while not self._paths:
+                    self._wanted.wait()
+                paths, self._paths = self._paths, set()
+            for path in paths:
+                # Should it fail (another process checkpointing, say), the next turn catches up.
+                with contextlib.suppress(sqlite3.Error):
+                    if path not in connections:
+                        connections[path] = sqlite3.connect(
+                            path, isolation_level=None, check_same_thread=False
+                        )
+                    connections[path].execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                with self._lock:
+                    self.done += 1
+
+
+checkpointer = Checkpointer()
 
 
 @event.listens_for(Pool, "close")
