@@ -392,17 +392,18 @@ def authenticate(
     jwt_verifier: JwtVerifier | None = None,
 ) -> Principal:
     """The caller of this request, or an AuthError; Locked when `address` failed too often
-    (checked before any secret is, unless the same credential was accepted in the last
-    `cache_seconds`)."""
+    (checked before any secret is)."""
     presented = _parse(header)
     assert header is not None
+    # A lock this process has seen holds even for a credential it has cached; one another
+    # process set is found at the next database read (within `cache_seconds`, as a revocation).
+    if brake is not None and (wait := _locked.wait(address)):
+        raise Locked(wait)
     key = hashlib.sha256(header.encode("utf-8", "surrogatepass")).hexdigest()
     if cache_seconds > 0 and (cached := _cache.get(key)) is not None:
         _touch(cached)
         return cached
     throttle_key = throttle.address_key(THROTTLE_NAMESPACE, address)
-    if brake is not None and (wait := _locked.wait(address)):
-        raise Locked(wait)
     try:
         principal = _check(presented, throttle_key if brake else None, jwt_verifier)
     except BadCredentials:

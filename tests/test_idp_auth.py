@@ -466,12 +466,14 @@ def test_failures_lock_the_address_not_the_others(
     app: Flask, client: FlaskClient, brake: None
 ) -> None:
     secret = _token(app, "idp")
+    assert _get(client, f"Bearer {secret}", address="192.0.2.7").status_code == 200  # cached now
     for _ in range(2):
         _assert_401(_get(client, "Bearer scim_guess", address="192.0.2.7"))
     locked = _get(client, "Bearer scim_guess", address="192.0.2.7")
     assert locked.status_code == 429
     assert int(locked.headers["Retry-After"]) > 0
     assert locked.get_json()["schemas"] == [ERROR_SCHEMA] and locked.get_json()["status"] == "429"
+    assert _get(client, f"Bearer {secret}", address="192.0.2.7").status_code == 429
     # Even a right token waits at the locked address, in every process (the count is in the
     # database: this process forgets what it saw, and still finds the lock)...
     auth.reset_memory()
