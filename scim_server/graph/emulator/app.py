@@ -1,6 +1,7 @@
 """The emulator's WSGI app: identity endpoints, Graph under /v1.0, and (with --control) the
-test-only endpoints under /_emulator/. A middleware in front takes injected faults and writes
-the request log."""
+test-only endpoints under /_emulator/ (state, faults, the request log, configuration, and
+Entra provisioning tokens signed with the published keys). A middleware in front takes
+injected faults and writes the request log."""
 
 from __future__ import annotations
 
