@@ -110,6 +110,9 @@ class EntraVerifier:
             if age >= REFRESH_MIN_INTERVAL_SECONDS:
                 self._fetched_at = time.monotonic()  # a failure waits its turn too
                 self._keys = self._fetch()
+            elif not self._keys:
+                # The last fetch failed: the token is not at fault, so it is not counted.
+                raise Unverifiable("The tenant's signing keys are not available.")
             return self._keys.get(kid)
 
     def _fetch(self) -> dict[str, Any]:

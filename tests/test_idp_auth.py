@@ -428,6 +428,23 @@ def test_keys_are_fetched_again_for_an_unknown_kid_at_most_once_a_minute(
     assert _key_fetches(graph_emulator) == 2
 
 
+def test_unreachable_keys_refuse_the_jwt_without_counting_it(
+    app: Flask, client: FlaskClient, graph_emulator: RunningEmulator, brake: None
+) -> None:
+    from tests.serving import free_port
+
+    nowhere = f"https://127.0.0.1:{free_port()}"  # nothing listens there
+    app.extensions[entra.EXTENSION] = entra.EntraVerifier(graph_emulator.tenant_id, nowhere)
+    try:
+        token = _entra_token(graph_emulator)
+        for _ in range(5):
+            body = _assert_401(_get(client, f"Bearer {token}", address="192.0.2.44"))
+            assert "signing keys" in body["detail"]
+    finally:
+        app.extensions.pop(entra.EXTENSION, None)
+    assert _get(client, f"Bearer {_token(app)}", address="192.0.2.44").status_code == 200
+
+
 def test_entra_is_turned_on_by_the_tenant_id(
     monkeypatch: pytest.MonkeyPatch, graph_emulator: RunningEmulator
 ) -> None:
