@@ -446,8 +446,9 @@ def test_unreachable_keys_refuse_the_jwt_without_counting_it(
 
 
 def test_entra_is_turned_on_by_the_tenant_id(
-    monkeypatch: pytest.MonkeyPatch, graph_emulator: RunningEmulator
+    database_url: str, monkeypatch: pytest.MonkeyPatch, graph_emulator: RunningEmulator
 ) -> None:
+    from scim_server import create_app
     from scim_server.config import ConfigError, load
 
     monkeypatch.setenv("SCIM_ENTRA_TENANT_ID", "not-a-guid")
@@ -455,17 +456,18 @@ def test_entra_is_turned_on_by_the_tenant_id(
         load("/tmp")
     monkeypatch.setenv("SCIM_ENTRA_TENANT_ID", graph_emulator.tenant_id.upper())
     monkeypatch.setenv("GRAPH_AUTHORITY_HOST", graph_emulator.authority_host)
-    settings = load("/tmp")
-    assert settings.entra_tenant_id == graph_emulator.tenant_id
-
-    class Holder:
-        config = {"SCIM_ENTRA_TENANT_ID": settings.entra_tenant_id}
-        extensions: dict[str, Any] = {}
-
-    entra.install(Holder)
-    verifier = Holder.extensions[entra.EXTENSION]
+    if graph_emulator.ca_bundle:
+        monkeypatch.setenv("GRAPH_CA_BUNDLE", graph_emulator.ca_bundle)
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": database_url})
+    verifier = app.extensions[entra.EXTENSION]
     assert verifier.issuer == f"https://sts.windows.net/{graph_emulator.tenant_id}/"
-    assert verifier.discovery_url.startswith(graph_emulator.authority_host)
+    token = _entra_token(graph_emulator)
+    response = app.test_client().get("/scim/v2/Users", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    from scim_server.db import db
+
+    with app.app_context():
+        db.engine.dispose()
 
 
 # ---------------------------------------------------------------- the brake on guessing
