@@ -18,7 +18,9 @@ AuthError (401)
 │                        the only kind counted against the client address (throttle)
 ├── WrongScheme          a known secret sent in a way not enabled for it
 ├── Revoked              a known credential that was revoked
-└── Expired              a known credential past its expiry
+├── Expired              a known credential past its expiry
+├── entra.NotYetValid    an Entra JWT whose `nbf` is ahead
+└── entra.Unverifiable   the tenant's signing keys could not be fetched
 Locked (429)             the client address failed too often; even a right secret waits
 """
 
@@ -157,6 +159,8 @@ def create_token(
     is `name` and the secret is the password."""
     if basic and header_auth:
         raise ValueError("a Basic credential is sent as Basic only: --header-auth is for tokens")
+    if basic and (":" in name or not name.strip()):
+        raise ValueError("a Basic user name cannot hold a colon (RFC 7617 §2)")
     if basic:
         taken = db.session.scalars(
             select(ApiToken.id).where(ApiToken.basic_user == name, ApiToken.revoked_at.is_(None))
@@ -291,6 +295,9 @@ class _LastUse:
 
     def due(self, token_id: int) -> bool:
         now = time.monotonic()
+        # Read without the lock first: nearly every request stops here.
+        if now - self._written.get(token_id, -LAST_USE_EVERY_SECONDS) < LAST_USE_EVERY_SECONDS:
+            return False
         with self._lock:
             if now - self._written.get(token_id, -LAST_USE_EVERY_SECONDS) < LAST_USE_EVERY_SECONDS:
                 return False
@@ -393,8 +400,8 @@ def authenticate(
 ) -> Principal:
     """The caller of this request, or an AuthError; Locked when `address` failed too often
     (checked before any secret is)."""
-    presented = _parse(header)
-    assert header is not None
+    if not header:
+        raise NoCredentials("A valid bearer token is required.")
     # A lock this process has seen holds even for a credential it has cached; one another
     # process set is found at the next database read (within `cache_seconds`, as a revocation).
     if brake is not None and (wait := _locked.wait(address)):
@@ -403,6 +410,7 @@ def authenticate(
     if cache_seconds > 0 and (cached := _cache.get(key)) is not None:
         _touch(cached)
         return cached
+    presented = _parse(header)
     throttle_key = throttle.address_key(THROTTLE_NAMESPACE, address)
     try:
         principal = _check(presented, throttle_key if brake else None, jwt_verifier)

@@ -144,6 +144,8 @@ def test_a_basic_user_name_is_unique_among_live_credentials(app: Flask) -> None:
     _token(app, "okta", basic=True)
     with app.app_context(), pytest.raises(ValueError, match="exists"):
         auth.create_token("okta", basic=True)
+    with app.app_context(), pytest.raises(ValueError, match="colon"):
+        auth.create_token("ok:ta", basic=True)
 
 
 # ---------------------------------------------------------------- lifecycle
