@@ -27,7 +27,6 @@ Locked (429)             the client address failed too often; even a right secre
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import re
@@ -377,7 +376,7 @@ def _parse(header: str | None) -> _Presented:
     if kind == "basic" and rest:
         try:
             decoded = base64.b64decode(rest, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, non-ASCII text
             raise BadCredentials("The Basic credentials are malformed.", "Basic") from None
         user, colon, password = decoded.partition(":")  # RFC 7617 §2: no colon in the user
         if not colon or not user or not password:

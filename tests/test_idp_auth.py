@@ -616,3 +616,17 @@ def test_no_secret_in_any_response_or_log(
         getattr(r, "token_name", None) for r in caplog.records if r.name == "scim_server.access"
     }
     assert {"bearer-idp", "okta", "entra-gallery"} <= names
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["Basic \u00e9\u00e9", "Basic QQ==", "Bearer", "Bearer eyJhbGciOiJub25lIn0.e30.", "x" * 4000],
+)
+def test_malformed_credentials_are_401_never_500(
+    client: FlaskClient, oauth_client: tuple[str, str], authorization: str
+) -> None:
+    scheme = "Basic" if authorization.startswith("Basic") else "Bearer"
+    _assert_401(_get(client, authorization), scheme)
+    response = _token_request(client, {"grant_type": "client_credentials"}, authorization)
+    assert response.status_code in (400, 401)
+    assert response.get_json()["error"] in ("invalid_client", "invalid_request")

@@ -4,7 +4,6 @@ it reads the form and the client's credentials, and scim_server/oauth.py decides
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from urllib.parse import unquote_plus
 
@@ -86,7 +85,7 @@ def _client_credentials() -> tuple[str, str, bool]:
             raise oauth.InvalidRequest("Send the client's credentials one way only.")
         try:
             decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, non-ASCII text
             raise oauth.InvalidClient("The Basic credentials are malformed.", True) from None
         user, colon, password = decoded.partition(":")
         client_id, secret = unquote_plus(user), unquote_plus(password)
