@@ -5,7 +5,7 @@ from models.directory import Group, GroupMember, User, UserValue
 from models.outbox import OutboxEvent
 from models.portal import ActivationToken, LoginThrottle
 from models.sync import M365Link, SyncBudget, SyncWorker
-from models.tokens import ApiToken
+from models.tokens import ApiToken, OAuthAccessToken, OAuthClient
 
 __all__ = [
     "ActivationToken",
@@ -15,6 +15,8 @@ __all__ = [
     "GroupMember",
     "LoginThrottle",
     "M365Link",
+    "OAuthAccessToken",
+    "OAuthClient",
     "OutboxEvent",
     "SyncBudget",
     "SyncWorker",

@@ -26,10 +26,13 @@ class ActivationToken(Base):
 
 
 class LoginThrottle(Base):
-    """Failed portal sign-ins of one user name or one client address (`key`), counted over
-    a window; past the limit the key is locked until `locked_until`."""
+    """Failed sign-ins (the portal's, and the SCIM API's and token endpoint's failed
+    authentications) of one user name or one client address (`key`), counted over a window;
+    past the limit the key is locked until `locked_until`."""
 
     __tablename__ = "login_throttle"
+    # Expired rows are pruned through it (throttle.prune), not by a scan of the table.
+    __table_args__ = (Index("ix_login_throttle_window_started_at", "window_started_at"),)
 
     key: Mapped[str] = mapped_column(String(320), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)

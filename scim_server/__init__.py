@@ -66,6 +66,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     if app.config.get("SCIM_ACCESS_LOG", True):
         accesslog.install(app)
+    from scim_server import entra
+
+    entra.install(app)  # Entra provisioning's JWTs, with SCIM_ENTRA_TENANT_ID
     register_commands(app)
     logs.configure(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
     return app

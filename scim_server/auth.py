@@ -1,110 +1,238 @@
-"""Bearer tokens: only a SHA-256 of each is stored, and it is compared in constant time."""
+"""Who is calling the SCIM API: every credential it accepts, checked in one place.
+
+Schemes (the `Authorization` header):
+
+- `Bearer SECRET`: a static token (`scim-server token create`), an access token from the
+  OAuth token endpoint (`scimat_…`, scim_server/oauth.py), or, with SCIM_ENTRA_TENANT_ID
+  set, a JWT that Microsoft Entra's provisioning service issued (scim_server/entra.py).
+- `SECRET` alone: Okta's "Header auth", only for tokens created with `--header-auth`.
+- `Basic base64(user:password)`: Okta's "Basic auth", only for tokens created with
+  `--basic`.
+
+Secrets are stored as SHA-256 digests (each has 256 random bits, so a slow hash would add
+nothing but cost) and compared in constant time. Failures are types:
+
+AuthError (401)
+├── NoCredentials        nothing was sent
+├── BadCredentials       an unknown secret, a malformed header, a JWT that does not verify;
+│                        the only kind counted against the client address (throttle)
+├── WrongScheme          a known secret sent in a way not enabled for it
+├── Revoked              a known credential that was revoked
+├── Expired              a known credential past its expiry
+├── entra.NotYetValid    an Entra JWT whose `nbf` is ahead
+└── entra.Unverifiable   the tenant's signing keys could not be fetched
+Locked (429)             the client address failed too often; even a right secret waits
+"""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from sqlalchemy import select
 
 from models import ApiToken, utcnow
-from scim_server.db import db, transaction
+from scim_server import throttle
+from scim_server.db import db, read_datetime, transaction
 
 TOKEN_PREFIX = "scim_"
+ACCESS_TOKEN_PREFIX = "scimat_"  # oauth.py's access tokens; not a TOKEN_PREFIX: no "scim_"
+THROTTLE_NAMESPACE = "api"
+LAST_USE_EVERY_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
 class Principal:
-    token_id: int
-    name: str
+    token_id: int | None
+    name: str  # what logs and metrics show; never a secret
     read_only: bool
+    kind: str = "token"  # token | oauth | entra
+    expires: float | None = None  # epoch seconds
+
+
+# ---------------------------------------------------------------- failures
+
+
+class AuthError(Exception):
+    status = 401
+    # RFC 6750 §3.1: "invalid_token" for a token that is expired, revoked or malformed;
+    # none when the request carried no credentials at all.
+    error: str | None = "invalid_token"
+
+    def __init__(self, description: str, scheme: str = "Bearer") -> None:
+        super().__init__(description)
+        self.description = description
+        self.scheme = scheme  # the challenge to answer with: Bearer or Basic
+
+    def challenge(self) -> str:
+        """The WWW-Authenticate value (RFC 7235 §4.1; RFC 6750 §3 for Bearer)."""
+        value = f'{self.scheme} realm="SCIM"'
+        if self.scheme == "Bearer" and self.error:
+            value += f', error="{self.error}", error_description="{self.description}"'
+        return value
+
+
+class NoCredentials(AuthError):
+    error = None
+
+
+class BadCredentials(AuthError):
+    pass
+
+
+class WrongScheme(AuthError):
+    pass
+
+
+class Revoked(AuthError):
+    pass
+
+
+class Expired(AuthError):
+    pass
+
+
+class Locked(Exception):
+    """Too many failed authentications from this address: 429 with Retry-After."""
+
+    status = 429
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed authentications; retry in {retry_after} s")
+        self.retry_after = max(retry_after, 1)
+
+
+@dataclass(frozen=True)
+class Brake:
+    """SCIM_AUTH_ADDRESS_FAILURES failures from one address within SCIM_AUTH_LOCKOUT_SECONDS
+    lock it for that long."""
+
+    failures: int
+    window: timedelta
+
+
+class JwtVerifier(Protocol):
+    def verify(self, token: str) -> Principal: ...
+
+
+# ---------------------------------------------------------------- secrets
 
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_token(name: str, *, read_only: bool = False) -> tuple[ApiToken, str]:
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = ApiToken(name=name, token_hash=hash_token(token), prefix=token[:12], read_only=read_only)
+def new_secret(prefix: str = TOKEN_PREFIX) -> str:
+    return prefix + secrets.token_urlsafe(32)
+
+
+_DURATION = re.compile(r"(\d{1,6})\s*([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90d`, `24h`, `30m`, `3600s`, `2w`: ValueError for anything else."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (use a number and s, m, h, d or w: 90d)")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+def create_token(
+    name: str,
+    *,
+    read_only: bool = False,
+    expires_in: timedelta | None = None,
+    header_auth: bool = False,
+    basic: bool = False,
+) -> tuple[ApiToken, str]:
+    """A new credential and its secret (shown once). With `basic`, its HTTP Basic user name
+    is `name` and the secret is the password."""
+    if basic and header_auth:
+        raise ValueError("a Basic credential is sent as Basic only: --header-auth is for tokens")
+    if basic and (":" in name or not name.strip()):
+        raise ValueError("a Basic user name cannot hold a colon (RFC 7617 §2)")
+    if basic:
+        taken = db.session.scalars(
+            select(ApiToken.id).where(ApiToken.basic_user == name, ApiToken.revoked_at.is_(None))
+        ).first()
+        if taken is not None:
+            raise ValueError(f"a Basic credential named {name!r} exists: rotate or revoke it")
+    token = new_secret()
+    row = ApiToken(
+        name=name,
+        token_hash=hash_token(token),
+        prefix=token[:12],
+        read_only=read_only,
+        scheme="basic" if basic else "bearer",
+        header_auth=header_auth,
+        basic_user=name if basic else None,
+        expires_at=utcnow() + expires_in if expires_in else None,
+    )
     db.session.add(row)
     db.session.commit()
     return row, token
 
 
-class _TokenCache:
-    """Digest → (principal, expiry) for a few seconds, so a busy IdP's requests do not each
-    pay a database round trip. Only valid tokens are cached; a revocation takes effect at
-    once in the process that made it and within `ttl` seconds everywhere else."""
-
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[Principal, float]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, digest: str) -> Principal | None:
-        entry = self._entries.get(digest)
-        if entry is None or entry[1] < time.monotonic():
-            return None
-        return entry[0]
-
-    def put(self, digest: str, principal: Principal, ttl: float) -> None:
-        with self._lock:
-            if len(self._entries) >= 1024:
-                self._entries.clear()
-            self._entries[digest] = (principal, time.monotonic() + ttl)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-
-_cache = _TokenCache()
-
-
-def authenticate(header: str | None, cache_seconds: float = 0) -> Principal | None:
-    if not header:
+def rotate_token(
+    ident: str, grace: timedelta, expires_in: timedelta | None = None
+) -> tuple[ApiToken, str] | None:
+    """A new secret for the token `ident` (id or name), with its scheme, flags and lifetime;
+    the old secret stays valid for `grace` (0: it stops now). None when nothing matched."""
+    now = utcnow()
+    rows = [r for r in _active(ident) if r.expires_at is None or r.expires_at > now]
+    if not rows:
         return None
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    digest = hash_token(token)
-    if cache_seconds > 0 and (cached := _cache.get(digest)) is not None:
-        return cached
-    # A read of its own (hand-written SQL, see db.transaction): it never takes the write
-    # lock, and ends before the request body is parsed.
-    with transaction(write=False) as tx:
-        row = tx.first(
-            "SELECT id, name, read_only, token_hash FROM api_tokens"
-            " WHERE token_hash = ? AND revoked_at IS NULL",
-            (digest,),
-        )
-    # The lookup is by digest; compare again in constant time so no timing leaks from the index.
-    if row is None or not hmac.compare_digest(row[3], digest):
-        return None
-    principal = Principal(row[0], row[1], bool(row[2]))
-    if cache_seconds > 0:
-        _cache.put(digest, principal, cache_seconds)
-    return principal
+    newest = max(rows, key=lambda r: r.id)
+    if expires_in is None and newest.expires_at is not None:
+        expires_in = newest.expires_at - newest.created_at  # the same lifetime again
+    end = now + grace
+    for row in rows:  # an earlier rotation still in its grace period ends no later
+        row.expires_at = min(row.expires_at, end) if row.expires_at else end
+    token = new_secret()
+    fresh = ApiToken(
+        name=newest.name,
+        token_hash=hash_token(token),
+        prefix=token[:12],
+        read_only=newest.read_only,
+        scheme=newest.scheme,
+        header_auth=newest.header_auth,
+        basic_user=newest.basic_user,
+        expires_at=now + expires_in if expires_in else None,
+        created_at=now,
+    )
+    db.session.add(fresh)
+    db.session.commit()
+    _cache.clear()
+    return fresh, token
 
 
 def list_tokens() -> list[ApiToken]:
     return list(db.session.scalars(select(ApiToken).order_by(ApiToken.id)))
 
 
-def revoke_token(ident: str) -> ApiToken | None:
-    """Revoke by numeric id or by name; returns None when nothing matched."""
+def _active(ident: str) -> list[ApiToken]:
     query = select(ApiToken).where(ApiToken.revoked_at.is_(None))
     query = (
         query.where(ApiToken.id == int(ident))
         if ident.isdigit()
         else query.where(ApiToken.name == ident)
     )
-    rows = list(db.session.scalars(query))
+    return list(db.session.scalars(query))
+
+
+def revoke_token(ident: str) -> ApiToken | None:
+    """Revoke by numeric id or by name (every secret of that name: a rotation's old one
+    too); returns None when nothing matched."""
+    rows = _active(ident)
     if not rows:
         return None
     for row in rows:
@@ -112,3 +240,291 @@ def revoke_token(ident: str) -> ApiToken | None:
     db.session.commit()
     _cache.clear()
     return rows[0]
+
+
+def token_state(row: ApiToken, now: datetime | None = None) -> str:
+    now = now or utcnow()
+    if row.revoked_at is not None:
+        return "revoked"
+    if row.expires_at is not None and row.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+# ---------------------------------------------------------------- per-process memory
+
+
+class _TokenCache:
+    """sha256(Authorization header) → (principal, until) for a few seconds, so a busy IdP's
+    requests do not each pay a database round trip. Only accepted credentials are cached; a
+    revocation takes effect at once in the process that made it and within `ttl` seconds
+    everywhere else, and no entry outlives its credential's expiry."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Principal | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        principal = entry[0]
+        if principal.expires is not None and principal.expires <= time.time():
+            return None
+        return principal
+
+    def put(self, key: str, principal: Principal, ttl: float) -> None:
+        with self._lock:
+            if len(self._entries) >= 1024:
+                self._entries.clear()
+            self._entries[key] = (principal, time.monotonic() + ttl)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+class _LastUse:
+    """When this process last wrote each token's `last_used_at`: at most once a minute, so
+    a busy token costs one small write a minute per process, not one per request."""
+
+    def __init__(self) -> None:
+        self._written: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, token_id: int) -> bool:
+        now = time.monotonic()
+        # Read without the lock first: nearly every request stops here.
+        if now - self._written.get(token_id, -LAST_USE_EVERY_SECONDS) < LAST_USE_EVERY_SECONDS:
+            return False
+        with self._lock:
+            if now - self._written.get(token_id, -LAST_USE_EVERY_SECONDS) < LAST_USE_EVERY_SECONDS:
+                return False
+            if len(self._written) >= 4096:
+                self._written.clear()
+            self._written[token_id] = now
+            return True
+
+    def clear(self) -> None:
+        with self._lock:
+            self._written.clear()
+
+
+class _LockedAddresses:
+    """Addresses this process saw locked, and until when: a locked address's requests are
+    answered without a database read."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def wait(self, address: str) -> int:
+        until = self._until.get(address)
+        if until is None:
+            return 0
+        left = until - time.monotonic()
+        if left <= 0:
+            with self._lock:
+                self._until.pop(address, None)
+            return 0
+        return int(left) + 1
+
+    def put(self, address: str, seconds: int) -> None:
+        with self._lock:
+            if len(self._until) >= 4096:
+                self._until.clear()
+            self._until[address] = time.monotonic() + seconds
+
+    def clear(self) -> None:
+        with self._lock:
+            self._until.clear()
+
+
+_cache = _TokenCache()
+_last_use = _LastUse()
+_locked = _LockedAddresses()
+
+
+def reset_memory() -> None:
+    """Forget what this process remembers (tests; after a restore of the database)."""
+    _cache.clear()
+    _last_use.clear()
+    _locked.clear()
+
+
+# ---------------------------------------------------------------- authentication
+
+
+@dataclass(frozen=True)
+class _Presented:
+    mode: str  # bearer | header | basic
+    secret: str
+    user: str | None = None
+
+
+def _parse(header: str | None) -> _Presented:
+    if not header or not header.strip():
+        raise NoCredentials("A valid bearer token is required.")
+    scheme, space, rest = header.strip().partition(" ")
+    rest = rest.strip()
+    if not space:
+        # RFC 7235 makes the scheme mandatory; Okta's header mode sends the bare token.
+        return _Presented("header", scheme)
+    kind = scheme.lower()
+    if kind == "bearer" and rest:
+        return _Presented("bearer", rest)
+    if kind == "basic" and rest:
+        try:
+            decoded = base64.b64decode(rest, validate=True).decode("utf-8")
+        except ValueError:  # binascii.Error, UnicodeDecodeError, non-ASCII text
+            raise BadCredentials("The Basic credentials are malformed.", "Basic") from None
+        user, colon, password = decoded.partition(":")  # RFC 7617 §2: no colon in the user
+        if not colon or not user or not password:
+            raise BadCredentials("The Basic credentials are malformed.", "Basic")
+        return _Presented("basic", password, user)
+    raise BadCredentials("The Authorization scheme is not supported.")
+
+
+def _looks_like_jwt(secret: str) -> bool:
+    return secret.startswith("eyJ") and secret.count(".") == 2
+
+
+def authenticate(
+    header: str | None,
+    cache_seconds: float = 0,
+    *,
+    address: str = "unknown",
+    brake: Brake | None = None,
+    jwt_verifier: JwtVerifier | None = None,
+) -> Principal:
+    """The caller of this request, or an AuthError; Locked when `address` failed too often
+    (checked before any secret is)."""
+    if not header:
+        raise NoCredentials("A valid bearer token is required.")
+    # A lock this process has seen holds even for a credential it has cached; one another
+    # process set is found at the next database read (within `cache_seconds`, as a revocation).
+    if brake is not None and (wait := _locked.wait(address)):
+        raise Locked(wait)
+    key = hashlib.sha256(header.encode("utf-8", "surrogatepass")).hexdigest()
+    if cache_seconds > 0 and (cached := _cache.get(key)) is not None:
+        _touch(cached)
+        return cached
+    presented = _parse(header)
+    throttle_key = throttle.address_key(THROTTLE_NAMESPACE, address)
+    try:
+        principal = _check(presented, throttle_key if brake else None, jwt_verifier)
+    except BadCredentials:
+        if brake is not None:
+            _count_failure(throttle_key, address, brake)
+        raise
+    except Locked as locked:
+        _locked.put(address, locked.retry_after)
+        raise
+    if cache_seconds > 0:
+        _cache.put(key, principal, cache_seconds)
+    _touch(principal)
+    return principal
+
+
+def _count_failure(throttle_key: str, address: str, brake: Brake) -> None:
+    now = utcnow()
+    with transaction(write=True) as tx:
+        throttle.count(tx, [(throttle_key, brake.failures)], brake.window, now)
+        wait = throttle.retry_after(tx, [throttle_key], now)
+    if wait:
+        _locked.put(address, wait)
+        raise Locked(wait)
+
+
+def _check(
+    presented: _Presented, throttle_key: str | None, jwt_verifier: JwtVerifier | None
+) -> Principal:
+    secret = presented.secret
+    if presented.mode == "bearer" and _looks_like_jwt(secret):
+        if jwt_verifier is None:
+            raise BadCredentials("The access token is not valid.")
+        _check_lock(throttle_key)
+        # A JWT's signature is checked outside any transaction: it may fetch keys.
+        return jwt_verifier.verify(secret)
+    digest = hash_token(secret)
+    if presented.mode == "bearer" and secret.startswith(ACCESS_TOKEN_PREFIX):
+        return _access_token(digest, throttle_key)
+    with transaction(write=False) as tx:
+        _check_lock(throttle_key, tx)
+        row = tx.first(
+            "SELECT id, name, read_only, token_hash, scheme, header_auth, basic_user,"
+            " expires_at, revoked_at FROM api_tokens WHERE token_hash = ?",
+            (digest,),
+        )
+    challenge = "Basic" if presented.mode == "basic" else "Bearer"
+    # The lookup is by digest; compare again in constant time so no timing leaks from the index.
+    if row is None or not hmac.compare_digest(row[3], digest):
+        raise BadCredentials("The credentials are not valid.", challenge)
+    token_id, name, read_only, _, scheme, header_auth, basic_user, expires_raw, revoked = row
+    if presented.mode == "basic":
+        user = (presented.user or "").encode("utf-8", "surrogatepass")
+        if scheme != "basic" or not hmac.compare_digest((basic_user or "").encode(), user):
+            raise BadCredentials("The credentials are not valid.", challenge)
+    elif scheme != "bearer":
+        raise WrongScheme("This credential is sent with HTTP Basic only.", "Basic")
+    elif presented.mode == "header" and not header_auth:
+        raise WrongScheme("This token is not enabled for header authentication: send Bearer.")
+    if revoked is not None:
+        raise Revoked("The token has been revoked.", challenge)
+    expires_at = read_datetime(expires_raw)
+    if expires_at is not None and expires_at <= utcnow():
+        raise Expired("The token has expired.", challenge)
+    return Principal(
+        token_id, name, bool(read_only), "token", _epoch(expires_at) if expires_at else None
+    )
+
+
+def _access_token(digest: str, throttle_key: str | None) -> Principal:
+    with transaction(write=False) as tx:
+        _check_lock(throttle_key, tx)
+        row = tx.first(
+            "SELECT t.token_hash, t.read_only, t.expires_at, c.name, c.revoked_at"
+            " FROM oauth_access_tokens t JOIN oauth_clients c ON c.id = t.client_id"
+            " WHERE t.token_hash = ?",
+            (digest,),
+        )
+    if row is None or not hmac.compare_digest(row[0], digest):
+        raise BadCredentials("The access token is not valid.")
+    _, read_only, expires_raw, name, revoked = row
+    if revoked is not None:
+        raise Revoked("The access token's client has been revoked.")
+    expires_at = read_datetime(expires_raw)
+    if expires_at <= utcnow():
+        raise Expired("The access token has expired.")
+    return Principal(None, name, bool(read_only), "oauth", _epoch(expires_at))
+
+
+def _check_lock(throttle_key: str | None, tx: Any = None) -> None:
+    if throttle_key is None:
+        return
+    if tx is None:
+        with transaction(write=False) as own:
+            wait = throttle.retry_after(own, [throttle_key], utcnow())
+    else:
+        wait = throttle.retry_after(tx, [throttle_key], utcnow())
+    if wait:
+        raise Locked(wait)
+
+
+def _epoch(naive_utc: datetime) -> float:
+    from datetime import UTC
+
+    return naive_utc.replace(tzinfo=UTC).timestamp()
+
+
+def _touch(principal: Principal) -> None:
+    """Record the token's last use, at most once a minute per process."""
+    if principal.kind != "token" or principal.token_id is None:
+        return
+    if not _last_use.due(principal.token_id):
+        return
+    with transaction(write=True) as tx:
+        tx.execute(
+            "UPDATE api_tokens SET last_used_at = ? WHERE id = ?",
+            (tx.timestamp(utcnow()), principal.token_id),
+        )

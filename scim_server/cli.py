@@ -1,4 +1,4 @@
-"""The `scim-server` command: serve, tokens, and the database (`scim-server db upgrade`)."""
+"""The `scim-server` command: serve, tokens and OAuth clients, the database (`db upgrade`)."""
 
 from __future__ import annotations
 
@@ -93,25 +93,68 @@ def _sync_worker_command() -> list[str]:
     return [sys.executable, "-c", "from scim_server.cli import main; main()", "worker"]
 
 
+def _duration(_ctx: Any, _param: Any, value: str | None) -> Any:
+    from datetime import timedelta
+
+    from scim_server.auth import parse_duration
+
+    if value is None:
+        return None
+    try:
+        duration: timedelta = parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return duration
+
+
+def _when(moment: Any) -> str | None:
+    return moment.isoformat(timespec="seconds") + "Z" if moment else None
+
+
 @click.group("token")
 def token() -> None:
-    """Manage bearer tokens (stored hashed; shown once at creation)."""
+    """Manage the SCIM API's static credentials (stored hashed; shown once at creation)."""
 
 
 @token.command("create")
 @click.argument("name")
 @click.option("--read-only", is_flag=True, help="GET and search only; writes get 403.")
+@click.option(
+    "--expires", callback=_duration, metavar="DURATION", help="stops working after it: 90d, 12h"
+)
+@click.option(
+    "--header-auth",
+    is_flag=True,
+    help="also accept it alone in Authorization, without Bearer (Okta's header auth)",
+)
+@click.option(
+    "--basic", is_flag=True, help="an HTTP Basic user name (NAME) and password (Okta's basic auth)"
+)
 @with_appcontext
-def token_create(name: str, read_only: bool) -> None:
-    """Create a token and print it alone on the last line."""
+def token_create(name: str, read_only: bool, expires: Any, header_auth: bool, basic: bool) -> None:
+    """Create a credential and print its secret alone on the last line (with --basic, the
+    user name on the line before)."""
     from scim_server import auth
 
     require_head()
-    row, secret = auth.create_token(name, read_only=read_only)
-    click.echo(
-        f"Created token {row.id} {name!r}{' (read-only)' if read_only else ''}. It is shown once:",
-        err=True,
-    )
+    try:
+        row, secret = auth.create_token(
+            name, read_only=read_only, expires_in=expires, header_auth=header_auth, basic=basic
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    traits = [t for t, on in (("read-only", read_only), ("header auth", header_auth)) if on]
+    if row.expires_at:
+        traits.append(f"expires {_when(row.expires_at)}")
+    shown = f" ({', '.join(traits)})" if traits else ""
+    if basic:
+        click.echo(
+            f"Created Basic credential {row.id} {name!r}{shown}. The password is shown once:",
+            err=True,
+        )
+        click.echo(f"user name: {row.basic_user}")
+    else:
+        click.echo(f"Created token {row.id} {name!r}{shown}. It is shown once:", err=True)
     click.echo(secret)
 
 
@@ -119,7 +162,7 @@ def token_create(name: str, read_only: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @with_appcontext
 def token_list(as_json: bool) -> None:
-    """List the tokens (id, name, prefix, state); never a secret."""
+    """List the credentials (id, name, scheme, state, expiry, last use); never a secret."""
     from scim_server import auth
 
     require_head()
@@ -128,25 +171,77 @@ def token_list(as_json: bool) -> None:
             "id": t.id,
             "name": t.name,
             "prefix": t.prefix,
+            "scheme": t.scheme,
+            "header_auth": t.header_auth,
+            "basic_user": t.basic_user,
             "read_only": t.read_only,
-            "created_at": t.created_at.isoformat() + "Z",
-            "revoked_at": t.revoked_at.isoformat() + "Z" if t.revoked_at else None,
+            "state": auth.token_state(t),
+            "created_at": _when(t.created_at),
+            "expires_at": _when(t.expires_at),
+            "last_used_at": _when(t.last_used_at),
+            "revoked_at": _when(t.revoked_at),
         }
         for t in auth.list_tokens()
     ]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    click.echo(
+        f"{'id':>4}  {'name':<24} {'prefix':<14} {'scheme':<7} {'access':<10} "
+        f"{'state':<8} {'expires':<21} last used"
+    )
     for r in rows:
-        state = "revoked" if r["revoked_at"] else ("read-only" if r["read_only"] else "read-write")
-        click.echo(f"{r['id']:>4}  {r['name']:<24} {r['prefix']}…  {state:<10} {r['created_at']}")
+        scheme = "header" if r["header_auth"] else r["scheme"]
+        access = "read-only" if r["read_only"] else "read-write"
+        click.echo(
+            f"{r['id']:>4}  {r['name']:<24} {r['prefix'] + '…':<14} {scheme:<7} {access:<10} "
+            f"{r['state']:<8} {r['expires_at'] or 'never':<21} {r['last_used_at'] or 'never'}"
+        )
+
+
+@token.command("rotate")
+@click.argument("ident")
+@click.option(
+    "--grace",
+    callback=_duration,
+    default="24h",
+    show_default=True,
+    metavar="DURATION",
+    help="how long the old secret keeps working (0s: not at all)",
+)
+@click.option(
+    "--expires",
+    callback=_duration,
+    metavar="DURATION",
+    help="the new secret's lifetime (default: the old one's)",
+)
+@with_appcontext
+def token_rotate(ident: str, grace: Any, expires: Any) -> None:
+    """Issue a new secret for a credential (by id or name), with its scheme and flags, and
+    print it alone on the last line; the old secret works until the grace period ends."""
+    from scim_server import auth
+
+    require_head()
+    rotated = auth.rotate_token(ident, grace, expires)
+    if rotated is None:
+        click.echo(f"No active token {ident!r}.", err=True)
+        sys.exit(1)
+    row, secret = rotated
+    click.echo(
+        f"Rotated {row.name!r}: the old secret works for {grace}; the new one ({row.id}) is "
+        "shown once:",
+        err=True,
+    )
+    if row.basic_user:
+        click.echo(f"user name: {row.basic_user}")
+    click.echo(secret)
 
 
 @token.command("revoke")
 @click.argument("ident")
 @with_appcontext
 def token_revoke(ident: str) -> None:
-    """Revoke a token by id or by name."""
+    """Revoke a credential by id or by name (by name: every secret of that name)."""
     from scim_server import auth
 
     require_head()
@@ -155,6 +250,76 @@ def token_revoke(ident: str) -> None:
         click.echo(f"No active token {ident!r}.", err=True)
         sys.exit(1)
     click.echo(f"Revoked token {row.id} {row.name!r}.")
+
+
+@click.group("client")
+def client() -> None:
+    """Manage OAuth 2.0 clients of POST /oauth/token (client-credentials grant)."""
+
+
+@client.command("create")
+@click.argument("name")
+@click.option("--read-only", is_flag=True, help="its access tokens GET and search only")
+@with_appcontext
+def client_create(name: str, read_only: bool) -> None:
+    """Create a client; print its client id, then its secret alone on the last line."""
+    from scim_server import oauth
+
+    require_head()
+    row, secret = oauth.create_client(name, read_only=read_only)
+    click.echo(
+        f"Created OAuth client {name!r}{' (read-only)' if read_only else ''}. The secret is "
+        "shown once:",
+        err=True,
+    )
+    click.echo(f"client id: {row.client_id}")
+    click.echo(secret)
+
+
+@client.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def client_list(as_json: bool) -> None:
+    """List the clients (client id, name, access, state, last token issued); no secret."""
+    from scim_server import oauth
+
+    require_head()
+    rows = [
+        {
+            "client_id": c.client_id,
+            "name": c.name,
+            "read_only": c.read_only,
+            "state": "revoked" if c.revoked_at else "active",
+            "created_at": _when(c.created_at),
+            "last_used_at": _when(c.last_used_at),
+            "revoked_at": _when(c.revoked_at),
+        }
+        for c in oauth.list_clients()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        access = "read-only" if r["read_only"] else "read-write"
+        click.echo(
+            f"{r['client_id']}  {r['name']:<24} {access:<10} {r['state']:<8} "
+            f"last token {r['last_used_at'] or 'never'}"
+        )
+
+
+@client.command("revoke")
+@click.argument("ident")
+@with_appcontext
+def client_revoke(ident: str) -> None:
+    """Revoke a client by client id or name; its access tokens stop working with it."""
+    from scim_server import oauth
+
+    require_head()
+    row = oauth.revoke_client(ident)
+    if row is None:
+        click.echo(f"No active client {ident!r}.", err=True)
+        sys.exit(1)
+    click.echo(f"Revoked client {row.client_id} {row.name!r}.")
 
 
 @click.group("users")
@@ -360,6 +525,7 @@ COMMANDS = (
     serve,
     db_commands,
     token,
+    client,
     graph_emulator,
     keygen,
     users,

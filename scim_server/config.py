@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,10 @@ class Settings:
     portal_address_failures: int  # … and of one client address
     portal_lockout_seconds: int  # the window failures are counted in, and the lock
     trusted_proxies: int  # reverse proxies in front: X-Forwarded-* set by them are believed
+    auth_address_failures: int  # failed SCIM/OAuth authentications of one address before a lock
+    auth_lockout_seconds: int  # the window they are counted in, and the lock
+    oauth_token_lifetime_seconds: int  # the access tokens of POST /oauth/token
+    entra_tenant_id: str | None  # accept Entra provisioning's own JWTs from this tenant
     log_level: str  # a logging level name: DEBUG, INFO, WARNING, ERROR or CRITICAL
     log_format: str  # text | json (one JSON object a line)
     readyz_max_pending_age_seconds: int  # /readyz: the oldest pending change may be this old
@@ -113,6 +118,10 @@ class Settings:
             "PORTAL_ADDRESS_FAILURES": self.portal_address_failures,
             "PORTAL_LOCKOUT_SECONDS": self.portal_lockout_seconds,
             "SCIM_TRUSTED_PROXIES": self.trusted_proxies,
+            "SCIM_AUTH_ADDRESS_FAILURES": self.auth_address_failures,
+            "SCIM_AUTH_LOCKOUT_SECONDS": self.auth_lockout_seconds,
+            "SCIM_OAUTH_TOKEN_LIFETIME_SECONDS": self.oauth_token_lifetime_seconds,
+            "SCIM_ENTRA_TENANT_ID": self.entra_tenant_id,
             "LOG_LEVEL": self.log_level,
             "LOG_FORMAT": self.log_format,
             "READYZ_MAX_PENDING_AGE_SECONDS": self.readyz_max_pending_age_seconds,
@@ -159,6 +168,10 @@ def load(instance_path: str) -> Settings:
         portal_address_failures=env_int("PORTAL_ADDRESS_FAILURES", 20),
         portal_lockout_seconds=env_int("PORTAL_LOCKOUT_SECONDS", 900),
         trusted_proxies=env_int("SCIM_TRUSTED_PROXIES", 0, minimum=0),
+        auth_address_failures=env_int("SCIM_AUTH_ADDRESS_FAILURES", 20),
+        auth_lockout_seconds=env_int("SCIM_AUTH_LOCKOUT_SECONDS", 900),
+        oauth_token_lifetime_seconds=_lifetime("SCIM_OAUTH_TOKEN_LIFETIME_SECONDS", 3600),
+        entra_tenant_id=_tenant_id("SCIM_ENTRA_TENANT_ID"),
         log_level=env_choice("LOG_LEVEL", "INFO", LOG_LEVELS).upper(),
         log_format=env_choice("LOG_FORMAT", "text", LOG_FORMATS).lower(),
         readyz_max_pending_age_seconds=env_int("READYZ_MAX_PENDING_AGE_SECONDS", 900),
@@ -168,6 +181,26 @@ def load(instance_path: str) -> Settings:
         outbox_prune_seconds=env_int("OUTBOX_PRUNE_SECONDS", 300),
         metrics_token_sha256=_secret_sha256("METRICS_TOKEN"),
     )
+
+
+def _lifetime(name: str, default: int) -> int:
+    value = env_int(name, default, minimum=60)
+    if value > 86400:
+        raise ConfigError(f"{name} must be at most 86400 (a day): access tokens are short-lived")
+    return value
+
+
+_GUID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+
+def _tenant_id(name: str) -> str | None:
+    """A directory (tenant) id: a GUID, as the token's issuer URL carries it."""
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return None
+    if not _GUID.fullmatch(raw):
+        raise ConfigError(f"{name} must be the tenant's directory id (a GUID), got {raw!r}")
+    return raw.lower()
 
 
 def _secret_sha256(name: str) -> str | None:

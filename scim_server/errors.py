@@ -18,6 +18,7 @@ ScimError
 ├── UriTooLong (414)
 ├── HeadersTooLarge (431)
 ├── UnsupportedMediaType (415)
+├── TooManyRequests (429, with Retry-After: too many failed authentications)
 ├── InternalError (500, carries a request id, never a traceback)
 └── NotImplementedScim (501)
 """
@@ -121,6 +122,10 @@ class HeadersTooLarge(ScimError):
 
 class UnsupportedMediaType(ScimError):
     status = 415
+
+
+class TooManyRequests(ScimError):
+    status = 429
 
 
 class InternalError(ScimError):

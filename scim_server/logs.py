@@ -42,13 +42,20 @@ FIELDS = (
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
-# Credentials that can ride in a line: a bearer token (an Authorization header a library
-# logs at DEBUG), an activation link's token (a request path), and our own token format.
+# Credentials that can ride in a line: a bearer token or Basic credentials (an Authorization
+# header a library logs at DEBUG), an activation link's token (a request path), and our own
+# secret formats.
 _SECRETS = (
     (re.compile(r"(?i)(bearer\s+)[^\s\"'\\,;]+"), r"\1[redacted]"),
+    # (Basic: base64 of at least 12 characters with a digit or + / =, not a word.)
+    (re.compile(r"(?i)(basic\s+)(?=[A-Za-z]*[0-9+/=])[A-Za-z0-9+/=]{12,}"), r"\1[redacted]"),
     (re.compile(r"(/portal/activate/)[^/?#\s\"'\\]+"), r"\1[redacted]"),
-    # scim_ and 43 URL-safe characters: auth.create_token's 32 random bytes.
-    (re.compile(r"(?<![A-Za-z0-9_-])scim_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])"), "[redacted]"),
+    # scim_, scimat_ or scimcs_ and 43 URL-safe characters: auth.new_secret's 32 random bytes
+    # (tokens and Basic passwords, OAuth access tokens, OAuth client secrets).
+    (
+        re.compile(r"(?<![A-Za-z0-9_-])scim(?:at|cs)?_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])"),
+        "[redacted]",
+    ),
 )
 
 

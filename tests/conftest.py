@@ -98,6 +98,11 @@ def _empty_tables(request: pytest.FixtureRequest) -> Iterator[None]:
             for table in tables:
                 db.session.execute(sa.text(f"DELETE FROM {table}"))
         db.session.commit()
+    from scim_server import auth
+
+    # What the process remembers of credentials (cache, last-use memo, locked addresses)
+    # must not outlive the rows it speaks of.
+    auth.reset_memory()
     yield
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from flask import Flask
 
@@ -64,4 +65,5 @@ def test_revocation_reaches_other_processes_within_the_cache_time(app: Flask) ->
         )
         db.session.commit()
         assert auth.authenticate(f"Bearer {secret}", cache_seconds=60) is not None
-        assert auth.authenticate(f"Bearer {secret}", cache_seconds=0) is None
+        with pytest.raises(auth.Revoked):
+            auth.authenticate(f"Bearer {secret}", cache_seconds=0)

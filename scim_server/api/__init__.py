@@ -4,13 +4,14 @@ errors) in one place."""
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
-from scim_server import auth
+from scim_server import auth, entra, throttle
 from scim_server.api.http import scim_json
 from scim_server.db import is_write_request
 from scim_server.errors import (
@@ -19,6 +20,7 @@ from scim_server.errors import (
     InvalidValue,
     PayloadTooLarge,
     ScimError,
+    TooManyRequests,
     Unauthorized,
 )
 from scim_server.logs import request_id
@@ -27,12 +29,20 @@ log = logging.getLogger("scim_server.api")
 PREFIX = "/scim/v2"
 
 
+def brake(config: Any) -> auth.Brake:
+    """The brake on failed authentications (SCIM API and token endpoint), from the config."""
+    return auth.Brake(
+        config["SCIM_AUTH_ADDRESS_FAILURES"], timedelta(seconds=config["SCIM_AUTH_LOCKOUT_SECONDS"])
+    )
+
+
 def register(app: Flask) -> None:
-    from scim_server.api import bulk, discovery, resources
+    from scim_server.api import bulk, discovery, resources, token_endpoint
 
     app.register_blueprint(resources.bp, url_prefix=PREFIX)
     app.register_blueprint(discovery.bp, url_prefix=PREFIX)
     app.register_blueprint(bulk.bp, url_prefix=PREFIX)
+    app.register_blueprint(token_endpoint.bp)
 
     @app.before_request
     def _authenticate() -> Response | None:
@@ -40,12 +50,25 @@ def register(app: Flask) -> None:
         g.request_id = request_id(request.headers.get("X-Request-Id"))
         if not request.path.startswith(PREFIX):
             return None
-        principal = auth.authenticate(
-            request.headers.get("Authorization"), current_app.config["SCIM_TOKEN_CACHE_SECONDS"]
-        )
-        if principal is None:
-            response = scim_json(Unauthorized("A valid bearer token is required.").to_scim(), 401)
-            response.headers["WWW-Authenticate"] = 'Bearer realm="SCIM"'
+        config = current_app.config
+        try:
+            principal = auth.authenticate(
+                request.headers.get("Authorization"),
+                config["SCIM_TOKEN_CACHE_SECONDS"],
+                address=throttle.client_address(),
+                brake=brake(config),
+                jwt_verifier=current_app.extensions.get(entra.EXTENSION),
+            )
+        except auth.AuthError as exc:
+            # RFC 7235 §3.1 / RFC 6750 §3: 401 with a challenge; SCIM's error body.
+            response = scim_json(Unauthorized(exc.description).to_scim(), 401)
+            response.headers["WWW-Authenticate"] = exc.challenge()
+            return response
+        except auth.Locked as exc:
+            # RFC 6585 §4: 429 with Retry-After.
+            detail = "Too many failed authentications from this address; try again later."
+            response = scim_json(TooManyRequests(detail).to_scim(), 429)
+            response.headers["Retry-After"] = str(exc.retry_after)
             return response
         if principal.read_only and is_write_request():
             return scim_json(Forbidden("This token is read-only.").to_scim(), 403)

@@ -41,13 +41,24 @@ def service_provider_config() -> Response:
             "changePassword": {"supported": True},
             "sort": {"supported": True},
             "etag": {"supported": True},
+            # RFC 7643 §5: the schemes the service provider supports (README "Authentication").
             "authenticationSchemes": [
                 {
                     "type": "oauthbearertoken",
                     "name": "OAuth Bearer Token",
-                    "description": "A bearer token created with `scim-server token create`.",
+                    "description": "A bearer token created with `scim-server token create`, "
+                    "an access token from POST /oauth/token (OAuth 2.0 client credentials), "
+                    "or, with SCIM_ENTRA_TENANT_ID, Entra provisioning's own JWT.",
+                    "specUri": "https://www.rfc-editor.org/rfc/rfc6750",
                     "primary": True,
-                }
+                },
+                {
+                    "type": "httpbasic",
+                    "name": "HTTP Basic",
+                    "description": "A user name and password created with "
+                    "`scim-server token create NAME --basic`.",
+                    "specUri": "https://www.rfc-editor.org/rfc/rfc7617",
+                },
             ],
             "meta": {
                 "resourceType": "ServiceProviderConfig",

@@ -86,13 +86,37 @@ def from_env(environ: Mapping[str, str] | None = None) -> GraphSettings | None:
         raise ConfigError("Set exactly one of GRAPH_CLIENT_SECRET and GRAPH_CLIENT_CERT_PATH")
     if cert is not None and not Path(cert).is_file():
         raise ConfigError(f"GRAPH_CLIENT_CERT_PATH is not a file: {cert}")
-    authority_host = get("GRAPH_AUTHORITY_HOST") or MICROSOFT_AUTHORITY
+    authority_host, ca_bundle, timeout = identity_endpoint(env)
     graph_url = (get("GRAPH_URL") or MICROSOFT_GRAPH).rstrip("/")
+    if urlsplit(graph_url).scheme not in ("https", "http"):
+        raise ConfigError(f"GRAPH_URL must be an http(s) URL, got {graph_url!r}")
+    return GraphSettings(
+        tenant_id=tenant,
+        client_id=client_id,
+        client_secret=secret,
+        cert_path=cert,
+        cert_passphrase=get("GRAPH_CLIENT_CERT_PASSPHRASE"),
+        authority_host=authority_host,
+        graph_url=graph_url,
+        ca_bundle=ca_bundle,
+        timeout=timeout,
+    )
+
+
+def identity_endpoint(environ: Mapping[str, str] | None = None) -> tuple[str, str | None, float]:
+    """GRAPH_AUTHORITY_HOST, GRAPH_CA_BUNDLE and GRAPH_TIMEOUT_SECONDS, checked: where Entra's
+    sign-in endpoints are (msal's authority, and the OpenID configuration and signing keys
+    that scim_server/entra.py reads), the CA to trust there, and the timeout of each call."""
+    env = os.environ if environ is None else environ
+
+    def get(name: str) -> str | None:
+        value = env.get(name, "").strip()
+        return value or None
+
+    authority_host = get("GRAPH_AUTHORITY_HOST") or MICROSOFT_AUTHORITY
     # msal accepts only https authorities; say so now rather than at the first token.
     if urlsplit(authority_host).scheme != "https":
         raise ConfigError(f"GRAPH_AUTHORITY_HOST must be an https URL, got {authority_host!r}")
-    if urlsplit(graph_url).scheme not in ("https", "http"):
-        raise ConfigError(f"GRAPH_URL must be an http(s) URL, got {graph_url!r}")
     ca_bundle = get("GRAPH_CA_BUNDLE")
     if ca_bundle is not None and not Path(ca_bundle).is_file():
         raise ConfigError(f"GRAPH_CA_BUNDLE is not a file: {ca_bundle}")
@@ -103,17 +127,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> GraphSettings | None:
         raise ConfigError(f"GRAPH_TIMEOUT_SECONDS must be a number, got {timeout_raw!r}") from None
     if timeout <= 0:
         raise ConfigError("GRAPH_TIMEOUT_SECONDS must be positive")
-    return GraphSettings(
-        tenant_id=tenant,
-        client_id=client_id,
-        client_secret=secret,
-        cert_path=cert,
-        cert_passphrase=get("GRAPH_CLIENT_CERT_PASSPHRASE"),
-        authority_host=authority_host.rstrip("/"),
-        graph_url=graph_url,
-        ca_bundle=ca_bundle,
-        timeout=timeout,
-    )
+    return authority_host.rstrip("/"), ca_bundle, timeout
 
 
 def from_startup_line(info: Mapping[str, Any]) -> GraphSettings:

@@ -19,10 +19,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
 
 from models import utcnow
-from scim_server import directory, outbox, passwords, sealing
+from scim_server import directory, outbox, passwords, sealing, throttle
 from scim_server.db import Tx, read_datetime, transaction
 from scim_server.errors import InvalidValue
-from scim_server.portal import throttle
 
 _hasher = PasswordHasher()
 # Verified when the user name is unknown, so that the answer takes as long as for a known one.

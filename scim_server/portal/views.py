@@ -8,7 +8,7 @@ from flask import Response, g, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
-from scim_server import activation, passwords
+from scim_server import activation, passwords, throttle
 from scim_server.errors import InvalidValue
 from scim_server.portal import accounts, bp
 
@@ -184,5 +184,4 @@ def _status_page(status: accounts.Status, heading: str) -> Response:
 
 
 def _address() -> str:
-    # Behind SCIM_TRUSTED_PROXIES reverse proxies, ProxyFix has put the client's address here.
-    return request.remote_addr or "unknown"
+    return throttle.client_address()

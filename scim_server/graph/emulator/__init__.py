@@ -8,8 +8,9 @@ Modules:
     odata       $filter, $select, $top and opaque page tokens
     errors      Graph and Entra error types, rendered in their services' bodies
     throttle    the token bucket for the identity write budget
-    tokens      issued JWTs and client-assertion checks
-    identity    OpenID discovery and the token endpoint (client credentials, ROPC)
+    tokens      issued JWTs, the published RS256 signing keys, client-assertion checks
+    identity    OpenID discovery, the signing keys and the token endpoint (client
+                credentials, ROPC)
     graph_api   Graph v1.0 routes, the dispatcher, $batch
     control     injected faults and the request log (test-only endpoints)
     state       options and the running emulator's state

@@ -1,6 +1,7 @@
 """The emulator's WSGI app: identity endpoints, Graph under /v1.0, and (with --control) the
-test-only endpoints under /_emulator/. A middleware in front takes injected faults and writes
-the request log."""
+test-only endpoints under /_emulator/ (state, faults, the request log, configuration, and
+Entra provisioning tokens signed with the published keys). A middleware in front takes
+injected faults and writes the request log."""
 
 from __future__ import annotations
 
@@ -175,6 +176,43 @@ def _control_blueprint(em: Emulator) -> Blueprint:
     def reset() -> Any:
         em.reset()
         return Response(status=204)
+
+    @bp.post("/provisioning-token")
+    def provisioning_token() -> Any:
+        """A JWT as Entra's provisioning service sends it (RS256, the tenant's published key),
+        with optional flaws: `expires_in` and `not_before_in` (seconds from now, may be
+        negative), `audience`, `issuer`, `unpublished_key`, `algorithm` ("HS256")."""
+        data = request.get_json(silent=True)
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            return bad("a JSON object is needed")
+        options: dict[str, Any] = {}
+        for name in ("expires_in", "not_before_in"):
+            if name in data:
+                if type(data[name]) is not int or abs(data[name]) > 10**8:
+                    return bad(f"{name} must be an integer")
+                options[name] = data[name]
+        for name in ("audience", "issuer"):
+            if name in data:
+                if not isinstance(data[name], str):
+                    return bad(f"{name} must be a string")
+                options[name] = data[name]
+        if "unpublished_key" in data:
+            options["unpublished_key"] = data["unpublished_key"] is True
+        if "algorithm" in data:
+            if data["algorithm"] not in ("RS256", "HS256"):
+                return bad("algorithm must be RS256 or HS256")
+            options["algorithm"] = data["algorithm"]
+        unknown = sorted(set(data) - {*options, "unpublished_key"})
+        if unknown:
+            return bad(f"unknown fields: {', '.join(unknown)}")
+        token = em.signing_keys.provisioning_token(em.tenant.tenant_id, **options)
+        return {"token": token}
+
+    @bp.post("/signing-keys/rotate")
+    def rotate_signing_keys() -> Any:
+        """A new signing key, published beside the older ones, signs from now on."""
+        return {"kid": em.signing_keys.rotate()}
 
     @bp.get("/config")
     def config() -> Any:

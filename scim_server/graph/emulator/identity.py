@@ -93,10 +93,36 @@ def create_identity_blueprint(em: Emulator) -> Blueprint:
             }
         )
 
+    @bp.get("/<tenant>/.well-known/openid-configuration")
+    def openid_configuration_v1(tenant: str) -> Response:
+        """The v1.0 document: its issuer is the sts.windows.net one that Entra's provisioning
+        tokens carry (https://login.microsoftonline.com/{tenant}/.well-known/
+        openid-configuration answers the same fields)."""
+        tenant_or_error(tenant)
+        base = f"{em.base_url}/{tenant}"
+        return _json(
+            {
+                "issuer": sts_issuer(),
+                "authorization_endpoint": f"{base}/oauth2/authorize",
+                "token_endpoint": f"{base}/oauth2/token",
+                "jwks_uri": f"{em.base_url}/{em.tenant.tenant_id}/discovery/keys",
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_post",
+                    "private_key_jwt",
+                    "client_secret_basic",
+                ],
+                "response_types_supported": ["code", "id_token", "code id_token", "token"],
+                "subject_types_supported": ["pairwise"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "cloud_instance_name": "microsoftonline.com",
+            }
+        )
+
+    @bp.get("/<tenant>/discovery/keys")
     @bp.get("/<tenant>/discovery/v2.0/keys")
     def keys(tenant: str) -> Response:
         tenant_or_error(tenant)
-        return _json({"keys": []})
+        return _json(em.signing_keys.jwks())
 
     @bp.post("/<tenant>/oauth2/v2.0/token")
     def token(tenant: str) -> Response:

@@ -21,7 +21,7 @@ from scim_server.graph.emulator.control import (
 from scim_server.graph.emulator.store import StateFile
 from scim_server.graph.emulator.tenant import Domain, Tenant
 from scim_server.graph.emulator.throttle import Budgets
-from scim_server.graph.emulator.tokens import TokenIssuer
+from scim_server.graph.emulator.tokens import SigningKeys, TokenIssuer
 
 MAX_REPLICATION_LAG = 86_400.0  # seconds
 MAX_WRITE_WINDOW = 86_400.0  # seconds
@@ -67,6 +67,7 @@ class Emulator:
         self.faults = FaultQueue()
         self.log = RequestLog()
         self.issuer = TokenIssuer()
+        self.signing_keys = SigningKeys()  # RS256, published at the tenant's jwks_uri
         self.base_url = ""  # scheme://host:port, set once the server is bound
         self.store = StateFile(options.state_file) if options.state_file else None
         if self.store:

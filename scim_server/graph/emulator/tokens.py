@@ -1,5 +1,6 @@
-"""Access and ID tokens the emulator issues (JWTs signed with a per-run HMAC key), and the
-check of a certificate client assertion.
+"""Access and ID tokens the emulator issues (JWTs signed with a per-run HMAC key), the RS256
+keys it publishes and signs Entra provisioning tokens with, and the check of a certificate
+client assertion.
 
 Entra's tokens are RS256 JWTs; nothing in the project validates them, it only sends them back,
 so an HMAC key that never leaves the process is enough to tell the emulator's own tokens apart.
@@ -15,10 +16,12 @@ import hashlib
 import hmac
 import json
 import os
+import threading
 import time
 import uuid
 from typing import Any
 
+import jwt
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -89,6 +92,82 @@ class TokenIssuer:
         if int(claims.get("exp", 0)) <= time.time():
             raise TokenError("Lifetime validation failed, the token is expired.")
         return claims
+
+
+# The token Entra's provisioning service sends a non-gallery app when its Secret Token is
+# blank (entra-docs, use-scim-to-provision-users-and-groups.md): issuer sts.windows.net, the
+# custom-app template id as audience, RS256 with a key from the tenant's JWKS.
+PROVISIONING_AUDIENCE = "8adf8e6e-67b2-4cf2-a259-e3dc5476c621"
+PUBLISHED_KEYS = 3  # Entra publishes several keys at once; the newest signs
+
+
+class SigningKeys:
+    """RSA keys published at the tenant's `jwks_uri`, made on first use (a 2048-bit key takes
+    tens of milliseconds). `rotate` adds a newer key that signs from then on, as Entra's
+    key roll-over does; the older ones stay published for a while."""
+
+    def __init__(self) -> None:
+        self._keys: list[tuple[str, rsa.RSAPrivateKey]] = []
+        self._lock = threading.Lock()
+
+    def _current(self) -> tuple[str, rsa.RSAPrivateKey]:
+        with self._lock:
+            if not self._keys:
+                self._keys.append(_new_key())
+            return self._keys[-1]
+
+    def rotate(self) -> str:
+        with self._lock:
+            self._keys.append(_new_key())
+            del self._keys[:-PUBLISHED_KEYS]
+            return self._keys[-1][0]
+
+    def jwks(self) -> dict[str, Any]:
+        self._current()
+        with self._lock:
+            keys = list(self._keys)
+        return {"keys": [_jwk(kid, key.public_key()) for kid, key in keys]}
+
+    def provisioning_token(
+        self,
+        tenant_id: str,
+        *,
+        expires_in: int = ACCESS_TOKEN_LIFETIME,
+        not_before_in: int = 0,
+        audience: str = PROVISIONING_AUDIENCE,
+        issuer: str | None = None,
+        unpublished_key: bool = False,
+        algorithm: str = "RS256",
+    ) -> str:
+        now = int(time.time())
+        claims = {
+            "aud": audience,
+            "iss": issuer or f"https://sts.windows.net/{tenant_id}/",
+            "iat": now,
+            "nbf": now + not_before_in,
+            "exp": now + expires_in,
+            "tid": tenant_id,
+            "appid": PROVISIONING_AUDIENCE,
+            "idtyp": "app",
+            "uti": uuid.uuid4().hex,
+        }
+        if algorithm == "HS256":  # a token no published key can have signed
+            return jwt.encode(claims, os.urandom(32), algorithm="HS256")
+        kid, key = _new_key() if unpublished_key else self._current()
+        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
+
+
+def _new_key() -> tuple[str, rsa.RSAPrivateKey]:
+    return uuid.uuid4().hex[:16], rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _jwk(kid: str, public: rsa.RSAPublicKey) -> dict[str, Any]:
+    numbers = public.public_numbers()
+
+    def b64int(value: int) -> str:
+        return b64url(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+    return {"kty": "RSA", "use": "sig", "kid": kid, "n": b64int(numbers.n), "e": b64int(numbers.e)}
 
 
 def verify_client_assertion(
