@@ -367,5 +367,7 @@ class GraphTransport:
                 f"{error.message}){rid}"
             )
         if error.status == 400 and code == "ErrorInvalidRecipients":
-            return RecipientRefused(f"Graph refused the recipient: {error.message}{rid}")
+            return RecipientRefused(
+                f"Graph refused the recipient (400 ErrorInvalidRecipients): {error.message}{rid}"
+            )
         return MailError(f"Graph sendMail as {who} failed: {error}")

@@ -301,3 +301,115 @@ def test_smtp_ssl_defaults_to_port_465(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SMTP_STARTTLS", "true")
     with pytest.raises(mail.ConfigError, match="SMTP_SSL and SMTP_STARTTLS are both true"):
         mail.settings_from_env()
+
+
+def _user(scim: ScimClient, user_name: str, alternate: str | None = None, **attrs: Any) -> None:
+    body: dict[str, Any] = {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", M365],
+        "userName": user_name,
+        **attrs,
+    }
+    if alternate is not None:
+        body[M365] = {"alternateEmail": alternate}
+    response = scim.post("/Users", body)
+    assert response.status_code == 201, response.get_json()
+
+
+def _bulk(app: Flask, *args: str) -> tuple[int, str, str]:
+    return _send(app, "--all-without-password", *args)
+
+
+def test_send_activation_to_all_without_password(
+    scim: ScimClient,
+    app: Flask,
+    client: FlaskClient,
+    worker: Worker,  # noqa: F811
+    graph_mail: RunningEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _user(scim, "ann@example.com", "ann@home.example")  # gets one
+    _user(scim, "bob@example.com")  # no alternateEmail
+    _user(scim, "cid@contoso.com", "cid@home.example")  # out of M365_SYNC_DOMAINS' scope
+    _user(scim, "dee@example.com", "dee@home.example", password="Has-A-Passw0rd!")  # not listed
+    _user(scim, "eve@example.com", "eve@home.example", active=False)  # inactive
+    _user(scim, "fay@example.com", "fay@home.example")  # already sent one
+    _user(scim, "gus@example.com", "not an address")  # Graph refuses the recipient
+    assert worker.drain()
+    assert _send(app, "fay@example.com")[0] == 0
+    _user(scim, "hal@example.com", "hal@home.example")  # the sync has not seen him yet
+
+    code, out, err = _bulk(app, "--dry-run")
+    assert code == 0, err
+    assert "would send  ann@example.com at ann@home.example" in out
+    assert "would send  gus@example.com at not an address" in out
+    assert "skip        bob@example.com: without alternateEmail" in out
+    assert (
+        "skip        cid@contoso.com: not managed (out of scope, a conflict, or released): "
+        "out_of_scope" in out
+    )
+    assert "skip        eve@example.com: inactive" in out
+    assert "skip        fay@example.com: already sent" in out
+    assert "skip        hal@example.com: not provisioned yet" in out
+    assert "dee@example.com" not in out
+    assert out.strip().splitlines()[-1] == (
+        "Dry run: would send 2; skipped 5 (1 inactive (active is false), 1 not provisioned yet "
+        "(the sync worker has not seen them: run again), 1 not managed (out of scope, a "
+        "conflict, or released), 1 without alternateEmail, 1 already sent (a link still works; "
+        "--resend sends new ones)). Nothing was sent."
+    )
+    assert len(_sent(graph_mail)) == 1  # fay's, from before
+    assert _live_links(app) == 1
+
+    code, out, err = _bulk(app)
+    assert code == 1  # gus failed
+    assert "sent        ann@example.com at ann@home.example" in out
+    assert "failed      gus@example.com: Graph refused the recipient (400 Error" in err
+    assert out.strip().splitlines()[-1].startswith("Sent 1; skipped 5 (")
+    assert out.strip().splitlines()[-1].endswith("; failed 1.")
+    sent = _sent(graph_mail)
+    assert [m["toRecipients"] for m in sent] == [["fay@home.example"], ["ann@home.example"]]
+    ann_link = _link(sent[-1])
+    assert _live_links(app) == 2  # fay's and ann's; gus's was spent when Graph refused it
+
+    # Again: nothing twice. Ann and Fay have links that work; Gus is tried (and fails) again.
+    code, out, _err = _bulk(app)
+    assert code == 1
+    assert "skip        ann@example.com: already sent" in out
+    assert out.strip().splitlines()[-1].startswith("Sent 0; skipped 6 (")
+    assert len(_sent(graph_mail)) == 2
+
+    # --resend: new links for Ann and Fay; the earlier ones are spent.
+    code, out, _err = _bulk(app, "--resend")
+    assert code == 1
+    assert out.strip().splitlines()[-1].startswith("Sent 2; skipped 4 (")
+    assert len(_sent(graph_mail)) == 4
+    assert client.get(ann_link).status_code == 410
+    assert client.get(_link(_sent(graph_mail)[-2])).status_code == 200
+
+    # A mailbox gone: the run stops at the first send and says so in one line.
+    monkeypatch.setenv("MAIL_SENDER", "gone@example.com")
+    code, out, err = _bulk(app, "--resend")
+    assert code == 1
+    last = _one_line(err)
+    assert last.startswith(
+        "scim-server users send-activation: stopped: MAIL_SENDER gone@example.com: no such "
+        "mailbox in the tenant (Graph 404 ErrorInvalidUser): give the UPN or primary address "
+        "of a user or shared mailbox with an Exchange Online mailbox (request-id "
+    )
+    assert last.endswith(
+        "; 2 not attempted (run the command again once fixed: it carries on where it stopped)"
+    )
+    assert len(_sent(graph_mail)) == 4
+    assert "Sent 0;" in out
+
+
+def test_send_activation_usage_errors(app: Flask) -> None:
+    for args in (
+        [],
+        ["someone@example.com", "--all-without-password"],
+        ["--all-without-password", "--to", "x@example.org"],
+        ["someone@example.com", "--resend"],
+        ["someone@example.com", "--dry-run"],
+    ):
+        code, _out, err = _send(app, *args)
+        assert code == 2, (args, err)
