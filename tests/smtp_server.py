@@ -28,6 +28,15 @@ class Inbox:
     implicit_tls: bool = False
     messages: list[tuple[list[str], Message]] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
+    refuse: set[str] = field(default_factory=set)  # recipients answered 550
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
+        if address in self.refuse:
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append((list(envelope.rcpt_tos), message_from_bytes(envelope.content)))

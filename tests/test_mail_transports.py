@@ -244,6 +244,9 @@ def test_the_emulator_checks_sendmail_as_documented(graph_mail: RunningEmulator)
     denied = send(SENDER, {"message": other})
     assert denied.status_code == 403 and denied.json()["error"]["code"] == "ErrorSendAsDenied"
     assert len(_sent(graph_mail)) == 2  # nothing refused was kept
+    # The action's name in any case, as Microsoft's pages write it both ways.
+    lower = graph_mail.graph("POST", f"/users/{SENDER}/sendmail", json={"message": message()})
+    assert lower.status_code == 202 and len(_sent(graph_mail)) == 3
     # The control interface's reset forgets the mail too.
     graph_mail.reset()
     assert _sent(graph_mail) == []
@@ -413,3 +416,36 @@ def test_send_activation_usage_errors(app: Flask) -> None:
     ):
         code, _out, err = _send(app, *args)
         assert code == 2, (args, err)
+
+
+def test_the_bulk_send_over_smtp_keeps_its_pace_and_goes_on_past_a_refused_recipient(
+    scim: ScimClient,
+    app: Flask,
+    worker: Worker,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from scim_server import activation
+
+    for name in ("ann", "bob", "cat"):
+        _user(scim, f"{name}@example.com", f"{name}@home.example")
+    assert worker.drain()
+    waits: list[float] = []
+    with smtp_server() as inbox:
+        inbox.refuse.add("bob@home.example")
+        for name, value in inbox.env().items():
+            monkeypatch.setenv(name, value)
+        with app.app_context():
+            report = activation.send_all(
+                mail.transport_from_env(), resend=False, per_minute=30, sleep=waits.append
+            )
+    assert report.sent == [
+        ("ann@example.com", "ann@home.example"),
+        ("cat@example.com", "cat@home.example"),
+    ]
+    assert [u for u, _why in report.failed] == ["bob@example.com"]
+    assert "refused the recipient bob@home.example" in report.failed[0][1]
+    assert report.aborted is None
+    assert [to for to, _m in inbox.messages] == [["ann@home.example"], ["cat@home.example"]]
+    # 30 a minute: two seconds between sends (less the time each send took).
+    assert len(waits) == 2 and all(1.0 < w <= 2.0 for w in waits), waits
+    assert _live_links(app) == 2

@@ -383,6 +383,9 @@ def _save_to_sent_items(body: dict[str, Any]) -> bool:
     return value
 
 
+# Graph takes an action's name in any case: Microsoft's own pages write /me/sendmail
+# (concepts/outlook-send-mail-from-other-user.md) as well as /me/sendMail.
+@route("/users/<object_id>/sendmail", ["POST"])
 @route("/users/<object_id>/sendMail", ["POST"])
 def send_mail(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
     """202 and no body once the message is checked; it is kept for GET /_emulator/mail.
@@ -595,7 +598,7 @@ _MAP = Map(_RULES, strict_slashes=False, merge_slashes=False)
 
 
 def _throttle(em: Emulator, req: GraphRequest) -> None:
-    if req.method == "POST" and req.path.endswith("/sendMail"):
+    if req.method == "POST" and req.path.lower().endswith("/sendmail"):
         # Outlook's budget, per app and mailbox; not the directory's writes.
         mailbox = req.path.split("/")[2].lower()
         wait = em.mail_budgets.bucket(req.app_id, mailbox).take()
