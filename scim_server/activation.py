@@ -80,11 +80,16 @@ class _Issued:
     expires_at: datetime
 
 
+# A link made this recently and not yet marked sent is taken to be on its way (its mail may
+# wait up to GRAPH_MAIL_ATTEMPTS Retry-Afters); an older one, to have died with its process.
+IN_FLIGHT = timedelta(minutes=10)
+
+
 def _issue(user_id: str, *, resend: bool) -> _Issued | None:
     """A new link for the user, in one write transaction that also spends the earlier ones;
-    None, and nothing written, when `resend` is false and a link still works (another run
-    may have sent it a moment ago: the check and the insert are one transaction, under the
-    user's row lock on PostgreSQL and SQLite's write lock)."""
+    None, and nothing written, when `resend` is false and a link still works and was sent,
+    or is being sent (another run may be sending it: the check and the insert are one
+    transaction, under the user's row lock on PostgreSQL and SQLite's write lock)."""
     token = secrets.token_urlsafe(TOKEN_BYTES)
     now = utcnow()
     expires = now + timedelta(hours=current_app.config["ACTIVATION_TTL_HOURS"])
@@ -93,7 +98,7 @@ def _issue(user_id: str, *, resend: bool) -> _Issued | None:
             "SELECT id FROM users WHERE id = ?" + ("" if tx.sqlite else " FOR UPDATE"),
             (user_id,),
         )
-        if not resend and _live_link(tx, user_id, now):
+        if not resend and _live_link(tx, user_id, now) is not None:
             tx.rollback_only = True
             return None
         # Only the newest link works: resending spends the ones sent before.
@@ -109,12 +114,16 @@ def _issue(user_id: str, *, resend: bool) -> _Issued | None:
     return _Issued(token, expires)
 
 
-def _live_link(tx: Tx, user_id: str, now: datetime) -> bool:
+def _live_link(tx: Tx, user_id: str, now: datetime) -> Skip | None:
+    """ALREADY_SENT for a working link that was sent, SENDING for one on its way, else None
+    (none, or one whose process died before it was sent: a new one should go)."""
     row = tx.first(
-        "SELECT 1 FROM activation_tokens WHERE user_id = ? AND spent_at IS NULL AND expires_at > ?",
-        (user_id, tx.timestamp(now)),
+        "SELECT max(CASE WHEN sent_at IS NOT NULL THEN 2 WHEN created_at > ? THEN 1 ELSE 0 END)"
+        " FROM activation_tokens WHERE user_id = ? AND spent_at IS NULL AND expires_at > ?",
+        (tx.timestamp(now - IN_FLIGHT), user_id, tx.timestamp(now)),
     )
-    return row is not None
+    found = row[0] if row is not None else None
+    return _LINK_SKIPS.get(int(found)) if found is not None else None
 
 
 def _deliver(
@@ -140,6 +149,11 @@ def _deliver(
                 (tx.timestamp(utcnow()), hash_token(token)),
             )
         raise
+    with transaction(write=True) as tx:
+        tx.execute(
+            "UPDATE activation_tokens SET sent_at = ? WHERE token_hash = ?",
+            (tx.timestamp(utcnow()), hash_token(token)),
+        )
     return Sent(recipient, expires)
 
 
@@ -223,6 +237,7 @@ class Skip(StrEnum):
     FEDERATED = "federated"
     NO_ALTERNATE_EMAIL = "no alternateEmail"
     ALREADY_SENT = "already sent"
+    SENDING = "being sent"
 
 
 SKIP_HELP = {
@@ -232,7 +247,10 @@ SKIP_HELP = {
     Skip.FEDERATED: "on a federated domain (its identity provider holds the password)",
     Skip.NO_ALTERNATE_EMAIL: "without alternateEmail",
     Skip.ALREADY_SENT: "already sent (a link still works; --resend sends new ones)",
+    Skip.SENDING: "being sent (by another run, or one that stopped less than 10 minutes ago)",
 }
+# What _live_link's query answers: 2 a working link that was sent, 1 one on its way.
+_LINK_SKIPS = {2: Skip.ALREADY_SENT, 1: Skip.SENDING}
 
 # M365 link states in which the directory does not manage the account (models/sync.py).
 UNMANAGED_STATES = ("out_of_scope", "conflict", "unbound")
@@ -267,7 +285,7 @@ class BulkReport:
 
 
 def _classify(row: Any) -> Candidate:
-    user_id, user_name, alternate, display, active, state, password_state, live = row
+    user_id, user_name, alternate, display, active, state, password_state, link = row
     to = (alternate or "").strip() or None
     skip: Skip | None = None
     detail = ""
@@ -281,30 +299,33 @@ def _classify(row: Any) -> Candidate:
         skip = Skip.FEDERATED
     elif to is None:
         skip = Skip.NO_ALTERNATE_EMAIL
-    elif bool(live):
-        skip = Skip.ALREADY_SENT
+    elif link is not None and int(link) in _LINK_SKIPS:
+        skip = _LINK_SKIPS[int(link)]
     return Candidate(str(user_id), str(user_name), display, to, skip, detail)
 
 
 def candidates(*, resend: bool) -> list[Candidate]:
     """Every user without a password, each with its skip reason or none, by userName.
     With `resend`, a link that still works is no reason to skip."""
+    now = utcnow()
     with transaction(write=False) as tx:
         rows = tx.rows(
             "SELECT u.id, u.user_name, u.alternate_email, u.display_name, u.active,"
             " l.state, l.password_state,"
-            " CASE WHEN EXISTS (SELECT 1 FROM activation_tokens t WHERE t.user_id = u.id"
-            "  AND t.spent_at IS NULL AND t.expires_at > ?) THEN 1 ELSE 0 END"
+            # As _live_link's query, per user.
+            " (SELECT max(CASE WHEN t.sent_at IS NOT NULL THEN 2 WHEN t.created_at > ? THEN 1"
+            "  ELSE 0 END) FROM activation_tokens t WHERE t.user_id = u.id"
+            "  AND t.spent_at IS NULL AND t.expires_at > ?)"
             " FROM users u LEFT JOIN m365_links l"
             "  ON l.resource_type = 'User' AND l.resource_id = u.id"
             " WHERE u.password_hash IS NULL ORDER BY u.user_name_ci",
-            (tx.timestamp(utcnow()),),
+            (tx.timestamp(now - IN_FLIGHT), tx.timestamp(now)),
         )
     found = [_classify(r) for r in rows]
     if resend:
         found = [
             Candidate(c.user_id, c.user_name, c.display, c.to, None)
-            if c.skip is Skip.ALREADY_SENT
+            if c.skip in (Skip.ALREADY_SENT, Skip.SENDING)
             else c
             for c in found
         ]
@@ -342,10 +363,10 @@ def send_all(
         if interval and last is not None:
             sleep(max(last + interval - time.monotonic(), 0.0))
         issued = _issue(c.user_id, resend=resend)
-        if issued is None:  # another run sent one a moment ago
-            skipped = Candidate(c.user_id, c.user_name, c.display, c.to, Skip.ALREADY_SENT)
+        if issued is None:  # another run sends one, or sent it a moment ago
+            skipped = Candidate(c.user_id, c.user_name, c.display, c.to, Skip.SENDING)
             report.skipped.append(skipped)
-            on_result("skip", skipped, SKIP_HELP[Skip.ALREADY_SENT])
+            on_result("skip", skipped, SKIP_HELP[Skip.SENDING])
             continue
         last = time.monotonic()
         try:

@@ -449,3 +449,39 @@ def test_the_bulk_send_over_smtp_keeps_its_pace_and_goes_on_past_a_refused_recip
     # 30 a minute: two seconds between sends (less the time each send took).
     assert len(waits) == 2 and all(1.0 < w <= 2.0 for w in waits), waits
     assert _live_links(app) == 2
+
+
+def test_a_link_whose_run_died_before_sending_is_sent_again_once_it_is_stale(
+    scim: ScimClient,
+    app: Flask,
+    worker: Worker,  # noqa: F811
+    graph_mail: RunningEmulator,
+) -> None:
+    """A run killed between making a link and sending it leaves a working link nobody got
+    (sent_at unset): for IN_FLIGHT it is taken to be on its way, then a new one goes."""
+    from scim_server import activation
+
+    _user(scim, "ann@example.com", "ann@home.example")
+    assert worker.drain()
+    with app.app_context():
+        user_id = db.session.execute(text("SELECT id FROM users")).scalar()
+        db.session.remove()
+        issued = activation._issue(str(user_id), resend=False)  # …and the process dies
+    assert issued is not None
+    code, out, _err = _bulk(app)
+    assert code == 0
+    assert "skip        ann@example.com: being sent" in out
+    assert _sent(graph_mail) == []
+    with app.app_context():
+        db.session.execute(
+            text("UPDATE activation_tokens SET created_at = :t"),
+            {"t": activation.utcnow() - activation.IN_FLIGHT * 2},
+        )
+        db.session.commit()
+        db.session.remove()
+    code, out, _err = _bulk(app)
+    assert code == 0 and "sent        ann@example.com at ann@home.example" in out
+    assert len(_sent(graph_mail)) == 1
+    assert _live_links(app) == 1  # the stale link was spent by the new one
+    code, out, _err = _bulk(app)
+    assert "skip        ann@example.com: already sent" in out and len(_sent(graph_mail)) == 1
