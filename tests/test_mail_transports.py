@@ -239,6 +239,7 @@ def test_the_emulator_checks_sendmail_as_documented(graph_mail: RunningEmulator)
     assert send(SENDER, {}).status_code == 400
     assert send(SENDER, {"message": message(body={"contentType": "Rtf"})}).status_code == 400
     assert send(SENDER, {"message": message(), "saveToSentItems": "no"}).status_code == 400
+    assert send(SENDER, {"message": message(**{"from": {"emailAddress": "x"}})}).status_code == 400
     # Another `from` than the mailbox: no Send As in the emulator.
     other = message(**{"from": {"emailAddress": {"address": "ceo@example.com"}}})
     denied = send(SENDER, {"message": other})

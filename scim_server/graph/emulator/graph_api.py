@@ -428,9 +428,10 @@ def send_mail(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphRespon
         str(mailbox.props.get("mail") or "").lower(),
     }
     sender = message.get("from")
-    sender_address = (
-        sender.get("emailAddress", {}).get("address") if isinstance(sender, dict) else None
-    )
+    email = sender.get("emailAddress") if isinstance(sender, dict) else None
+    sender_address = email.get("address") if isinstance(email, dict) else None
+    if sender is not None and not isinstance(sender_address, str):
+        raise BadRequest("Invalid value for property 'from'.", code="ErrorInvalidRequest")
     if isinstance(sender_address, str) and sender_address.strip().lower() not in own:
         raise GraphError(FAULT_MESSAGES["ErrorSendAsDenied"], code="ErrorSendAsDenied", status=403)
     em.outbox.add(
