@@ -23,6 +23,10 @@ class ActivationToken(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime)
     # Set when the link is used, or replaced by a newer one: either way it is spent.
     spent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Set once the mail transport accepted the message with the link. A link without it is
+    # on its way, or its process died before or while sending: `send-activation
+    # --all-without-password` skips the first and, past a few minutes, sends a new link.
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class LoginThrottle(Base):

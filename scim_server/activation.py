@@ -9,8 +9,12 @@ it, in the same transaction as the password change.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
 
 from flask import current_app
 
@@ -47,7 +51,7 @@ def _user(tx: Tx, ident: str) -> tuple[str, str, str | None, str | None, str | N
     return tuple(row) if row is not None else None
 
 
-def send(ident: str, to: str | None, settings: mail.SmtpSettings) -> Sent:
+def send(ident: str, to: str | None, transport: mail.Transport) -> Sent:
     """Email USER a new activation link at `to`, or at their alternateEmail."""
     with transaction(write=False) as tx:
         user = _user(tx, ident)
@@ -65,10 +69,38 @@ def send(ident: str, to: str | None, settings: mail.SmtpSettings) -> Sent:
             f"{user_name} has no alternateEmail (the M365 extension's attribute); "
             "give one, or --to EMAIL."
         )
+    issued = _issue(user_id, resend=True)
+    assert issued is not None  # resend: never refused for a live link
+    return _deliver(issued, user_name, display, recipient, transport)
+
+
+@dataclass(frozen=True)
+class _Issued:
+    token: str
+    expires_at: datetime
+
+
+# A link made this recently and not yet marked sent is taken to be on its way (its mail may
+# wait up to GRAPH_MAIL_ATTEMPTS Retry-Afters); an older one, to have died with its process.
+IN_FLIGHT = timedelta(minutes=10)
+
+
+def _issue(user_id: str, *, resend: bool) -> _Issued | None:
+    """A new link for the user, in one write transaction that also spends the earlier ones;
+    None, and nothing written, when `resend` is false and a link still works and was sent,
+    or is being sent (another run may be sending it: the check and the insert are one
+    transaction, under the user's row lock on PostgreSQL and SQLite's write lock)."""
     token = secrets.token_urlsafe(TOKEN_BYTES)
     now = utcnow()
     expires = now + timedelta(hours=current_app.config["ACTIVATION_TTL_HOURS"])
     with transaction(write=True) as tx:
+        tx.first(
+            "SELECT id FROM users WHERE id = ?" + ("" if tx.sqlite else " FOR UPDATE"),
+            (user_id,),
+        )
+        if not resend and _live_link(tx, user_id, now) is not None:
+            tx.rollback_only = True
+            return None
         # Only the newest link works: resending spends the ones sent before.
         tx.execute(
             "UPDATE activation_tokens SET spent_at = ? WHERE user_id = ? AND spent_at IS NULL",
@@ -79,15 +111,37 @@ def send(ident: str, to: str | None, settings: mail.SmtpSettings) -> Sent:
             " VALUES (?, ?, ?, ?)",
             (hash_token(token), user_id, tx.timestamp(now), tx.timestamp(expires)),
         )
+    return _Issued(token, expires)
+
+
+def _live_link(tx: Tx, user_id: str, now: datetime) -> Skip | None:
+    """ALREADY_SENT for a working link that was sent, SENDING for one on its way, else None
+    (none, or one whose process died before it was sent: a new one should go)."""
+    row = tx.first(
+        "SELECT max(CASE WHEN sent_at IS NOT NULL THEN 2 WHEN created_at > ? THEN 1 ELSE 0 END)"
+        " FROM activation_tokens WHERE user_id = ? AND spent_at IS NULL AND expires_at > ?",
+        (tx.timestamp(now - IN_FLIGHT), user_id, tx.timestamp(now)),
+    )
+    found = row[0] if row is not None else None
+    return _LINK_SKIPS.get(int(found)) if found is not None else None
+
+
+def _deliver(
+    issued: _Issued,
+    user_name: str,
+    display: str | None,
+    recipient: str,
+    transport: mail.Transport,
+) -> Sent:
+    token, expires = issued.token, issued.expires_at
     link = f"{current_app.config['SCIM_PUBLIC_URL']}/portal/activate/{token}"
-    message = mail.message(
-        settings.sender,
+    message = mail.Mail(
         recipient,
         "Activate your account",
         _body(display or user_name, user_name, link, expires),
     )
     try:
-        mail.send(settings, message)
+        transport.send(message)
     except mail.MailError:
         with transaction(write=True) as tx:  # never delivered: it must not work either
             tx.execute(
@@ -95,6 +149,11 @@ def send(ident: str, to: str | None, settings: mail.SmtpSettings) -> Sent:
                 (tx.timestamp(utcnow()), hash_token(token)),
             )
         raise
+    with transaction(write=True) as tx:
+        tx.execute(
+            "UPDATE activation_tokens SET sent_at = ? WHERE token_hash = ?",
+            (tx.timestamp(utcnow()), hash_token(token)),
+        )
     return Sent(recipient, expires)
 
 
@@ -164,3 +223,164 @@ def redeem(token: str, password: str, confirm: str) -> str:
         user_id, password, force_change=False, also=spend, unless=no_password_yet
     )
     return user_id
+
+
+# ---------------------------------------------------------------------------- in bulk
+
+
+class Skip(StrEnum):
+    """Why `send-activation --all-without-password` leaves a user out, in the order checked."""
+
+    INACTIVE = "inactive"
+    NOT_PROVISIONED = "not provisioned"
+    NOT_MANAGED = "not managed"
+    FEDERATED = "federated"
+    NO_ALTERNATE_EMAIL = "no alternateEmail"
+    ALREADY_SENT = "already sent"
+    SENDING = "being sent"
+
+
+SKIP_HELP = {
+    Skip.INACTIVE: "inactive (active is false)",
+    Skip.NOT_PROVISIONED: "not provisioned yet (the sync worker has not seen them: run again)",
+    Skip.NOT_MANAGED: "not managed (out of scope, a conflict, or released)",
+    Skip.FEDERATED: "on a federated domain (its identity provider holds the password)",
+    Skip.NO_ALTERNATE_EMAIL: "without alternateEmail",
+    Skip.ALREADY_SENT: "already sent (a link still works; --resend sends new ones)",
+    Skip.SENDING: "being sent (by another run, or one that stopped less than 10 minutes ago)",
+}
+# What _live_link's query answers: 2 a working link that was sent, 1 one on its way.
+_LINK_SKIPS = {2: Skip.ALREADY_SENT, 1: Skip.SENDING}
+
+# M365 link states in which the directory does not manage the account (models/sync.py).
+UNMANAGED_STATES = ("out_of_scope", "conflict", "unbound")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A user without a password, and what the bulk send does about them."""
+
+    user_id: str
+    user_name: str
+    display: str | None
+    to: str | None
+    skip: Skip | None
+    detail: str = ""  # for a skip, e.g. the link state
+
+
+@dataclass
+class BulkReport:
+    sent: list[tuple[str, str]] = field(default_factory=list)  # (userName, address)
+    skipped: list[Candidate] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (userName, why)
+    aborted: str | None = None  # the error that stopped the run
+    not_attempted: int = 0  # left for the next run after an abort
+
+    def counts(self) -> dict[Skip, int]:
+        out: dict[Skip, int] = {}
+        for c in self.skipped:
+            assert c.skip is not None
+            out[c.skip] = out.get(c.skip, 0) + 1
+        return out
+
+
+def _classify(row: Any) -> Candidate:
+    user_id, user_name, alternate, display, active, state, password_state, link = row
+    to = (alternate or "").strip() or None
+    skip: Skip | None = None
+    detail = ""
+    if active is not None and not bool(active):
+        skip = Skip.INACTIVE
+    elif state is None:
+        skip = Skip.NOT_PROVISIONED
+    elif state in UNMANAGED_STATES:
+        skip, detail = Skip.NOT_MANAGED, state
+    elif password_state == "federated":
+        skip = Skip.FEDERATED
+    elif to is None:
+        skip = Skip.NO_ALTERNATE_EMAIL
+    elif link is not None and int(link) in _LINK_SKIPS:
+        skip = _LINK_SKIPS[int(link)]
+    return Candidate(str(user_id), str(user_name), display, to, skip, detail)
+
+
+def candidates(*, resend: bool) -> list[Candidate]:
+    """Every user without a password, each with its skip reason or none, by userName.
+    With `resend`, a link that still works is no reason to skip."""
+    now = utcnow()
+    with transaction(write=False) as tx:
+        rows = tx.rows(
+            "SELECT u.id, u.user_name, u.alternate_email, u.display_name, u.active,"
+            " l.state, l.password_state,"
+            # As _live_link's query, per user.
+            " (SELECT max(CASE WHEN t.sent_at IS NOT NULL THEN 2 WHEN t.created_at > ? THEN 1"
+            "  ELSE 0 END) FROM activation_tokens t WHERE t.user_id = u.id"
+            "  AND t.spent_at IS NULL AND t.expires_at > ?)"
+            " FROM users u LEFT JOIN m365_links l"
+            "  ON l.resource_type = 'User' AND l.resource_id = u.id"
+            " WHERE u.password_hash IS NULL ORDER BY u.user_name_ci",
+            (tx.timestamp(now - IN_FLIGHT), tx.timestamp(now)),
+        )
+    found = [_classify(r) for r in rows]
+    if resend:
+        found = [
+            Candidate(c.user_id, c.user_name, c.display, c.to, None)
+            if c.skip in (Skip.ALREADY_SENT, Skip.SENDING)
+            else c
+            for c in found
+        ]
+    return found
+
+
+def send_all(
+    transport: mail.Transport,
+    *,
+    resend: bool,
+    per_minute: int,
+    on_result: Callable[[str, Candidate, str], None] = lambda *_: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> BulkReport:
+    """Email every managed user without a password a link (see Skip for who is left out).
+
+    Safe to run again: a user whose link still works is skipped unless `resend`, and the
+    check and the new link are one transaction, so two runs at once send one link each.
+    A recipient refused is that user's failure; any other MailError (the relay, the mailbox,
+    throttling) stops the run, and the next one carries on where it stopped. At most
+    `per_minute` messages a minute (0: unpaced). `on_result(kind, candidate, detail)` is
+    told of each user as it goes: kind is sent, skip or failed."""
+    report = BulkReport()
+    todo = []
+    for c in candidates(resend=resend):
+        if c.skip is None:
+            todo.append(c)
+        else:
+            report.skipped.append(c)
+            on_result("skip", c, SKIP_HELP[c.skip])
+    interval = 60.0 / per_minute if per_minute > 0 else 0.0
+    last: float | None = None
+    for index, c in enumerate(todo):
+        assert c.to is not None
+        if interval and last is not None:
+            sleep(max(last + interval - time.monotonic(), 0.0))
+        issued = _issue(c.user_id, resend=resend)
+        if issued is None:  # another run sends one, or sent it a moment ago
+            skipped = Candidate(c.user_id, c.user_name, c.display, c.to, Skip.SENDING)
+            report.skipped.append(skipped)
+            on_result("skip", skipped, SKIP_HELP[Skip.SENDING])
+            continue
+        last = time.monotonic()
+        try:
+            _deliver(issued, c.user_name, c.display, c.to, transport)
+        except mail.RecipientRefused as exc:
+            report.failed.append((c.user_name, str(exc)))
+            on_result("failed", c, str(exc))
+            continue
+        except mail.MailError as exc:
+            report.aborted = str(exc)
+            report.failed.append((c.user_name, str(exc)))
+            report.not_attempted = len(todo) - index - 1
+            on_result("failed", c, str(exc))
+            return report
+        report.sent.append((c.user_name, c.to))
+        on_result("sent", c, c.to)
+    return report

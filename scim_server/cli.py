@@ -355,27 +355,108 @@ def set_temp_password(user: str) -> None:
 
 
 @users.command("send-activation")
-@click.argument("user")
+@click.argument("user", required=False)
 @click.option("--to", "to", help="send here instead of the user's alternateEmail")
+@click.option(
+    "--all-without-password",
+    "all_without_password",
+    is_flag=True,
+    help="every managed user who has no password yet, at their alternateEmail",
+)
+@click.option("--resend", is_flag=True, help="with --all-without-password: also those sent one")
+@click.option("--dry-run", is_flag=True, help="with --all-without-password: say who, send nothing")
 @with_appcontext
-def send_activation(user: str, to: str | None) -> None:
-    """Email USER (id or userName), who has no password yet, a link to choose one.
+def send_activation(
+    user: str | None, to: str | None, all_without_password: bool, resend: bool, dry_run: bool
+) -> None:
+    """Email USER (id or userName), who has no password yet, a link to choose one; or, with
+    --all-without-password, every managed user who has none.
 
     The link works once and expires after ACTIVATION_TTL_HOURS; sending again spends the
-    links sent before. The mail goes through the SMTP relay that SMTP_* configure."""
+    links sent before. The mail goes through MAIL_TRANSPORT: the SMTP relay of SMTP_*, or
+    Microsoft Graph as MAIL_SENDER. In bulk, users whose link still works are skipped unless
+    --resend, so a run that stopped can be run again."""
     from scim_server import activation, mail
 
-    settings = mail.SmtpSettings.from_env()
+    prog = "scim-server users send-activation"
+    if all_without_password == (user is not None):
+        raise click.UsageError("give USER or --all-without-password (one of them)")
+    if all_without_password and to:
+        raise click.UsageError("--to goes with USER, not with --all-without-password")
+    if user is not None and (resend or dry_run):
+        raise click.UsageError("--resend and --dry-run go with --all-without-password")
+    transport = None if dry_run else mail.transport_from_env()
+    per_minute = mail.rate_per_minute()
     require_head()
-    try:
-        sent = activation.send(user, to, settings)
-    except (activation.ActivationError, mail.MailError) as exc:
-        click.echo(f"scim-server users send-activation: {exc}", err=True)
+    if user is not None:
+        assert transport is not None
+        try:
+            sent = activation.send(user, to, transport)
+        except (activation.ActivationError, mail.MailError) as exc:
+            click.echo(f"{prog}: {exc}", err=True)
+            sys.exit(1)
+        click.echo(
+            f"Sent {user} an activation link at {sent.to}; it works once, until "
+            f"{sent.expires_at:%Y-%m-%d %H:%M} UTC."
+        )
+        return
+    if dry_run:
+        found = activation.candidates(resend=resend)
+        for c in found:
+            if c.skip is None:
+                click.echo(f"would send  {c.user_name} at {c.to}")
+            else:
+                click.echo(f"skip        {c.user_name}: {_skip_text(c)}")
+        would = sum(1 for c in found if c.skip is None)
+        skipped = [c for c in found if c.skip is not None]
+        click.echo(f"Dry run: would send {would}; {_skips_summary(skipped)}. Nothing was sent.")
+        return
+    assert transport is not None
+
+    def told(kind: str, c: activation.Candidate, detail: str) -> None:
+        if kind == "sent":
+            click.echo(f"sent        {c.user_name} at {detail}")
+        elif kind == "skip":
+            click.echo(f"skip        {c.user_name}: {_skip_text(c)}")
+        else:
+            click.echo(f"failed      {c.user_name}: {detail}", err=True)
+
+    report = activation.send_all(transport, resend=resend, per_minute=per_minute, on_result=told)
+    failed = f"; failed {len(report.failed)}" if report.failed else ""
+    click.echo(f"Sent {len(report.sent)}; {_skips_summary(report.skipped)}{failed}.")
+    if report.aborted is not None:
+        click.echo(
+            f"{prog}: stopped: {report.aborted}; {report.not_attempted} not attempted "
+            "(run the command again once fixed: it carries on where it stopped)",
+            err=True,
+        )
+    if report.failed:
         sys.exit(1)
-    click.echo(
-        f"Sent {user} an activation link at {sent.to}; it works once, until "
-        f"{sent.expires_at:%Y-%m-%d %H:%M} UTC."
-    )
+
+
+def _skip_text(candidate: Any) -> str:
+    from scim_server.activation import SKIP_HELP
+
+    text = SKIP_HELP[candidate.skip]
+    return f"{text}: {candidate.detail}" if candidate.detail else text
+
+
+def _skips_summary(skipped: list[Any]) -> str:
+    from scim_server.activation import SKIP_HELP, Skip
+
+    counts: dict[Skip, int] = {}
+    for c in skipped:
+        counts[c.skip] = counts.get(c.skip, 0) + 1
+    if not counts:
+        return "skipped 0"
+    parts = [f"{n} {SKIP_HELP[reason]}" for reason, n in sorted(counts.items(), key=_order)]
+    return f"skipped {len(skipped)} ({', '.join(parts)})"
+
+
+def _order(item: tuple[Any, int]) -> int:
+    from scim_server.activation import Skip
+
+    return list(Skip).index(item[0])
 
 
 @click.group("m365")

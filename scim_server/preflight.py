@@ -55,6 +55,7 @@ SMTP_VARIABLES = (
     "SMTP_PORT",
     "SMTP_FROM",
     "SMTP_STARTTLS",
+    "SMTP_SSL",
     "SMTP_USERNAME",
     "SMTP_PASSWORD",
     "SMTP_CA_BUNDLE",
@@ -69,7 +70,7 @@ def check(app: Flask, *, needs_target: bool = True) -> None:
     sealing.check_key()  # SCIM_ENCRYPTION_KEY
     sync_settings.from_env()  # M365_*
     check_graph()
-    check_smtp()
+    check_mail()
     check_database(app.config["SQLALCHEMY_DATABASE_URI"], app)
     graph_settings.sandbox_requested()  # GRAPH_SANDBOX's value, whatever the process
     if needs_target:
@@ -102,14 +103,16 @@ def check_graph() -> None:
         )
 
 
-def check_smtp() -> None:
-    """SMTP_* are optional (only activation emails need a relay), but once any is set they
-    must make a whole, valid relay configuration."""
-    if not any(os.environ.get(name) for name in SMTP_VARIABLES):
+def check_mail() -> None:
+    """MAIL_TRANSPORT and what it needs. SMTP_* are optional (only activation emails need a
+    relay), but once any is set they must make a whole, valid relay configuration; graph
+    needs MAIL_SENDER, an address, and a tenant's GRAPH_* settings."""
+    mail.rate_per_minute()
+    if mail.transport_name() == "graph" or os.environ.get("MAIL_SENDER", "").strip():
+        mail.settings_from_env()
         return
-    settings = mail.SmtpSettings.from_env()
-    if settings.ca_bundle is not None and not os.path.isfile(settings.ca_bundle):
-        raise ConfigError(f"SMTP_CA_BUNDLE is not a file: {settings.ca_bundle}")
+    if any(os.environ.get(name) for name in SMTP_VARIABLES):
+        mail.SmtpSettings.from_env()
 
 
 def check_database(url: str, app: Flask) -> None:

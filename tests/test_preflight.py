@@ -34,6 +34,11 @@ BAD = [
     ("GRAPH_CLIENT_SECRET", SECRET, "GRAPH_TENANT_ID"),  # a tenant's secret, no tenant
     ("SMTP_HOST", "smtp.example.com", "SMTP_FROM"),
     ("SMTP_STARTTLS", "maybe", "SMTP_STARTTLS"),
+    ("SMTP_SSL", "maybe", "SMTP_SSL"),
+    ("MAIL_TRANSPORT", "pigeon", "MAIL_TRANSPORT"),
+    ("MAIL_TRANSPORT", "graph", "MAIL_SENDER"),
+    ("MAIL_SENDER", "directory@example.com", "MAIL_TRANSPORT is smtp"),  # graph not chosen
+    ("MAIL_RATE_PER_MINUTE", "-1", "MAIL_RATE_PER_MINUTE"),
     ("DATABASE_URL", f"mysql://admin:{SECRET}@db.example.com/scim", "DATABASE_URL"),
     ("DATABASE_URL", f"postgresql://admin:{SECRET}@127.0.0.1:9/scim", "cannot reach"),
 ]
@@ -54,7 +59,9 @@ def base_env(tmp_path: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("M365_", "SCIM_", "PORTAL_", "GRAPH_", "SMTP_", "ACTIVATION_"))
+        if not k.startswith(
+            ("M365_", "SCIM_", "PORTAL_", "GRAPH_", "SMTP_", "MAIL_", "ACTIVATION_")
+        )
     }
     env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'preflight.sqlite3'}"
     return env
@@ -92,6 +99,41 @@ def test_the_worker_refuses_a_bad_setting_before_it_claims(
     base_env: dict[str, str], name: str, value: str, names: str
 ) -> None:
     _assert_one_line(_run([CLI, "worker"], {**base_env, name: value}), names)
+
+
+# Mail settings that are wrong only together (issue 16).
+MAIL_BAD = [
+    ({"MAIL_TRANSPORT": "graph", "MAIL_SENDER": "Directory <dir@example.com>"}, "MAIL_SENDER"),
+    ({"MAIL_TRANSPORT": "graph", "MAIL_SENDER": "no-at-sign"}, "must be an email address"),
+    ({"MAIL_TRANSPORT": "GRAPH", "MAIL_SENDER": "dir@example.com"}, "GRAPH_TENANT_ID"),
+    (
+        {
+            "SMTP_HOST": "smtp.example.com",
+            "SMTP_FROM": "d@example.com",
+            "SMTP_SSL": "true",
+            "SMTP_STARTTLS": "true",
+        },
+        "SMTP_SSL and SMTP_STARTTLS",
+    ),
+    (
+        {
+            "SMTP_HOST": "smtp.example.com",
+            "SMTP_FROM": "d@example.com",
+            "SMTP_STARTTLS": "false",
+            "SMTP_USERNAME": "relay",
+            "SMTP_PASSWORD": SECRET,
+        },
+        "SMTP_USERNAME",
+    ),
+]
+
+
+@pytest.mark.parametrize(("env", "names"), MAIL_BAD, ids=[b[1] for b in MAIL_BAD])
+def test_serve_refuses_mail_settings_that_do_not_fit(
+    base_env: dict[str, str], env: dict[str, str], names: str
+) -> None:
+    done = _run([CLI, "serve", "--port", str(_free_port()), "--sandbox"], {**base_env, **env})
+    _assert_one_line(done, names)
 
 
 @pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worker"]], ids=["serve", "worker"])

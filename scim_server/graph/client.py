@@ -514,6 +514,17 @@ class GraphClient:
             raise ValueError(f"members@odata.bind takes at most {BIND_LIMIT} members")
         return [self.object_url(i) for i in object_ids]
 
+    # ------------------------------------------------------------ mail
+
+    def send_mail(self, sender: str, body: dict[str, Any]) -> None:
+        """POST /users/{id | userPrincipalName}/sendMail (user-sendmail.md,
+        microsoftgraph/microsoft-graph-docs-contrib api-reference/v1.0/api/user-sendmail.md):
+        `body` is `{"message": …, "saveToSentItems": …}`; an app needs the application
+        permission Mail.Send. Success is 202 Accepted with no body: accepted for delivery,
+        which Exchange Online's own limits may still delay. Failures raise as every call's;
+        another 2xx is taken as accepted too (sending again could deliver the mail twice)."""
+        self.request("POST", f"/users/{quote(sender, safe='@')}/sendMail", json=body)
+
     # ------------------------------------------------------------ domains and batches
 
     def domains(self) -> list[dict[str, Any]]:

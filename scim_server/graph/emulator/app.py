@@ -33,6 +33,7 @@ from scim_server.graph.emulator.graph_api import (
     GraphRequest,
     GraphResponse,
     dispatch,
+    fault_error,
     parse_json,
     run_batch,
 )
@@ -170,6 +171,17 @@ def _control_blueprint(em: Emulator) -> Blueprint:
     @bp.delete("/faults")
     def clear_faults() -> Any:
         em.faults.clear()
+        return Response(status=204)
+
+    @bp.get("/mail")
+    def sent_mail() -> Any:
+        """What sendMail accepted, oldest first: each with its mailbox, recipients and the
+        message as sent (`message.body.content` holds the text)."""
+        return {"value": em.outbox.messages()}
+
+    @bp.delete("/mail")
+    def clear_mail() -> Any:
+        em.outbox.clear()
         return Response(status=204)
 
     @bp.post("/reset")
@@ -324,11 +336,7 @@ class FaultsAndLog:
                 [("Content-Type", "application/json"), *headers.items()],
             )
             return [body]
-        code = {429: "TooManyRequests", 503: "serviceNotAvailable"}.get(
-            fault.status, "generalException"
-        )
-        error = ServiceError("Injected fault.", code=code, status=fault.status, headers=headers)
-        return self._send(error, start_response)
+        return self._send(fault_error(fault, headers), start_response)
 
     @staticmethod
     def _send(error: GraphError, start_response: StartResponse) -> Iterable[bytes]:

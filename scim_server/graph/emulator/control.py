@@ -1,9 +1,10 @@
-"""Test-only controls: injected faults and the request log.
+"""Test-only controls: injected faults, the request log, and the mail sent.
 
 A fault is queued `count` times and taken by the next requests that match its method and path
-prefix. Kinds: `status` (answer with a Graph error of that status; 429 and 503 carry
-Retry-After), `timeout` (hold the request `seconds`, longer than the client's timeout, then 504)
-and `drop` (close the connection without an answer).
+prefix. Kinds: `status` (answer with a Graph error of that status, and of that `code` and
+`message` when given, e.g. 403 ErrorSendAsDenied; 429 and 503 carry Retry-After), `timeout`
+(hold the request `seconds`, longer than the client's timeout, then 504) and `drop` (close
+the connection without an answer).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class Fault:
     count: int = 1
     method: str | None = None
     path: str = "/"
+    code: str | None = None  # a status fault's error code; by default one for the status
+    message: str | None = None  # … and its message
 
     @classmethod
     def from_json(cls, data: Any) -> Fault:
@@ -75,6 +78,12 @@ class Fault:
             if not isinstance(method, str) or method.upper() not in HTTP_METHODS:
                 raise ValueError(f"method must be one of {', '.join(HTTP_METHODS)}")
             fault.method = method.upper()
+        for name in ("code", "message"):
+            if data.get(name) is not None:
+                value = data[name]
+                if not isinstance(value, str) or not value or len(value) > 1000:
+                    raise ValueError(f"{name} must be a non-empty string")
+                setattr(fault, name, value)
         if "path" in data:
             path = data["path"]
             if not isinstance(path, str) or not path.startswith("/"):
@@ -133,3 +142,24 @@ class RequestLog:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+
+class SentMail:
+    """The messages sendMail accepted, oldest first, for tests to read (GET /_emulator/mail)
+    and clear (DELETE). Kept in memory only, and at most `limit`."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._messages: deque[dict[str, Any]] = deque(maxlen=limit)
+        self._lock = threading.Lock()
+
+    def add(self, message: dict[str, Any]) -> None:
+        with self._lock:
+            self._messages.append(message)
+
+    def messages(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._messages)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._messages.clear()

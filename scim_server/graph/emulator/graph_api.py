@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -21,11 +23,13 @@ from werkzeug.exceptions import NotFound as RoutingNotFound
 from werkzeug.routing import Map, Rule
 
 from scim_server.graph.emulator import odata
+from scim_server.graph.emulator.control import Fault
 from scim_server.graph.emulator.errors import (
     BadRequest,
     FailedDependency,
     GraphError,
     MethodNotAllowed,
+    NotFound,
     ServiceError,
     TooManyRequests,
     resource_not_found,
@@ -331,6 +335,120 @@ def users_delta(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResp
     return GraphResponse(200, body)
 
 
+# ---------------------------------------------------------------------- mail
+# POST /users/{id | userPrincipalName}/sendMail: user-sendmail.md
+# (microsoftgraph/microsoft-graph-docs-contrib, api-reference/v1.0/api/user-sendmail.md).
+
+RECIPIENT_FIELDS = ("toRecipients", "ccRecipients", "bccRecipients")
+_MAIL_ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+
+
+def _invalid_recipients(detail: str) -> BadRequest:
+    """400 ErrorInvalidRecipients: Exchange's code for a recipient collection that is not
+    valid, "for example ... an item that has no recipients" (Exchange's ResponseCode
+    reference, https://learn.microsoft.com/exchange/client-developer/web-service-reference/responsecode,
+    whose codes Outlook's Graph API answers with)."""
+    return BadRequest(
+        f"At least one recipient isn't valid., {detail}", code="ErrorInvalidRecipients"
+    )
+
+
+def _addresses(message: dict[str, Any], name: str) -> list[str]:
+    value = message.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadRequest(f"Invalid value for property '{name}': a collection is expected.")
+    found = []
+    for entry in value:
+        email = entry.get("emailAddress") if isinstance(entry, dict) else None
+        address = email.get("address") if isinstance(email, dict) else None
+        if not isinstance(address, str) or not _MAIL_ADDRESS.match(address.strip()):
+            shown = address if isinstance(address, str) else ""
+            raise _invalid_recipients(
+                f"Recipient '{shown}' isn't resolved. All recipients must be resolved before a "
+                "message can be submitted."
+            )
+        found.append(address.strip())
+    return found
+
+
+def _save_to_sent_items(body: dict[str, Any]) -> bool:
+    """A Boolean, default true; the page's own example sends the string "false"."""
+    value = body.get("saveToSentItems", True)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, bool):
+        raise BadRequest("Invalid value for parameter 'saveToSentItems': a Boolean is expected.")
+    return value
+
+
+# Graph takes an action's name in any case: Microsoft's own pages write /me/sendmail
+# (concepts/outlook-send-mail-from-other-user.md) as well as /me/sendMail.
+@route("/users/<object_id>/sendmail", ["POST"])
+@route("/users/<object_id>/sendMail", ["POST"])
+def send_mail(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphResponse:
+    """202 and no body once the message is checked; it is kept for GET /_emulator/mail.
+
+    The sender must be a user of the tenant: an unknown one is 404 ErrorInvalidUser "The
+    requested user '…' is invalid." (what Graph answers, microsoftgraph/microsoft-graph-docs
+    #7580, on this page; the page itself documents no error but malformed MIME). Its
+    `accountEnabled` does not matter: a shared mailbox is a disabled account. A `from` other
+    than the mailbox is 403 ErrorSendAsDenied (concepts/outlook-send-mail-from-other-user.md):
+    the emulator grants no Send As."""
+    key = p["object_id"]
+    try:
+        mailbox = em.tenant.find(key, "user")
+    except NotFound:
+        raise NotFound(f"The requested user '{key}' is invalid.", code="ErrorInvalidUser") from None
+    body = _json_body(req)
+    message = body.get("message")
+    if not isinstance(message, dict):
+        # "message … Required." The page documents no error for its absence.
+        raise BadRequest("Invalid request body: 'message' is required.", code="ErrorInvalidRequest")
+    content = message.get("body")
+    if content is not None and not (
+        isinstance(content, dict)
+        and str(content.get("contentType", "text")).lower() in ("text", "html")
+        and isinstance(content.get("content", ""), str)
+    ):
+        raise BadRequest(
+            "Invalid value for property 'body': contentType must be Text or HTML and content "
+            "a string.",
+            code="ErrorInvalidRequest",
+        )
+    if not isinstance(message.get("subject", ""), (str, type(None))):
+        raise BadRequest("Invalid value for property 'subject'.", code="ErrorInvalidRequest")
+    recipients = {name: _addresses(message, name) for name in RECIPIENT_FIELDS}
+    if not any(recipients.values()):
+        raise _invalid_recipients("The message has no recipients.")
+    save = _save_to_sent_items(body)
+    own = {
+        str(mailbox.props["userPrincipalName"]).lower(),
+        str(mailbox.props.get("mail") or "").lower(),
+    }
+    sender = message.get("from")
+    email = sender.get("emailAddress") if isinstance(sender, dict) else None
+    sender_address = email.get("address") if isinstance(email, dict) else None
+    if sender is not None and not isinstance(sender_address, str):
+        raise BadRequest("Invalid value for property 'from'.", code="ErrorInvalidRequest")
+    if isinstance(sender_address, str) and sender_address.strip().lower() not in own:
+        raise GraphError(FAULT_MESSAGES["ErrorSendAsDenied"], code="ErrorSendAsDenied", status=403)
+    em.outbox.add(
+        {
+            "id": str(uuid.uuid4()),
+            "mailbox": mailbox.props["userPrincipalName"],
+            "mailboxId": mailbox.id,
+            "sentDateTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "saveToSentItems": save,
+            "request_id": req.request_id,
+            **recipients,
+            "message": message,
+        }
+    )
+    return GraphResponse(202)
+
+
 # ---------------------------------------------------------------------- groups
 
 
@@ -481,10 +599,40 @@ _MAP = Map(_RULES, strict_slashes=False, merge_slashes=False)
 
 
 def _throttle(em: Emulator, req: GraphRequest) -> None:
-    if req.method in WRITE_METHODS:
+    if req.method == "POST" and req.path.lower().endswith("/sendmail"):
+        # Outlook's budget, per app and mailbox; not the directory's writes.
+        mailbox = req.path.split("/")[2].lower()
+        wait = em.mail_budgets.bucket(req.app_id, mailbox).take()
+        if wait is not None:
+            raise TooManyRequests(wait)
+    elif req.method in WRITE_METHODS:
         wait = em.budgets.bucket(req.app_id, em.tenant.tenant_id).take()
         if wait is not None:
             raise TooManyRequests(wait)
+
+
+def fault_error(fault: Fault, headers: dict[str, str]) -> GraphError:
+    """The Graph error an injected status fault answers: its own code and message, or the
+    usual ones for its status (a documented message for a known code)."""
+    code = fault.code or {
+        429: "TooManyRequests",
+        503: "serviceNotAvailable",
+        504: "gatewayTimeout",
+    }.get(fault.status, "generalException")
+    message = fault.message or FAULT_MESSAGES.get(code, "Injected fault.")
+    return ServiceError(message, code=code, status=fault.status, headers=headers)
+
+
+# Messages Graph documents for codes a test may inject.
+FAULT_MESSAGES = {
+    # concepts/outlook-send-mail-from-other-user.md, "Unsuccessful attempt to send without
+    # permissions"
+    "ErrorSendAsDenied": "The user account which was used to submit this request does not "
+    "have the right to send mail on behalf of the specified sending account. Cannot submit "
+    "message.",
+    # concepts/auth-limit-mailbox-access.md, "Handling API errors"
+    "ErrorAccessDenied": "Access to OData is disabled.",
+}
 
 
 def _fault(em: Emulator, req: GraphRequest) -> None:
@@ -493,13 +641,7 @@ def _fault(em: Emulator, req: GraphRequest) -> None:
         headers = {}
         if fault.status in (429, 503) or fault.retry_after is not None:
             headers["Retry-After"] = str(fault.retry_after or 1)
-        code = {429: "TooManyRequests", 503: "serviceNotAvailable", 504: "gatewayTimeout"}
-        raise ServiceError(
-            "Injected fault.",
-            code=code.get(fault.status, "generalException"),
-            status=fault.status,
-            headers=headers,
-        )
+        raise fault_error(fault, headers)
 
 
 def dispatch(em: Emulator, req: GraphRequest) -> GraphResponse:

@@ -15,6 +15,7 @@ from cryptography import x509
 from scim_server.graph.emulator.control import (
     FaultQueue,
     RequestLog,
+    SentMail,
     checked_int,
     checked_number,
 )
@@ -24,6 +25,8 @@ from scim_server.graph.emulator.throttle import Budgets
 from scim_server.graph.emulator.tokens import SigningKeys, TokenIssuer
 
 MAX_REPLICATION_LAG = 86_400.0  # seconds
+MAIL_BUDGET = 10_000
+MAIL_WINDOW = 600.0  # seconds
 MAX_WRITE_WINDOW = 86_400.0  # seconds
 
 
@@ -64,6 +67,11 @@ class Emulator:
             options.tenant_id, build_domains(options), replication_lag=options.replication_lag
         )
         self.budgets = Budgets(options.write_budget, options.write_window)
+        # Outlook's own budget, apart from the directory's: 10,000 requests per 10 minutes
+        # per app and mailbox (https://learn.microsoft.com/graph/throttling-limits,
+        # "Outlook service limits").
+        self.mail_budgets = Budgets(MAIL_BUDGET, MAIL_WINDOW)
+        self.outbox = SentMail()
         self.faults = FaultQueue()
         self.log = RequestLog()
         self.issuer = TokenIssuer()
@@ -91,12 +99,11 @@ class Emulator:
 
     def reset(self) -> None:
         with self.lock:
-            self.tenant.objects.clear()
-            self.tenant.deleted.clear()
-            self.tenant.changes.clear()
-            self.tenant.seq = 0
+            self.tenant.clear()
+            self.outbox.clear()
             self.tenant.replication_lag = self.options.replication_lag
             self.budgets.configure(self.options.write_budget, self.options.write_window)
+            self.mail_budgets.configure(MAIL_BUDGET, MAIL_WINDOW)
             self.faults.clear()
             self.log.clear()
             self.persist()

@@ -218,6 +218,27 @@ class Tenant:
         self.deleted: dict[str, Obj] = {}
         self.changes: list[tuple[int, str]] = []  # (seq, user id) for users/delta
         self.seq = 0
+        # Live users by lower-cased userPrincipalName: a UPN in a URL (/users/{upn}/…, as
+        # sendMail and $ref bindings use) or a sign-in is found without a scan of the tenant.
+        self._by_upn: dict[str, str] = {}
+
+    def clear(self) -> None:
+        """An empty tenant (the control endpoint's reset)."""
+        self.objects.clear()
+        self.deleted.clear()
+        self.changes.clear()
+        self._by_upn.clear()
+        self.seq = 0
+
+    def _index(self, obj: Obj) -> None:
+        if obj.kind == "user":
+            self._by_upn[obj.props["userPrincipalName"].lower()] = obj.id
+
+    def _unindex(self, obj: Obj) -> None:
+        if obj.kind == "user":
+            key = obj.props["userPrincipalName"].lower()
+            if self._by_upn.get(key) == obj.id:
+                del self._by_upn[key]
 
     # ------------------------------------------------------------------ lookups
     def _visible(self, obj: Obj) -> bool:
@@ -241,11 +262,9 @@ class Tenant:
         return self.find(key, {"users": "user", "groups": "group"}.get(collection))
 
     def _user_by_upn(self, upn: str) -> Obj | None:
-        lowered = upn.lower()
-        for obj in self.objects.values():
-            if obj.kind == "user" and obj.props["userPrincipalName"].lower() == lowered:
-                return obj
-        return None
+        found = self._by_upn.get(upn.lower())
+        obj = self.objects.get(found) if found is not None else None
+        return obj if obj is not None and obj.kind == "user" else None
 
     def listing(self, kind: str) -> list[Obj]:
         return [o for o in self.objects.values() if o.kind == kind and self._visible(o)]
@@ -358,6 +377,7 @@ class Tenant:
         )
         obj = Obj(props["id"], "user", props, now, password_hash, force)
         self.objects[obj.id] = obj
+        self._index(obj)
         self._record_change(obj)
         return obj
 
@@ -375,9 +395,11 @@ class Tenant:
         if "passwordProfile" in body:
             obj.password_hash, obj.force_change = self._password(body["passwordProfile"], domain)
             obj.props["lastPasswordChangeDateTime"] = _iso(self.clock())
+        self._unindex(obj)
         for name, value in body.items():
             if name != "passwordProfile":
                 obj.props[name] = copy.deepcopy(value)
+        self._index(obj)
         self._record_change(obj)
 
     def revoke_sessions(self, object_id: str) -> None:
@@ -395,6 +417,7 @@ class Tenant:
             if other.manager_id == obj.id:
                 other.manager_id = None
         del self.objects[obj.id]
+        self._unindex(obj)
         if obj.kind == "user":
             obj.deleted_at = self.clock()
             obj.props["deletedDateTime"] = _iso(obj.deleted_at)
@@ -416,6 +439,7 @@ class Tenant:
         obj.deleted_at = None
         obj.props["deletedDateTime"] = None
         self.objects[obj.id] = obj
+        self._index(obj)
         for group_id in obj.member_of:
             group = self.objects.get(group_id)
             if group is not None and obj.id not in group.members:
@@ -595,6 +619,9 @@ class Tenant:
 
     def load(self, data: dict[str, Any]) -> None:
         self.objects = {o["id"]: Obj(**o) for o in data["objects"]}
+        self._by_upn = {}
+        for obj in self.objects.values():
+            self._index(obj)
         self.deleted = {o["id"]: Obj(**o) for o in data["deleted"]}
         self.changes = [(int(s), str(i)) for s, i in data["changes"]]
         self.seq = int(data["seq"])
