@@ -93,6 +93,8 @@ class Emulator:
             self.tenant.objects.clear()
             self.tenant.deleted.clear()
             self.tenant.changes.clear()
+            self.tenant.group_changes.clear()
+            self.tenant.member_changes.clear()
             self.tenant.seq = 0
             self.tenant.replication_lag = self.options.replication_lag
             self.budgets.configure(self.options.write_budget, self.options.write_window)
