@@ -8,6 +8,7 @@ directory-deleteditems-restore (learn.microsoft.com/graph/api/…).
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -376,3 +377,45 @@ def test_two_workers_on_postgresql_never_run_a_round_at_once(
         thread.join(60)
     assert not overlaps
     assert len(ran) >= 2
+
+
+def test_drift_is_visible_in_status_metrics_logs_and_the_m365_extension(
+    tenant: Tenant,
+    make_drift: MakeDrift,
+    app: Flask,
+    scim: ScimClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    drift = make_drift()
+    drift.run_if_due(force=True)
+    _edit(tenant)
+    _password(tenant)
+    caplog.set_level("INFO", logger="scim_server.drift")
+    drift.run_if_due(force=True)
+    assert tenant.worker.drain()
+    lines = [r.getMessage() for r in caplog.records if r.name == "scim_server.drift"]
+    found = [line for line in lines if line.startswith("drift found")]
+    assert len(found) == 2  # one line per drifted attribute, with both values
+    assert any("attribute=jobTitle m365='Hacker' directory='Engineer'" in line for line in found)
+    assert all(STRONG_PASSWORD not in line and "Other-Pass" not in line for line in lines)
+
+    metrics = app.test_client().get("/metrics").get_data(as_text=True)
+    assert 'scim_drift_detected_total{kind="attribute"} 1.0' in metrics
+    assert 'scim_drift_repaired_total{kind="attribute"} 1.0' in metrics
+    assert 'scim_drift_detected_total{kind="password"} 1.0' in metrics
+
+    runner = app.test_cli_runner()
+    status = runner.invoke(args=["sync", "status"])
+    assert status.exit_code == 0, status.output
+    assert "Drift (M365_DRIFT=repair): found 1 attribute, 1 password" in status.output
+    assert "Drift repaired: 1 attribute, 1 password" in status.output
+    facts = runner.invoke(args=["sync", "status", "--json"])
+    drift_facts = json.loads(facts.output)["drift"]
+    assert drift_facts["detected"] == {"attribute": 1, "password": 1}
+    assert drift_facts["rounds"][0]["last_round"]["found"] == {"attribute": 1, "password": 1}
+
+    m365 = "urn:ietf:params:scim:schemas:extension:m365:2.0:User"
+    doc = scim.get(f"/Users/{tenant.adele['id']}?attributes={m365}").get_json()[m365]
+    assert doc["lastDriftAt"].endswith("Z") and doc["passwordState"] == "drifted"
+    other = scim.get(f"/Users/{tenant.boss['id']}?attributes={m365}").get_json()[m365]
+    assert "lastDriftAt" not in other

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from sqlalchemy import CursorResult, Insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 from models import DriftCount, DriftState, utcnow
 
@@ -136,7 +136,7 @@ def count(session: Session, column: str, kinds: Mapping[str, int]) -> None:
         )
 
 
-def counts(session: Session) -> dict[str, dict[str, int]]:
+def counts(session: Session | scoped_session[Any]) -> dict[str, dict[str, int]]:
     """{"detected": {kind: n}, "repaired": {kind: n}}."""
     out: dict[str, dict[str, int]] = {"detected": {}, "repaired": {}}
     for kind, detected, repaired in session.execute(
@@ -149,7 +149,7 @@ def counts(session: Session) -> dict[str, dict[str, int]]:
     return out
 
 
-def rounds(session: Session) -> list[dict[str, Any]]:
+def rounds(session: Session | scoped_session[Any]) -> list[dict[str, Any]]:
     """The targets' last rounds, for `sync status`."""
     out = []
     for row in session.scalars(select(DriftState).order_by(DriftState.target)):
