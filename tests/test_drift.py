@@ -13,6 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -419,3 +420,26 @@ def test_drift_is_visible_in_status_metrics_logs_and_the_m365_extension(
     assert doc["lastDriftAt"].endswith("Z") and doc["passwordState"] == "drifted"
     other = scim.get(f"/Users/{tenant.boss['id']}?attributes={m365}").get_json()[m365]
     assert "lastDriftAt" not in other
+
+
+def test_a_worker_runs_its_first_round_an_interval_after_it_starts(
+    tenant: Tenant, make_drift: MakeDrift, sessions: Callable[[], Session]
+) -> None:
+    from scim_server.drift.schedule import Scheduler
+
+    drift = make_drift()
+    drift.settings = replace(drift.settings, interval_minutes=0.02)  # 1.2 s
+    scheduler = Scheduler(drift, check_seconds=0.1)
+    stop = threading.Event()
+    scheduler.start(stop)
+    try:
+        time.sleep(0.5)
+        assert state.links(sessions, "sandbox") == state.Links(None, None)  # nothing yet
+        deadline = time.monotonic() + 20
+        while state.links(sessions, "sandbox").users is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert state.links(sessions, "sandbox").users is not None
+    finally:
+        stop.set()
+        scheduler.join(5)
+    assert scheduler.thread is not None and not scheduler.thread.is_alive()

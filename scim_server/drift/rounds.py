@@ -15,6 +15,7 @@ before it: an object whose link changed after the round began is left for the ne
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -42,6 +43,11 @@ GROUP_CHUNK = 100
 
 class LeaseLost(RuntimeError):
     """Another worker holds the round's lease now (ours ran out): this round stops."""
+
+
+class Stopped(RuntimeError):
+    """The process is stopping: the round ends before its next request (its delta links
+    are not kept, so the next round reads the same changes again)."""
 
 
 @dataclass
@@ -103,6 +109,7 @@ class Drift:
         self.clock = clock
         self.pacer = Pacer(settings.read_rate, clock=time.monotonic, sleep=sleep)
         self.progress = progress
+        self.stop: threading.Event | None = None  # set: stop before the next request
 
     @property
     def interval(self) -> float:
@@ -127,6 +134,10 @@ class Drift:
             return None
         try:
             result = self.run_round()
+        except Stopped:
+            # Still due: another worker (or this one restarted) runs it at its next look.
+            state.release(self.sessions, self.target, self.holder)
+            raise
         except BaseException:
             state.release(
                 self.sessions, self.target, self.holder, next_round_at=self.clock() + self.interval
@@ -140,6 +151,8 @@ class Drift:
         pages = [0]
 
         def pace() -> None:
+            if self.stop is not None and self.stop.is_set():
+                raise Stopped("stopping")
             self.pacer.acquire(1.0)
             until = self.clock() + self.settings.lease_seconds
             if not state.renew(self.sessions, self.target, self.holder, until):
