@@ -443,3 +443,83 @@ def test_a_worker_runs_its_first_round_an_interval_after_it_starts(
         stop.set()
         scheduler.join(5)
     assert scheduler.thread is not None and not scheduler.thread.is_alive()
+
+
+def _outbox_and_links(sessions: Callable[[], Session]) -> tuple[int, list[tuple[Any, ...]]]:
+    from sqlalchemy import func
+
+    from models import OutboxEvent
+
+    with sessions() as session:
+        events = session.scalar(select(func.count()).select_from(OutboxEvent)) or 0
+        links = [
+            (r.resource_id, r.object_id, r.state, r.synced, r.updated_at)
+            for r in session.scalars(select(M365Link).order_by(M365Link.resource_id))
+        ]
+    return events, links
+
+
+def test_m365_plan_lists_what_the_directory_would_change_and_writes_nothing(
+    tenant: Tenant,
+    tenant_env: RunningEmulator,
+    app: Flask,
+    scim: ScimClient,
+    sessions: Callable[[], Session],
+) -> None:
+    newcomer = scim.user("newcomer@example.com")  # not delivered yet: a create
+    _edit(tenant)
+    _disable(tenant)
+    _add_stranger(tenant)
+    tenant.admin("DELETE", f"/users/{tenant.object_id(tenant.boss['id'])}")
+    before = _outbox_and_links(sessions)
+    runner = app.test_cli_runner()
+    printed = runner.invoke(args=["m365", "plan"])
+    assert printed.exit_code == 0, printed.output
+    lines = printed.output.splitlines()
+    assert "create user newcomer@example.com" in lines
+    assert "update user adele@example.com: jobTitle: 'Hacker' → 'Engineer'" in lines
+    assert "update user adele@example.com: accountEnabled: False → True" in lines
+    assert "restore user boss@example.com" in lines
+    # M365 dropped adele's manager with the account: it is set again.
+    boss = tenant.object_id(tenant.boss["id"])
+    assert f"update user adele@example.com: manager: None → {boss!r}" in lines
+    assert f"remove member {tenant.stranger} from group Engineers" in lines  # type: ignore[attr-defined]
+    assert lines[-1] == (
+        "Totals: 1 create, 3 update, 0 disable, 1 restore, 0 add member, 1 remove member"
+    )
+    as_json = json.loads(runner.invoke(args=["m365", "plan", "--json"]).output)
+    assert as_json["totals"]["update"] == 3 and as_json["totals"]["restore"] == 1
+    assert {c["resource_id"] for c in as_json["changes"] if c["action"] == "create"} == {
+        newcomer["id"]
+    }
+    assert _outbox_and_links(sessions) == before  # a dry run: nothing written
+
+    # The directory disables a user; M365 still has it enabled: the plan says disable.
+    ops = [{"op": "replace", "path": "active", "value": False}]
+    scim.patch(f"/Users/{tenant.adele['id']}", {"schemas": [PATCH_OP], "Operations": ops})
+    tenant.admin(
+        "PATCH", f"/users/{tenant.object_id(tenant.adele['id'])}", json={"accountEnabled": True}
+    )
+    lines = runner.invoke(args=["m365", "plan"]).output.splitlines()
+    assert "disable user adele@example.com" in lines
+
+
+def test_m365_reconcile_runs_one_round_now(
+    tenant: Tenant,
+    tenant_env: RunningEmulator,
+    app: Flask,
+    sessions: Callable[[], Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runner = app.test_cli_runner()
+    first = runner.invoke(args=["m365", "reconcile"])
+    assert first.exit_code == 0, first.output
+    assert "Read 2 users and 1 groups" in first.output and "no drift" in first.output
+    _edit(tenant)
+    second = runner.invoke(args=["m365", "reconcile"])
+    assert second.exit_code == 0, second.output
+    assert "1 attribute" in second.output and "in the outbox" in second.output
+    assert tenant.worker.drain()
+    _edit_repaired(tenant, True)
+    monkeypatch.setenv("M365_DRIFT", "off")
+    assert runner.invoke(args=["m365", "reconcile"]).exit_code == 2

@@ -46,7 +46,7 @@ class Link:
         return self.state in MANAGED_STATES
 
 
-def _link(row: M365Link) -> Link:
+def link_of(row: M365Link) -> Link:
     return Link(
         row.resource_type,
         row.resource_id,
@@ -65,7 +65,7 @@ def links_by_object(session: Session, object_ids: Iterable[str]) -> dict[str, Li
     out: dict[str, Link] = {}
     for chunk in chunks(object_ids):
         for row in session.scalars(select(M365Link).where(M365Link.object_id.in_(chunk))):
-            out[str(row.object_id)] = _link(row)
+            out[str(row.object_id)] = link_of(row)
     return out
 
 
@@ -80,7 +80,7 @@ def links_by_resource(session: Session, resource_ids: Iterable[str]) -> dict[str
                 M365Link.object_id.is_not(None),
             )
         ):
-            out[row.resource_id] = _link(row)
+            out[row.resource_id] = link_of(row)
     return out
 
 

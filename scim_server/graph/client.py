@@ -421,6 +421,22 @@ class GraphClient:
         path = f"/directory/deletedItems/{quote(object_id, safe='')}/restore"
         return self._json(self.request("POST", path))
 
+    def deleted_user_ids(self, pace: Callable[[], None] | None = None) -> Iterator[str]:
+        """The ids of the users in directory/deletedItems, restorable (directory-deleteditems-
+        list: `GET /directory/deletedItems/microsoft.graph.user`)."""
+        if pace is not None:
+            pace()
+        page = self._get("/directory/deletedItems/microsoft.graph.user", {"$select": "id"})
+        while True:
+            for user in page.get("value") or []:
+                yield str(user["id"])
+            link = page.get("@odata.nextLink")
+            if not link:
+                return
+            if pace is not None:
+                pace()
+            page = self._get(str(link))
+
     def revoke_sign_in_sessions(self, user_id: str) -> None:
         """POST /users/{id}/revokeSignInSessions (user-revokesigninsessions)."""
         self.request("POST", f"/users/{quote(user_id, safe='')}/revokeSignInSessions")
