@@ -352,6 +352,9 @@ def m365_plan(as_json: bool) -> None:
         read[0] += 1
         pages("the tenant", read[0])
 
+    from flask import g
+
+    g.read_phase = True  # on SQLite, a reading transaction: writers go on meanwhile (db.py)
     try:
         made = plan.make(
             db.session(), client, found.domains, sync_from_env().usage_location, pace=pace
@@ -362,6 +365,7 @@ def m365_plan(as_json: bool) -> None:
         sys.exit(2)
     finally:
         db.session.rollback()  # it only read
+        g.read_phase = False
         if where.emulator is not None:
             where.emulator.stop()
     pages.done()

@@ -150,6 +150,20 @@ def test_a_synced_directory_has_no_drift_and_a_quiet_round_costs_two_requests(
     quiet = drift.run_if_due(force=True)
     assert quiet is not None and not quiet.full and quiet.findings == []
     assert quiet.graph_requests == 2  # one users/delta page, one groups/delta page
+    # What the sync itself changes in M365 comes in the next delta, and is not drift.
+    ops = [{"op": "replace", "path": "title", "value": "Director"}]
+    tenant.scim.patch(f"/Users/{tenant.boss['id']}", {"schemas": [PATCH_OP], "Operations": ops})
+    tenant.scim.patch(
+        f"/Groups/{tenant.group['id']}",
+        {
+            "schemas": [PATCH_OP],
+            "Operations": [{"op": "remove", "path": f'members[value eq "{tenant.adele["id"]}"]'}],
+        },
+    )
+    assert tenant.worker.drain()
+    synced = drift.run_if_due(force=True)
+    assert synced is not None and synced.users_read == 1 and synced.groups_read == 1
+    assert synced.findings == []
     assert _counts(sessions) == {"detected": {}, "repaired": {}}
 
 

@@ -11,10 +11,12 @@ write budget, retried, and a dead letter with its reason when it keeps failing.
 - the manager: the link's `manager_id` takes M365's (its object id, which no directory id
   equals, or none); the delivery sets the directory's manager again, or removes it;
 - a deleted user: `drift_restore`; the worker restores it from directory/deletedItems
-  (directory-deleteditems-restore), or, once it cannot be (purged, past 30 days), creates
+  (directory-deleteditems-restore: "A recently deleted item will remain available for up to
+  30 days"), or, once it cannot be (purged, past 30 days), creates
   it again and binds it;
-- a deleted group: security groups cannot be restored (directory-deleteditems-restore), so
-  the link forgets the object and the delivery creates the group again with its members;
+- a deleted group: security groups cannot be restored (directory-deleteditems-restore: "This
+  is not applicable to security groups, which are deleted permanently"), so the link
+  forgets the object and the delivery creates the group again with its members;
 - members added or removed in M365: a delivery that makes the group's members the
   directory's (`replace_all`): the strangers removed, the missing added back;
 - a password changed in M365: `passwordState: drifted`; the user's next portal sign-in sets
