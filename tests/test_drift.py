@@ -537,3 +537,48 @@ def test_m365_reconcile_runs_one_round_now(
     _edit_repaired(tenant, True)
     monkeypatch.setenv("M365_DRIFT", "off")
     assert runner.invoke(args=["m365", "reconcile"]).exit_code == 2
+
+
+def test_a_user_purged_from_deleted_items_is_created_again_and_bound(
+    tenant: Tenant, make_drift: MakeDrift
+) -> None:
+    drift = make_drift()
+    drift.run_if_due(force=True)
+    gone = tenant.object_id(tenant.adele["id"])
+    tenant.admin("DELETE", f"/users/{gone}")
+    tenant.admin("DELETE", f"/directory/deletedItems/{gone}")  # purged: no restore possible
+    result = drift.run_if_due(force=True)
+    assert result is not None and result.found() == {"user_deleted": 1}
+    assert tenant.worker.drain()
+    again = tenant.object_id(tenant.adele["id"])
+    assert again != gone
+    m365 = tenant.m365(again)
+    assert m365 is not None and m365["userPrincipalName"] == "adele@example.com"
+    assert m365["jobTitle"] == "Engineer" and m365["managerId"] == tenant.object_id(
+        tenant.boss["id"]
+    )
+    group = tenant.m365_group("Engineers")
+    assert group is not None and again in group["members"]
+    link = tenant.link(tenant.adele["id"])
+    assert link is not None and link.state == "synced"
+
+
+def test_a_repair_that_fails_is_a_dead_letter_with_the_reason(
+    tenant: Tenant, make_drift: MakeDrift, graph_emulator: RunningEmulator, app: Flask
+) -> None:
+    from scim_server.sync import store
+
+    drift = make_drift()
+    drift.run_if_due(force=True)
+    _delete_user(tenant)
+    assert drift.run_if_due(force=True) is not None
+    graph_emulator.fault(kind="status", status=403, path="/v1.0/directory/deletedItems", count=20)
+    assert tenant.worker.drain()
+    with app.app_context():
+        assert store.backlog().get("dead") == 1
+    link = tenant.link(tenant.adele["id"])
+    assert link is not None and link.state == "error" and link.last_error
+    runner = app.test_cli_runner()
+    status = runner.invoke(args=["sync", "status"]).output
+    assert "Dead letters" in status and tenant.adele["id"] in status
+    assert "Drift repaired: none" in status  # found, not repaired
