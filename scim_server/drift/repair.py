@@ -157,10 +157,12 @@ def restore_user(
     delivery (retried, then a dead letter with the reason)."""
     from scim_server.sync import store
 
+    if link is None or not link.object_id:
+        return link  # not in M365 (yet): nothing to restore, and no read
     restores = [
         p for _i, kind, p in store.pending_through("User", user_id, upto) if kind == RESTORE
     ]
-    if not restores or link is None or not link.object_id:
+    if not restores:
         return link
     if link.object_id != restores[-1].get("object_id"):
         return link  # bound to another account since: nothing to restore
