@@ -579,9 +579,10 @@ class GraphClient:
         self.request("DELETE", path)
 
     def member_ids(self, group_id: str) -> Iterator[str]:
-        """Every member's id, page by page (group-list-members)."""
+        """Every member's id, page by page (group-list-members), 999 a page (`$top`: 100 by
+        default), so a drift repair of a 2,000-member group reads it in 3 pages, not 20."""
         path = f"/groups/{quote(group_id, safe='')}/members"
-        for page in self._pages(path, {"$select": "id"}):
+        for page in self._pages(path, {"$select": "id", "$top": "999"}):
             for member in page.get("value") or []:
                 yield str(member["id"])
 
