@@ -10,10 +10,12 @@ Pages followed:
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
 from typing import Any
 
 from scim_server.graph.client import GraphClient
-from tests.graph_emulator import RunningEmulator
+from tests.graph_emulator import RunningEmulator, run_emulator
 from tests.test_graph_client_contract import settings_for
 
 
@@ -133,5 +135,31 @@ def test_the_client_follows_group_delta_rounds(graph_emulator: RunningEmulator) 
     client.add_member(group["id"], user["id"])
     later = client.groups_delta(first.delta_link)
     assert later.items[0]["members@delta"] == [
+        {"@odata.type": "#microsoft.graph.user", "id": user["id"]}
+    ]
+
+
+def test_a_delta_link_outlives_a_restart_of_the_sandbox(tmp_path: Path) -> None:
+    """The sandbox keeps its tenant in a file: the change logs behind both delta queries
+    are kept with it, so a worker's saved delta links still work after a restart."""
+    options: dict[str, Any] = {
+        "state_file": tmp_path / "tenant.sqlite3",
+        "tenant_id": str(uuid.uuid4()),
+        "client_id": "app",
+        "client_secret": "s3cret-value",
+    }
+    with run_emulator(**options) as first:
+        user = first.create_user("kept")
+        group = first.create_group("kept")
+        _, users_link = _round(first, "/users/delta")
+        _, groups_link = _round(first, "/groups/delta")
+        first.graph("POST", f"/groups/{group['id']}/members/$ref", json=first.ref(user["id"]))
+        first.graph("PATCH", f"/users/{user['id']}", json={"jobTitle": "Kept"})
+    with run_emulator(**options) as second:
+        base = first.graph_url
+        users, _ = _round(second, users_link.replace(base, second.graph_url))
+        groups, _ = _round(second, groups_link.replace(base, second.graph_url))
+    assert [u["jobTitle"] for u in users] == ["Kept"]
+    assert groups[0]["members@delta"] == [
         {"@odata.type": "#microsoft.graph.user", "id": user["id"]}
     ]
