@@ -2,6 +2,7 @@
 
 from models.base import Base, utcnow
 from models.directory import Group, GroupMember, User, UserValue
+from models.drift import DriftCount, DriftState
 from models.outbox import OutboxEvent
 from models.portal import ActivationToken, LoginThrottle
 from models.sync import M365Link, SyncBudget, SyncWorker
@@ -11,6 +12,8 @@ __all__ = [
     "ActivationToken",
     "ApiToken",
     "Base",
+    "DriftCount",
+    "DriftState",
     "Group",
     "GroupMember",
     "LoginThrottle",

@@ -23,7 +23,7 @@ class M365Link(Base):
     resource_type: Mapped[str] = mapped_column(String(16), primary_key=True)  # User | Group
     resource_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     object_id: Mapped[str | None] = mapped_column(String(64))
-    # pending | synced | out_of_scope | conflict | error
+    # pending | creating | synced | out_of_scope | conflict | error | unbound
     state: Mapped[str] = mapped_column(String(16), default="pending")
     # The Graph properties last delivered (users) or the displayName (groups).
     synced: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -37,6 +37,8 @@ class M365Link(Base):
     password_state: Mapped[str | None] = mapped_column(String(16))
     password_synced_at: Mapped[datetime | None] = mapped_column(DateTime)
     password_stamp: Mapped[str | None] = mapped_column(String(40))
+    # When drift detection last found M365 differing from what the directory sent.
+    drift_found_at: Mapped[datetime | None] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 

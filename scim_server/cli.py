@@ -461,7 +461,7 @@ def _order(item: tuple[Any, int]) -> int:
 
 @click.group("m365")
 def m365() -> None:
-    """Bind and release Microsoft 365 accounts."""
+    """Bind and release Microsoft 365 accounts; plan and reconcile drift."""
 
 
 @m365.command("import")
@@ -530,6 +530,161 @@ def m365_import(domains: tuple[str, ...], bind: bool, dry_run: bool, yes: bool) 
         click.echo("Done: the sync worker now sends the directory's values to each bound account.")
     else:
         click.echo("Done. Run again with --bind to take the accounts over.")
+
+
+class _Pages:
+    """A line on stderr that counts the Graph pages read, when stderr is a terminal."""
+
+    def __init__(self) -> None:
+        self.shown = sys.stderr.isatty()
+        self.dirty = False
+
+    def __call__(self, label: str, pages: int) -> None:
+        if self.shown:
+            click.echo(f"\rReading {label} from Microsoft 365: {pages} pages", nl=False, err=True)
+            self.dirty = True
+
+    def done(self) -> None:
+        if self.dirty:
+            click.echo("", err=True)
+            self.dirty = False
+
+
+def _drift_target() -> tuple[Any, Any, Any]:
+    """(the target, a Graph client on it, its checked scope): the tenant of GRAPH_*, or the
+    sandbox tenant (GRAPH_SANDBOX); stop the target's emulator when done."""
+    from scim_server.graph.client import GraphClient
+    from scim_server.sync import runtime
+    from scim_server.sync.settings import from_env as sync_from_env
+    from scim_server.sync.worker import scope
+
+    sync = sync_from_env()
+    where = runtime.target(current_app, sync)
+    client = GraphClient(where.settings)
+    try:
+        found = scope(client, sync.sync_domains)
+    except BaseException:
+        if where.emulator is not None:
+            where.emulator.stop()
+        raise
+    return where, client, found
+
+
+@m365.command("plan")
+@click.option("--json", "as_json", is_flag=True, help="the plan as JSON")
+@with_appcontext
+def m365_plan(as_json: bool) -> None:
+    """Everything the directory would change in Microsoft 365 now (a dry run: creates,
+    updates with M365's value and the directory's, disables, restores, member changes,
+    totals). Reads the tenant and the directory; writes nothing."""
+    from scim_server.db import db
+    from scim_server.drift import plan
+    from scim_server.drift.settings import from_env as drift_from_env
+    from scim_server.graph.errors import GraphError
+    from scim_server.sync.pacer import Pacer
+    from scim_server.sync.settings import from_env as sync_from_env
+    from scim_server.sync.worker import ScopeError
+
+    require_head()
+    drift = drift_from_env()
+    pages = _Pages()
+    try:
+        where, client, found = _drift_target()
+    except (GraphError, ScopeError) as exc:
+        click.echo(f"scim-server m365 plan: {exc}", err=True)
+        sys.exit(2)
+    pacer = Pacer(drift.read_rate)
+    read = [0]
+
+    def pace() -> None:
+        pacer.acquire(1.0)
+        read[0] += 1
+        pages("the tenant", read[0])
+
+    from flask import g
+
+    g.read_phase = True  # on SQLite, a reading transaction: writers go on meanwhile (db.py)
+    try:
+        made = plan.make(
+            db.session(), client, found.domains, sync_from_env().usage_location, pace=pace
+        )
+    except GraphError as exc:
+        pages.done()
+        click.echo(f"scim-server m365 plan: {exc}", err=True)
+        sys.exit(2)
+    finally:
+        db.session.rollback()  # it only read
+        g.read_phase = False
+        if where.emulator is not None:
+            where.emulator.stop()
+    pages.done()
+    if as_json:
+        click.echo(json.dumps(made.to_json(), indent=2, default=str))
+        return
+    for line in made.lines():
+        click.echo(line)
+
+
+@m365.command("reconcile")
+@with_appcontext
+def m365_reconcile() -> None:
+    """Run one drift round now (M365_DRIFT decides: repair or report): what changed in
+    Microsoft 365 since the last round, compared with what the directory sent; repairs go
+    to the outbox, for the sync workers to deliver."""
+    from sqlalchemy.orm import sessionmaker
+
+    from scim_server.db import db
+    from scim_server.drift.rounds import Drift
+    from scim_server.drift.settings import Mode
+    from scim_server.drift.settings import from_env as drift_from_env
+    from scim_server.graph.errors import GraphError
+    from scim_server.sync.settings import from_env as sync_from_env
+    from scim_server.sync.worker import ScopeError
+
+    require_head()
+    settings = drift_from_env()
+    if settings.mode is Mode.OFF:
+        click.echo(
+            "scim-server m365 reconcile: M365_DRIFT=off: drift rounds are disabled", err=True
+        )
+        sys.exit(2)
+    try:
+        where, client, found = _drift_target()
+    except (GraphError, ScopeError) as exc:
+        click.echo(f"scim-server m365 reconcile: {exc}", err=True)
+        sys.exit(2)
+    pages = _Pages()
+    drift = Drift(
+        sessionmaker(bind=db.engine),
+        client,
+        "sandbox" if where.sandbox else where.settings.tenant_id,
+        settings,
+        domains=found.domains,
+        usage_location=sync_from_env().usage_location,
+        progress=pages,
+    )
+    try:
+        result = drift.run_if_due(force=True)
+    except GraphError as exc:
+        pages.done()
+        click.echo(f"scim-server m365 reconcile: {exc}", err=True)
+        sys.exit(2)
+    finally:
+        if where.emulator is not None:
+            where.emulator.stop()
+    pages.done()
+    if result is None:
+        click.echo("scim-server m365 reconcile: a sync worker is running a round now", err=True)
+        sys.exit(1)
+    found_kinds = ", ".join(f"{n} {k}" for k, n in result.found().items()) or "no drift"
+    click.echo(
+        f"Read {result.users_read} users and {result.groups_read} groups in "
+        f"{result.graph_requests} Graph requests ({result.seconds:.1f} s): {found_kinds}."
+    )
+    if result.findings and settings.mode is Mode.REPAIR:
+        click.echo("The repairs are in the outbox; the sync workers deliver them.")
+    elif result.findings:
+        click.echo("M365_DRIFT=report: recorded, nothing repaired.")
 
 
 @m365.command("unbind")

@@ -157,20 +157,29 @@ def _user_docs(
     ]
 
 
-LinkRow = namedtuple("LinkRow", "object_id state last_synced_at last_error password_state")
+LinkRow = namedtuple(
+    "LinkRow", "object_id state last_synced_at last_error password_state drift_found_at"
+)
 
 
 def _links(tx: Tx, resource_type: str, ids: Sequence[str]) -> dict[str, Any]:
     """The m365_links rows of these resources: their Microsoft 365 sync state."""
     out: dict[str, Any] = {}
     for chunk in _chunks(ids):
-        for rid, object_id, state, synced_at, error, password_state in tx.rows(
-            "SELECT resource_id, object_id, state, last_synced_at, last_error, password_state"
-            " FROM m365_links"
+        for rid, object_id, state, synced_at, error, password_state, drift_at in tx.rows(
+            "SELECT resource_id, object_id, state, last_synced_at, last_error, password_state,"
+            " drift_found_at FROM m365_links"
             f" WHERE resource_type = ? AND resource_id IN ({_placeholders(len(chunk))})",
             [resource_type, *chunk],
         ):
-            out[rid] = LinkRow(object_id, state, read_datetime(synced_at), error, password_state)
+            out[rid] = LinkRow(
+                object_id,
+                state,
+                read_datetime(synced_at),
+                error,
+                password_state,
+                read_datetime(drift_at) if drift_at is not None else None,
+            )
     return out
 
 

@@ -149,6 +149,8 @@ def sync_state(link: Any) -> dict[str, Any]:
         out["lastError"] = link.last_error
     if getattr(link, "password_state", None):
         out["passwordState"] = link.password_state
+    if getattr(link, "drift_found_at", None) is not None:
+        out["lastDriftAt"] = iso(link.drift_found_at)
     return out
 
 

@@ -10,7 +10,9 @@ Series:
   (pending, dead), `scim_outbox_oldest_pending_seconds`, `scim_dead_letters`,
   `scim_sync_worker_heartbeat_age_seconds` (+Inf when no worker ever beat), and the sync
   workers' counters from their heartbeat rows (sync/heartbeat.py): `scim_sync_delivered_total
-  {kind}`, `scim_graph_requests_total{status}`, `scim_graph_throttled_total`.
+  {kind}`, `scim_graph_requests_total{status}`, `scim_graph_throttled_total`; and the
+  drift counts (drift/state.py): `scim_drift_detected_total{kind}`,
+  `scim_drift_repaired_total{kind}`.
 
 The HTTP server runs several processes: each keeps its counts in prometheus-client's
 multiprocess files in PROMETHEUS_MULTIPROC_DIR, and a scrape of any of them sums them all.
@@ -215,6 +217,7 @@ class DatabaseCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+        from scim_server.drift import state as drift_state
         from scim_server.outbox import oldest_pending_seconds
         from scim_server.sync import heartbeat
 
@@ -231,6 +234,7 @@ class DatabaseCollector:
             workers = heartbeat.summary(
                 db.session, timedelta(seconds=current_app.config["SYNC_HEARTBEAT_MAX_AGE_SECONDS"])
             )
+            drift = drift_state.counts(db.session)
         except Exception:
             log.warning("metrics: the database did not answer", exc_info=True)
             db.session.rollback()
@@ -274,6 +278,16 @@ class DatabaseCollector:
         for status, count in sorted((counters.get("graph_requests") or {}).items()):
             graph.add_metric([status], float(count))
         yield graph
+        # Written in the transactions that find and repair drift, whichever process that
+        # is (a worker, `m365 reconcile`): the database's counts are the sums.
+        for column, about in (
+            ("detected", "Drift found in Microsoft 365 by the drift rounds, by kind."),
+            ("repaired", "Drift put right (delivered through the outbox), by kind."),
+        ):
+            family = CounterMetricFamily(f"scim_drift_{column}", about, labels=["kind"])
+            for kind, count in sorted(drift[column].items()):
+                family.add_metric([kind], float(count))
+            yield family
         yield CounterMetricFamily(
             "scim_graph_throttled",
             "Graph 429 answers to the sync workers (calls and $batch parts).",

@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from scim_server import config, mail, sealing
 from scim_server.config import ConfigError
+from scim_server.drift import settings as drift_settings
 from scim_server.graph import settings as graph_settings
 from scim_server.sync import settings as sync_settings
 
@@ -69,6 +70,7 @@ def check(app: Flask, *, needs_target: bool = True) -> None:
     config.load(app.instance_path)  # SCIM_*, PORTAL_*, ACTIVATION_*, DATABASE_URL's scheme
     sealing.check_key()  # SCIM_ENCRYPTION_KEY
     sync_settings.from_env()  # M365_*
+    drift_settings.from_env()  # M365_DRIFT*
     check_graph()
     check_mail()
     check_database(app.config["SQLALCHEMY_DATABASE_URI"], app)

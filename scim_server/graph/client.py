@@ -190,6 +190,21 @@ class DeltaPage:
     delta_link: str
 
 
+def _merge_delta_item(merged: dict[str, dict[str, Any]], item: dict[str, Any]) -> None:
+    """Fold a delta item into the one already seen for its object: later values win, and
+    `…@delta` collections (members@delta, manager@delta) are joined."""
+    key = str(item.get("id"))
+    seen = merged.get(key)
+    if seen is None:
+        merged[key] = dict(item)
+        return
+    for name, value in item.items():
+        if name.endswith("@delta") and isinstance(value, list) and isinstance(seen.get(name), list):
+            seen[name] = [*seen[name], *value]
+        else:
+            seen[name] = value
+
+
 def _odata_string(value: str) -> str:
     """An OData string literal: single quotes doubled (OData ABNF, `SQUOTE-in-string`)."""
     return "'" + value.replace("'", "''") + "'"
@@ -406,24 +421,85 @@ class GraphClient:
         path = f"/directory/deletedItems/{quote(object_id, safe='')}/restore"
         return self._json(self.request("POST", path))
 
+    def deleted_user_ids(self, pace: Callable[[], None] | None = None) -> Iterator[str]:
+        """The ids of the users in directory/deletedItems, restorable (directory-deleteditems-
+        list: `GET /directory/deletedItems/microsoft.graph.user`)."""
+        if pace is not None:
+            pace()
+        page = self._get("/directory/deletedItems/microsoft.graph.user", {"$select": "id"})
+        while True:
+            for user in page.get("value") or []:
+                yield str(user["id"])
+            link = page.get("@odata.nextLink")
+            if not link:
+                return
+            if pace is not None:
+                pace()
+            page = self._get(str(link))
+
     def revoke_sign_in_sessions(self, user_id: str) -> None:
         """POST /users/{id}/revokeSignInSessions (user-revokesigninsessions)."""
         self.request("POST", f"/users/{quote(user_id, safe='')}/revokeSignInSessions")
 
-    def users_delta(self, delta_link: str | None = None, select: Sequence[str] = ()) -> DeltaPage:
+    def users_delta(
+        self,
+        delta_link: str | None = None,
+        select: Sequence[str] = (),
+        *,
+        pace: Callable[[], None] | None = None,
+        page_size: int | None = None,
+    ) -> DeltaPage:
         """GET /users/delta, every page, to the new delta link (user-delta). Removed users come
-        as `{"id", "@removed": {"reason"}}`."""
+        as `{"id", "@removed": {"reason"}}`: "changed" while restorable, "deleted" once gone.
+        `select` may name `manager`, answered as `manager@delta`."""
+        return self.delta("/users/delta", delta_link, select, pace=pace, page_size=page_size)
+
+    def groups_delta(
+        self,
+        delta_link: str | None = None,
+        select: Sequence[str] = ("displayName", "mailNickname", "members"),
+        *,
+        pace: Callable[[], None] | None = None,
+        page_size: int | None = None,
+    ) -> DeltaPage:
+        """GET /groups/delta, every page, to the new delta link (group-delta). With `members`
+        selected each group carries `members@delta`: all its members in the first round,
+        then those added, and those removed with `"@removed": {"reason": "deleted"}`."""
+        return self.delta("/groups/delta", delta_link, select, pace=pace, page_size=page_size)
+
+    def delta(
+        self,
+        path: str,
+        delta_link: str | None,
+        select: Sequence[str],
+        *,
+        pace: Callable[[], None] | None = None,
+        page_size: int | None = None,
+    ) -> DeltaPage:
+        """One round of a delta query (delta-query-overview): from `path` with `$select` (a
+        first round) or from a saved `@odata.deltaLink`, following each `@odata.nextLink`
+        as given, to the next `@odata.deltaLink`. Query parameters go only on the first
+        request: Graph encodes them into its links. `pace` is called before each request
+        (the caller's read budget); `page_size` asks for pages that large with
+        `Prefer: odata.maxpagesize`. One object may come on several pages (a large group's
+        members): its items are merged, its `…@delta` lists joined."""
         params = {"$select": ",".join(select)} if select and not delta_link else None
-        items: list[dict[str, Any]] = []
-        page = self._get(delta_link or "/users/delta", params)
+        headers = {"Prefer": f"odata.maxpagesize={page_size}"} if page_size else None
+        merged: dict[str, dict[str, Any]] = {}
+        url: str = delta_link or path
         while True:
-            items.extend(page.get("value") or [])
+            if pace is not None:
+                pace()
+            page = self._json(self.request("GET", url, params=params, headers=headers))
+            params = None
+            for item in page.get("value") or []:
+                _merge_delta_item(merged, item)
             if page.get("@odata.deltaLink"):
-                return DeltaPage(items, str(page["@odata.deltaLink"]))
+                return DeltaPage(list(merged.values()), str(page["@odata.deltaLink"]))
             link = page.get("@odata.nextLink")
             if not link:
-                raise GraphError("users/delta ended without a deltaLink")
-            page = self._get(str(link))
+                raise GraphError(f"{path} ended without a deltaLink")
+            url = str(link)
 
     def set_manager(self, user_id: str, manager_id: str) -> None:
         """PUT /users/{id}/manager/$ref (user-post-manager)."""
@@ -503,9 +579,10 @@ class GraphClient:
         self.request("DELETE", path)
 
     def member_ids(self, group_id: str) -> Iterator[str]:
-        """Every member's id, page by page (group-list-members)."""
+        """Every member's id, page by page (group-list-members), 999 a page (`$top`: 100 by
+        default), so a drift repair of a 2,000-member group reads it in 3 pages, not 20."""
         path = f"/groups/{quote(group_id, safe='')}/members"
-        for page in self._pages(path, {"$select": "id"}):
+        for page in self._pages(path, {"$select": "id", "$top": "999"}):
             for member in page.get("value") or []:
                 yield str(member["id"])
 

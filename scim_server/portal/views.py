@@ -29,6 +29,7 @@ PASSWORD_STATES = {
     "federated": "not managed here: your domain is federated, so your organisation's "
     "identity provider holds the password",
     "error": "could not be set (see the sync error)",
+    "drifted": "changed in Microsoft 365: signing in here sets your directory password again",
 }
 
 SYNC_STATES = {

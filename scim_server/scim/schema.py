@@ -332,6 +332,14 @@ def _sync_state() -> tuple[Attribute, ...]:
         ),
         _s("lastSyncedAt", type="dateTime", mutability="readOnly", returned="request"),
         _s("lastError", mutability="readOnly", returned="request"),
+        _s(
+            "lastDriftAt",
+            type="dateTime",
+            mutability="readOnly",
+            returned="request",
+            description="When drift detection last found the M365 object differing from what "
+            "the directory sent (changed in Microsoft 365 behind its back).",
+        ),
     )
 
 
@@ -355,7 +363,8 @@ M365_USER = Schema(
             "unknown: bound but not set yet (the user's next portal sign-in sets it); none: "
             "the directory has no password (an activation email gives one); federated: the "
             "domain is federated, its identity provider holds the password and the directory "
-            "never sends it; error: setting it failed (see lastError).",
+            "never sends it; error: setting it failed (see lastError); drifted: it was changed "
+            "in Microsoft 365, and the user's next portal sign-in sets the directory's again.",
             canonical_values=(
                 "pending",
                 "synced",
@@ -364,6 +373,7 @@ M365_USER = Schema(
                 "none",
                 "federated",
                 "error",
+                "drifted",
             ),
         ),
     ),

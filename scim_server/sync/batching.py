@@ -82,8 +82,10 @@ def _plan(worker: Worker, event: outbox.Claimed) -> _Plan | None:
     if link is not None and link.state in ("creating", "conflict", "unbound"):
         return None  # a bind, a crash to recover or a released account: one at a time
     pending = store.pending_through("User", event.resource_id, upto)
-    if store.sealed_password(pending) or any(kind == "unbind" for _i, kind, _p in pending):
-        return None  # a password to push, or a release: one at a time
+    if store.sealed_password(pending) or any(
+        kind in ("unbind", "drift_restore") for _i, kind, _p in pending
+    ):
+        return None  # a password to push, a release or a restore: one at a time
     doc = store.user_doc(event.resource_id)
     if doc is None:
         return None

@@ -85,6 +85,7 @@ class Engine:
     threads: list[threading.Thread] = field(default_factory=list)  # one per worker, in order
     beating: threading.Thread | None = None  # the heartbeat's
     pruning: threading.Thread | None = None  # the outbox prune's
+    drift: Any = None  # the drift rounds' scheduler (drift.schedule), unless M365_DRIFT=off
     stop: threading.Event = field(default_factory=threading.Event)
     worker_id: str = field(default_factory=heartbeat.process_id)
     started_at: datetime = field(default_factory=utcnow)
@@ -105,6 +106,8 @@ class Engine:
             )
             thread.start()
             self.threads.append(thread)
+        if self.drift is not None:
+            self.drift.start(self.stop)
         return self
 
     def shutdown(self, timeout: float = 10.0) -> None:
@@ -118,6 +121,8 @@ class Engine:
             self.beating.join(max(deadline - time.monotonic(), 0))
         if self.pruning is not None:
             self.pruning.join(max(deadline - time.monotonic(), 0))
+        if self.drift is not None:
+            self.drift.join(max(deadline - time.monotonic(), 0))
         stopped = [w for w, t in zip(self.workers, self.threads, strict=True) if not t.is_alive()]
         released = 0
         if stopped:
@@ -241,4 +246,38 @@ def engine(app: Flask, concurrency: int = 1, name: str | None = None) -> Engine:
     log.warning("%s; provisioning users on %s", where.describe(), ", ".join(found.domains))
     for domain in sorted(found.federated):
         log.warning("%s is federated: its users are synced without passwords", domain)
-    return Engine(where, workers, app=app, stats=stats)
+    with app.app_context():
+        drift = drift_scheduler(db.engine, where, tokens, stats, sync, found.domains, prefix)
+    return Engine(where, workers, app=app, stats=stats, drift=drift)
+
+
+def drift_scheduler(
+    database: Any,
+    where: Target,
+    tokens: TokenProvider,
+    stats: GraphStats,
+    sync: SyncSettings,
+    domains: tuple[str, ...],
+    holder: str,
+) -> Any:
+    """The drift rounds of this process (M365_DRIFT), on their own Graph client and
+    sessions; None when M365_DRIFT=off."""
+    from sqlalchemy.orm import sessionmaker
+
+    from scim_server.drift import settings as drift_settings
+    from scim_server.drift.rounds import Drift
+    from scim_server.drift.schedule import Scheduler
+
+    settings = drift_settings.from_env()
+    if settings.mode is drift_settings.Mode.OFF:
+        return None
+    drift = Drift(
+        sessionmaker(bind=database),
+        GraphClient(where.settings, tokens=tokens, stats=stats),
+        "sandbox" if where.sandbox else where.settings.tenant_id,
+        settings,
+        domains=domains,
+        usage_location=sync.usage_location,
+        holder=f"{holder}-drift",
+    )
+    return Scheduler(drift)

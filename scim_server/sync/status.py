@@ -96,8 +96,21 @@ def collect(
             .limit(LISTED)
         )
     ]
+    from scim_server.drift import settings as drift_settings
+    from scim_server.drift import state as drift_state
+
+    try:
+        drift_mode: str | None = drift_settings.from_env().mode.value
+    except Exception:  # a bad M365_DRIFT: preflight names it; status still reports
+        drift_mode = None
+    drift = {
+        "mode": drift_mode,
+        **drift_state.counts(session),
+        "rounds": drift_state.rounds(session),
+    }
     return {
         "target": target,
+        "drift": drift,
         "backlog": {
             "pending": by_status.get("pending", 0),
             "waiting_to_retry": waiting or 0,
@@ -158,6 +171,7 @@ def render(facts: dict[str, Any]) -> list[str]:
         lines.append(
             "Passwords: " + ", ".join(f"{n} {state}" for state, n in facts["passwords"].items())
         )
+    lines.extend(_drift_lines(facts["drift"]))
     if facts["dead_letters"]:
         lines.append(
             "Dead letters (newest first; `sync retry ID` or `sync discard ID`, or --all-dead):"
@@ -171,5 +185,23 @@ def render(facts: dict[str, Any]) -> list[str]:
         lines.extend(
             f"  {e['resource_type']} {e['resource_id']} [{e['state']}]: {e['error']}"
             for e in facts["last_errors"]
+        )
+    return lines
+
+
+def _drift_lines(drift: dict[str, Any]) -> list[str]:
+    def kinds(counts: dict[str, int]) -> str:
+        return ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "none"
+
+    lines = [f"Drift (M365_DRIFT={drift['mode'] or 'invalid'}): found {kinds(drift['detected'])}"]
+    lines.append(f"Drift repaired: {kinds(drift['repaired'])}")
+    for one in drift["rounds"]:
+        last = one["last_round"] or {}
+        when = one["last_finished_at"] or "never"
+        found = kinds(last.get("found") or {})
+        running = " (a round is running)" if one["running"] else ""
+        lines.append(
+            f"Last drift round ({one['target']}): {when}, {last.get('graph_requests', 0)} Graph "
+            f"requests, found {found}{running}"
         )
     return lines

@@ -196,7 +196,10 @@ def complete_through(resource_type: str, resource_id: str, upto: int) -> None:
     dead letters; a group's member changes are deltas, so its dead letters stay. A user just
     created (or bound) is "creating" until what follows its create has landed: now it has.
     One transaction: each costs the write lock, which the worker threads share."""
+    from scim_server.drift.repair import count_delivered
+
     with transaction() as session:
+        count_delivered(session, resource_type, resource_id, upto)  # drift repairs it carries
         outbox.complete_through(
             session, resource_type, resource_id, upto, supersede_dead=resource_type == "User"
         )

@@ -26,6 +26,7 @@ from flask import Flask
 from models import utcnow
 from scim_server import outbox, passwords, sealing
 from scim_server.db import db
+from scim_server.drift import repair as drift_repair
 from scim_server.graph.client import GraphClient
 from scim_server.graph.errors import Conflict, GraphError, NotFound
 from scim_server.sync import batching, mapping, store
@@ -242,6 +243,8 @@ class Worker:
     def _deliver_state(self, event: outbox.Claimed, link: store.Link | None, upto: int) -> None:
         """Make the resource's M365 object match its current state; a GraphError fails it."""
         rtype, rid = event.resource_type, event.resource_id
+        if rtype == "User":  # a deleted account to restore first (drift repair)
+            link = drift_repair.restore_user(self, rid, link, upto)
         if rtype == "User" and self._released(rid, link, upto):
             pass  # the directory no longer manages this user's M365 account
         elif rtype == "User":

@@ -289,18 +289,39 @@ def user_member_of(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphR
     return _page(em, req, em.tenant.member_of(p["object_id"]), "directoryObjects", typed=True)
 
 
-@route("/users/delta", ["GET"])
-def users_delta(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
-    """Rounds of pages ending in an @odata.deltaLink; later rounds return only changes, and
-    a deleted user as {"id", "@removed": {"reason": "changed"|"deleted"}}."""
-    select = odata.parse_select(req.args.get("$select"))
-    _check_select(select, USER_READABLE, "user")
-    if select is not None and "id" not in select:
-        select = [*select, "id"]  # user-delta: "The id property is always returned."
-    page_size = 100
+def _page_size(req: GraphRequest) -> int:
+    """`Prefer: odata.maxpagesize=N` (delta-query-overview), else 100."""
     prefer = req.headers.get("prefer", "")
     if "odata.maxpagesize=" in prefer:
-        page_size = odata.parse_top(prefer.split("odata.maxpagesize=")[1].split(",")[0].strip())
+        return odata.parse_top(prefer.split("odata.maxpagesize=")[1].split(",")[0].strip())
+    return 100
+
+
+def _reference(em: Emulator, object_id: str, *, removed: bool = False) -> dict[str, Any]:
+    """A related object as delta gives it: its type and id only (group-delta: "Only the id
+    property of the related resource is returned"), with `@removed` when it left."""
+    obj = em.tenant.objects.get(object_id) or em.tenant.deleted.get(object_id)
+    kind = obj.kind if obj is not None else "user"
+    out: dict[str, Any] = {"@odata.type": f"#microsoft.graph.{kind}", "id": object_id}
+    if removed:
+        out["@removed"] = {"reason": "deleted"}
+    return out
+
+
+def _delta(
+    em: Emulator,
+    req: GraphRequest,
+    kind: str,
+    render_item: Callable[[Obj, int | None, int], dict[str, Any]],
+) -> GraphResponse:
+    """A round of delta pages (user-delta, group-delta): the first round lists every object
+    (`since` None), a round from an @odata.deltaLink's $deltatoken only the objects changed
+    since it was issued, each once; every page but the last carries an @odata.nextLink with
+    an opaque $skiptoken, the last an @odata.deltaLink. The query parameters of the first
+    request ($select) are kept in both links, as Graph encodes them into its tokens. An
+    object gone comes as {"id", "@removed": {"reason"}}: "changed" while it can be restored
+    from deletedItems, "deleted" once it is gone for good."""
+    page_size = _page_size(req)
     tenant = em.tenant
     if "$skiptoken" in req.args:
         state = odata.decode_token(req.args["$skiptoken"])
@@ -312,19 +333,19 @@ def users_delta(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResp
     else:
         since, offset, upto = None, 0, tenant.seq
     if since is None:
-        ids = [u.id for u in tenant.listing("user")]
+        ids = [o.id for o in tenant.listing(kind)]
     else:
-        ids = tenant.changed_since(since, upto)
+        ids = tenant.changed_since(since, upto, kind)
     items: list[dict[str, Any]] = []
     for object_id in ids[offset : offset + page_size]:
         obj = tenant.objects.get(object_id)
-        if obj is not None:
-            items.append(render(obj, select))
+        if obj is not None and obj.kind == kind:
+            items.append(render_item(obj, since, upto))
         else:
             reason = "changed" if object_id in tenant.deleted else "deleted"
             items.append({"id": object_id, "@removed": {"reason": reason}})
-    base = f"{em.graph_url}/users/delta"
-    body: dict[str, Any] = {"@odata.context": _context(em, "users"), "value": items}
+    base = f"{em.graph_url}/{kind}s/delta"
+    body: dict[str, Any] = {"@odata.context": _context(em, f"{kind}s"), "value": items}
     extra = {"$select": req.args["$select"]} if "$select" in req.args else {}
     if offset + page_size < len(ids):
         token = odata.encode_token({"s": since, "o": offset + page_size, "u": upto})
@@ -447,6 +468,56 @@ def send_mail(em: Emulator, req: GraphRequest, p: dict[str, str]) -> GraphRespon
         }
     )
     return GraphResponse(202)
+
+
+@route("/users/delta", ["GET"])
+def users_delta(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
+    """users/delta (user-delta). `$select` may name the navigation property `manager`,
+    answered as `manager@delta`: a list holding the manager's type and id, empty when the
+    user has none."""
+    select = odata.parse_select(req.args.get("$select"))
+    manager = select is not None and "manager" in select
+    if select is not None:
+        select = [name for name in select if name != "manager"]
+        _check_select(select, USER_READABLE, "user")
+        if "id" not in select:
+            select = [*select, "id"]  # user-delta: "The id property is always returned."
+
+    def item(obj: Obj, _since: int | None, _upto: int) -> dict[str, Any]:
+        out = render(obj, select)
+        if manager:
+            out["manager@delta"] = [_reference(em, obj.manager_id)] if obj.manager_id else []
+        return out
+
+    return _delta(em, req, "user", item)
+
+
+@route("/groups/delta", ["GET"])
+def groups_delta(em: Emulator, req: GraphRequest, _: dict[str, str]) -> GraphResponse:
+    """groups/delta (group-delta): with `members` selected (or no $select, as the page's
+    first example shows), `members@delta` lists every member in the first round, and in
+    later rounds only the members added or removed since, a removed one with
+    `"@removed": {"reason": "deleted"}`."""
+    select = odata.parse_select(req.args.get("$select"))
+    members = select is None or "members" in select
+    if select is not None:
+        select = [name for name in select if name != "members"]
+        if "id" not in select:
+            select = [*select, "id"]  # group-delta: "The id property is always returned."
+
+    def item(obj: Obj, since: int | None, upto: int) -> dict[str, Any]:
+        out = render(obj, select)
+        if not members:
+            return out
+        if since is None:
+            out["members@delta"] = [_reference(em, m) for m in obj.members]
+        else:
+            now = set(obj.members)
+            changed = em.tenant.members_changed(obj.id, since, upto)
+            out["members@delta"] = [_reference(em, m, removed=m not in now) for m in changed]
+        return out
+
+    return _delta(em, req, "group", item)
 
 
 # ---------------------------------------------------------------------- groups

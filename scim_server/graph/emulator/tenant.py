@@ -8,10 +8,12 @@ Pages this follows (Graph v1.0):
            https://learn.microsoft.com/en-us/graph/api/group-post-members
 - deleted: https://learn.microsoft.com/en-us/graph/api/resources/directory
 - delta:   https://learn.microsoft.com/en-us/graph/api/user-delta
+           https://learn.microsoft.com/en-us/graph/api/group-delta (members@delta)
 """
 
 from __future__ import annotations
 
+import bisect
 import copy
 import re
 import time
@@ -217,6 +219,10 @@ class Tenant:
         self.objects: dict[str, Obj] = {}
         self.deleted: dict[str, Obj] = {}
         self.changes: list[tuple[int, str]] = []  # (seq, user id) for users/delta
+        # For groups/delta: (seq, group id) of a change to the group, and (seq, group id,
+        # member id) of a change to its members. One sequence for all three logs.
+        self.group_changes: list[tuple[int, str]] = []
+        self.member_changes: list[tuple[int, str, str]] = []
         self.seq = 0
         # Live users by lower-cased userPrincipalName: a UPN in a URL (/users/{upn}/…, as
         # sendMail and $ref bindings use) or a sign-in is found without a scan of the tenant.
@@ -227,6 +233,8 @@ class Tenant:
         self.objects.clear()
         self.deleted.clear()
         self.changes.clear()
+        self.group_changes.clear()
+        self.member_changes.clear()
         self._by_upn.clear()
         self.seq = 0
 
@@ -270,9 +278,17 @@ class Tenant:
         return [o for o in self.objects.values() if o.kind == kind and self._visible(o)]
 
     def _record_change(self, obj: Obj) -> None:
+        self.seq += 1
         if obj.kind == "user":
-            self.seq += 1
             self.changes.append((self.seq, obj.id))
+        else:
+            self.group_changes.append((self.seq, obj.id))
+
+    def _record_members(self, group: Obj, member_ids: Iterable[str]) -> None:
+        """A change to these members of `group`: groups/delta reports it in members@delta."""
+        for member_id in member_ids:
+            self.seq += 1
+            self.member_changes.append((self.seq, group.id, member_id))
 
     # ------------------------------------------------------------------ domains
     def _domain_of(self, upn: Any) -> Domain:
@@ -413,16 +429,18 @@ class Tenant:
             if obj.id in group.members:
                 group.members.remove(obj.id)
                 obj.member_of.append(group.id)
+                self._record_members(group, [obj.id])
         for other in self.objects.values():
             if other.manager_id == obj.id:
                 other.manager_id = None
+                self._record_change(other)
         del self.objects[obj.id]
         self._unindex(obj)
         if obj.kind == "user":
             obj.deleted_at = self.clock()
             obj.props["deletedDateTime"] = _iso(obj.deleted_at)
             self.deleted[obj.id] = obj
-            self._record_change(obj)
+        self._record_change(obj)  # a group is gone for good: groups/delta says "deleted"
 
     # ------------------------------------------------------------------ deleted items
     def find_deleted(self, object_id: str) -> Obj:
@@ -444,6 +462,7 @@ class Tenant:
             group = self.objects.get(group_id)
             if group is not None and obj.id not in group.members:
                 group.members.append(obj.id)
+                self._record_members(group, [obj.id])
         obj.member_of = []
         self._record_change(obj)
         return obj
@@ -530,6 +549,8 @@ class Tenant:
         obj = Obj(props["id"], "group", props, now)
         obj.members = list(dict.fromkeys(m.id for m in new_members))
         self.objects[obj.id] = obj
+        self._record_change(obj)
+        self._record_members(obj, obj.members)
         return obj
 
     def update_group(self, object_id: str, body: dict[str, Any]) -> None:
@@ -539,10 +560,14 @@ class Tenant:
             new_members = self._references(body["members@odata.bind"])
             self._refuse_existing(obj, [m.id for m in new_members])
             # One bad reference and none are added: all were resolved before this line.
-            obj.members.extend(dict.fromkeys(m.id for m in new_members))
-        for name, value in body.items():
-            if "@" not in name:
-                obj.props[name] = copy.deepcopy(value)
+            added = list(dict.fromkeys(m.id for m in new_members))
+            obj.members.extend(added)
+            self._record_members(obj, added)
+        if any("@" not in name for name in body):
+            for name, value in body.items():
+                if "@" not in name:
+                    obj.props[name] = copy.deepcopy(value)
+            self._record_change(obj)
 
     @staticmethod
     def _refuse_existing(group: Obj, ids: list[str]) -> None:
@@ -559,12 +584,14 @@ class Tenant:
             raise invalid_value("members", "Group")
         self._refuse_existing(group, [member.id])
         group.members.append(member.id)
+        self._record_members(group, [member.id])
 
     def remove_member(self, group_id: str, member_id: str) -> None:
         group = self.find(group_id, "group")
         if member_id not in group.members:
             raise resource_not_found(member_id)
         group.members.remove(member_id)
+        self._record_members(group, [member_id])
 
     def member_of(self, object_id: str) -> list[Obj]:
         obj = self.find(object_id)
@@ -598,13 +625,32 @@ class Tenant:
         return user
 
     # ------------------------------------------------------------------ delta
-    def changed_since(self, since: int, upto: int) -> list[str]:
-        """User ids changed in (since, upto], each once, in order of its last change."""
+    def changed_since(self, since: int, upto: int, kind: str = "user") -> list[str]:
+        """User (or group) ids changed in (since, upto], each once, in order of its last
+        change; a group whose members changed counts as changed. The logs are in sequence
+        order, so the window is found by bisection, not by a scan of the whole history."""
         last: dict[str, int] = {}
-        for seq, object_id in self.changes:
-            if since < seq <= upto:
-                last[object_id] = seq
+        logs: list[list[Any]] = (
+            [self.changes] if kind == "user" else [self.group_changes, self.member_changes]
+        )
+        for log in logs:
+            start = bisect.bisect_right(log, since, key=lambda change: change[0])
+            for change in log[start:]:
+                if change[0] > upto:
+                    break
+                last[change[1]] = max(last.get(change[1], 0), change[0])
         return sorted(last, key=last.__getitem__)
+
+    def members_changed(self, group_id: str, since: int, upto: int) -> list[str]:
+        """The members of `group_id` added or removed in (since, upto], each once."""
+        start = bisect.bisect_right(self.member_changes, since, key=lambda change: change[0])
+        changed: dict[str, None] = {}
+        for seq, gid, member_id in self.member_changes[start:]:
+            if seq > upto:
+                break
+            if gid == group_id:
+                changed[member_id] = None
+        return list(changed)
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
@@ -614,6 +660,8 @@ class Tenant:
             "objects": [asdict(o) for o in self.objects.values()],
             "deleted": [asdict(o) for o in self.deleted.values()],
             "changes": self.changes,
+            "group_changes": self.group_changes,
+            "member_changes": self.member_changes,
             "seq": self.seq,
         }
 
@@ -624,6 +672,10 @@ class Tenant:
             self._index(obj)
         self.deleted = {o["id"]: Obj(**o) for o in data["deleted"]}
         self.changes = [(int(s), str(i)) for s, i in data["changes"]]
+        self.group_changes = [(int(s), str(i)) for s, i in data.get("group_changes", [])]
+        self.member_changes = [
+            (int(s), str(g), str(m)) for s, g, m in data.get("member_changes", [])
+        ]
         self.seq = int(data["seq"])
 
 
