@@ -3,6 +3,7 @@
 from models.base import Base, utcnow
 from models.directory import Group, GroupMember, User, UserValue
 from models.outbox import OutboxEvent
+from models.states import EventKind, EventStatus, LinkState, PasswordState
 from models.portal import ActivationToken, LoginThrottle
 from models.sync import M365Link, SyncBudget, SyncWorker
 from models.tokens import ApiToken
@@ -11,11 +12,15 @@ __all__ = [
     "ActivationToken",
     "ApiToken",
     "Base",
+    "EventKind",
+    "EventStatus",
     "Group",
     "GroupMember",
+    "LinkState",
     "LoginThrottle",
     "M365Link",
     "OutboxEvent",
+    "PasswordState",
     "SyncBudget",
     "SyncWorker",
     "User",

@@ -191,3 +191,18 @@ def anonymous(app: Flask) -> ScimClient:
 def client(app: Flask) -> FlaskClient:
     """A plain browser-like client (the user portal's HTML forms)."""
     return app.test_client()
+
+
+@pytest.fixture()
+def fresh_database_url(tmp_path: Path) -> Iterator[str]:
+    """An empty database of its own: a SQLite file, or a new PostgreSQL database in a
+    PostgreSQL run (dropped afterwards)."""
+    external = os.environ.get("SCIM_TEST_DATABASE_URL")
+    if not external:
+        yield f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+        return
+    url = _postgres_database(external)
+    try:
+        yield url
+    finally:
+        _drop_postgres_database(url)

@@ -49,7 +49,7 @@ def test_readyz_without_any_sync_worker_is_not_ready(app: Flask, client: FlaskCl
     assert body["status"] == "not_ready"
     checks = body["checks"]
     assert checks["database"] == {"ok": True}
-    assert checks["schema"]["ok"] is True and checks["schema"]["head"] == "0005"
+    assert checks["schema"]["ok"] is True and checks["schema"]["head"] == "0006"
     assert checks["sync_worker"]["ok"] is False
     assert checks["sync_worker"]["error"] == "no sync worker has ever written a heartbeat"
     assert checks["outbox"]["ok"] is True
@@ -103,7 +103,7 @@ def behind(app: Flask) -> Iterator[None]:
     """The database one migration behind the code, for the length of a test."""
     with app.app_context():
         head = db.session.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-        db.session.execute(sa.text("UPDATE alembic_version SET version_num = '0004'"))
+        db.session.execute(sa.text("UPDATE alembic_version SET version_num = '0005'"))
         db.session.commit()
     try:
         yield
@@ -123,7 +123,7 @@ def test_readyz_is_not_ready_when_the_schema_is_behind(
     response = client.get("/readyz")
     assert response.status_code == 503
     schema = response.get_json()["checks"]["schema"]
-    assert schema == {"ok": False, "current": "0004", "head": "0005"}
+    assert schema == {"ok": False, "current": "0005", "head": "0006"}
 
 
 def test_an_unreachable_database_is_named_only_by_the_error_type(tmp_path: Path) -> None:
