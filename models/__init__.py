@@ -3,8 +3,8 @@
 from models.base import Base, utcnow
 from models.directory import Group, GroupMember, User, UserValue
 from models.outbox import OutboxEvent
-from models.states import EventKind, EventStatus, LinkState, PasswordState
 from models.portal import ActivationToken, LoginThrottle
+from models.states import EventKind, EventStatus, LinkState, PasswordState
 from models.sync import M365Link, SyncBudget, SyncWorker
 from models.tokens import ApiToken
 

@@ -6,8 +6,9 @@ in SQL) are the strings they always were; the schema holds CHECK constraints on 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import ColumnElement, column, or_
+from sqlalchemy import ColumnClause, ColumnElement, column, or_
 
 
 class EventStatus(StrEnum):
@@ -59,6 +60,6 @@ class PasswordState(StrEnum):
 
 def check(name: str, states: type[StrEnum], *, nullable: bool = False) -> ColumnElement[bool]:
     """A CHECK constraint's condition: column `name` holds one of `states` (or NULL)."""
-    field = column(name)
+    field: ColumnClause[Any] = column(name)
     allowed = field.in_([s.value for s in states])
     return or_(field.is_(None), allowed) if nullable else allowed

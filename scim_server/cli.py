@@ -289,6 +289,7 @@ def m365_import(domains: tuple[str, ...], bind: bool, dry_run: bool, yes: bool) 
 @with_appcontext
 def m365_unbind(user: str, suspend: bool) -> None:
     """Release USER's M365 account (id or userName): the directory stops managing it."""
+    from models import EventKind
     from scim_server import directory, outbox
     from scim_server.db import db
 
@@ -298,7 +299,7 @@ def m365_unbind(user: str, suspend: bool) -> None:
         click.echo(f"No user {user!r}.", err=True)
         sys.exit(1)
     # Through the outbox, in order with the user's other changes; the worker carries it out.
-    outbox.record(db.session, "User", user_id, "unbind", {"suspend": suspend})
+    outbox.record(db.session, "User", user_id, EventKind.UNBIND, {"suspend": suspend})
     db.session.commit()
     what = "disables and releases" if suspend else "releases"
     click.echo(f"Queued: the sync worker {what} the M365 account of {user}.")

@@ -65,7 +65,7 @@ def test_states_are_checked_and_0006_goes_down_and_up(
     from scim_server.dbschema import MIGRATIONS, upgrade
 
     app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": fresh_database_url})
-    if "m365_links" == table:
+    if table == "m365_links":
         row = {**row, "updated_at": datetime(2026, 12, 2)}
     with app.app_context():
         upgrade()

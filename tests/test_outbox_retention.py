@@ -34,7 +34,7 @@ def _event(
     payload: dict[str, Any] | None = None,
 ) -> int:
     """One outbox row in `status` (inside an app context), completed at `completed`."""
-    outbox.record(db.session, "User", resource_id, event, payload or {"n": 1})
+    outbox.record(db.session, "User", resource_id, event, payload or {"version": 1})
     event_id = int(db.session.scalar(sa.select(sa.func.max(OutboxEvent.id))) or 0)
     db.session.execute(
         sa.update(OutboxEvent)
