@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from scim_server.graph.emulator.throttle import Budgets
 from scim_server.graph.emulator.tokens import TokenIssuer
 
 MAX_REPLICATION_LAG = 86_400.0  # seconds
+MAX_CLOCK_ADVANCE = 366 * 86_400.0  # seconds: a year at a time
 MAX_WRITE_WINDOW = 86_400.0  # seconds
 
 
@@ -60,8 +62,13 @@ class Emulator:
         self.options = options
         self.lock = threading.RLock()
         self.stopping = threading.Event()
+        # The tenant's clock: the wall clock, plus what a test moved it on by (clock control).
+        self.clock_offset = 0.0
         self.tenant = Tenant(
-            options.tenant_id, build_domains(options), replication_lag=options.replication_lag
+            options.tenant_id,
+            build_domains(options),
+            replication_lag=options.replication_lag,
+            clock=self.now,
         )
         self.budgets = Budgets(options.write_budget, options.write_window)
         self.faults = FaultQueue()
@@ -74,6 +81,16 @@ class Emulator:
             if saved and saved.get("tenant_id") == options.tenant_id:
                 self.tenant.load(saved)
             self.persist()
+
+    def now(self) -> float:
+        return time.time() + self.clock_offset
+
+    def advance(self, seconds: float) -> float:
+        """Move the tenant's clock on (replication lag ends, password stamps change) without
+        waiting; returns how far it is ahead of the wall clock now."""
+        with self.lock:
+            self.clock_offset += seconds
+            return self.clock_offset
 
     @property
     def graph_url(self) -> str:
@@ -94,6 +111,7 @@ class Emulator:
             self.tenant.deleted.clear()
             self.tenant.changes.clear()
             self.tenant.seq = 0
+            self.clock_offset = 0.0
             self.tenant.replication_lag = self.options.replication_lag
             self.budgets.configure(self.options.write_budget, self.options.write_window)
             self.faults.clear()
