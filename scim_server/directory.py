@@ -18,7 +18,7 @@ from flask import current_app
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from models import Group, GroupMember, M365Link, User, UserValue, utcnow
+from models import Group, GroupMember, M365Link, PasswordState, User, UserValue, utcnow
 from scim_server import mapping, outbox, passwords, sealing
 from scim_server.db import Tx, connection, db, read_datetime, session_tx, transaction
 from scim_server.errors import Conflict, InternalError, NotFound, PreconditionFailed
@@ -604,7 +604,7 @@ def _written(write: _UserWrite, base_url: str) -> tuple[dict[str, Any], int]:
     before = write.snap.doc.get(M365_USER.id) or {}
     state = {k: before[k] for k in _SYNC_STATE if k in before}
     if state and write.sealed_password is not None:  # as outbox.queue_password_sql marked it
-        state["passwordState"] = "pending"
+        state["passwordState"] = PasswordState.PENDING.value
     if state:
         extension = doc.setdefault(M365_USER.id, {"schemas": [M365_USER.id]})
         extension.update(state)

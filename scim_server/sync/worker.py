@@ -24,7 +24,7 @@ from typing import Any
 
 from flask import Flask
 
-from models import EventKind, LinkState, PasswordState
+from models import EventKind, EventStatus, LinkState, PasswordState
 from scim_server import outbox, passwords, sealing
 from scim_server.graph.client import GraphClient
 from scim_server.graph.errors import Conflict, GraphError, NotFound
@@ -191,7 +191,7 @@ class Worker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.run_once():
-                if not self.store.backlog().get("pending"):
+                if not self.store.backlog().get(EventStatus.PENDING):
                     return True
                 time.sleep(pause)
         return False
