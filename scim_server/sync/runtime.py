@@ -8,12 +8,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
 
+from models import utcnow
 from scim_server import outbox
 from scim_server.graph.client import GraphClient, GraphSession, GraphStats, TokenProvider
 from scim_server.graph.settings import GraphSettings, choose_target, from_startup_line
@@ -110,7 +111,7 @@ class Engine:
             self.retention_days = int(config.get("OUTBOX_RETENTION_DAYS", 7))
             self.prune_seconds = float(config.get("OUTBOX_PRUNE_SECONDS", 300))
         if self.started_at is None:
-            self.started_at = self.store.clock() if self.store else datetime.now(UTC)
+            self.started_at = self.store.clock() if self.store else utcnow()
 
     def start(self) -> Engine:
         if self.app is not None:
