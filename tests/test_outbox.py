@@ -165,3 +165,23 @@ def test_a_scrubbed_password_queued_again_loads(app: Flask) -> None:
         db.session.commit()
         (claimed,) = outbox.claim(db.session, "w1")
         assert (claimed.id, claimed.payload) == (event_id, {})
+
+
+def test_only_the_outbox_module_moves_events_and_links() -> None:
+    """Issue 13: one module owns every transition of outbox events and M365 links; every
+    other module reads them, or calls it."""
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "scim_server"
+    writes = re.compile(
+        r"(insert|update|delete)\(\s*(OutboxEvent|M365Link)\b"
+        r"|(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(outbox|m365_links)\b",
+        re.IGNORECASE,
+    )
+    found = {
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if "migrations" not in path.parts and writes.search(path.read_text())
+    }
+    assert found == {"outbox.py"}
