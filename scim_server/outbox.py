@@ -425,27 +425,6 @@ def pending(session: AnySession, resource_type: str, resource_id: str, head: int
     return Pending(upto, events, request_ids)
 
 
-def pending_through(
-    session: AnySession, resource_type: str, resource_id: str, upto: int
-) -> list[tuple[int, str, dict[str, Any]]]:
-    """(id, event, payload) of a resource's pending events up to `upto`, in order."""
-    found = pending(session, resource_type, resource_id, upto)
-    return [e for e in found.events if e[0] <= upto]
-
-
-def last_pending_id(session: AnySession, resource_type: str, resource_id: str) -> int | None:
-    return session.scalar(
-        select(OutboxEvent.id)
-        .where(
-            OutboxEvent.resource_type == resource_type,
-            OutboxEvent.resource_id == resource_id,
-            OutboxEvent.status == PENDING,
-        )
-        .order_by(OutboxEvent.id.desc())
-        .limit(1)
-    )
-
-
 def counts(session: AnySession) -> dict[str, int]:
     """Outbox events by status."""
     rows = session.execute(select(OutboxEvent.status, func.count()).group_by(OutboxEvent.status))

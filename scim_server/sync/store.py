@@ -9,7 +9,7 @@ Graph. The transitions themselves are `scim_server.outbox`'s.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -276,7 +276,7 @@ class Store:
             outbox.dead_passwords(session, user_id, upto, error, now=self.clock())
 
 
-def transaction() -> Any:
+def transaction() -> AbstractContextManager[Session]:
     """A transaction of the app's own session (CLI commands, in an app context)."""
     return Store(lambda: db.session()).transaction()
 
