@@ -5,6 +5,7 @@ from models.directory import Group, GroupMember, User, UserValue
 from models.drift import DriftCount, DriftState
 from models.outbox import OutboxEvent
 from models.portal import ActivationToken, LoginThrottle
+from models.states import EventKind, EventStatus, LinkState, PasswordState
 from models.sync import M365Link, SyncBudget, SyncWorker
 from models.tokens import ApiToken, OAuthAccessToken, OAuthClient
 
@@ -14,13 +15,17 @@ __all__ = [
     "Base",
     "DriftCount",
     "DriftState",
+    "EventKind",
+    "EventStatus",
     "Group",
     "GroupMember",
+    "LinkState",
     "LoginThrottle",
     "M365Link",
     "OAuthAccessToken",
     "OAuthClient",
     "OutboxEvent",
+    "PasswordState",
     "SyncBudget",
     "SyncWorker",
     "User",

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, CheckConstraint, DateTime, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, utcnow
+from models.states import EventKind, EventStatus, check
 
 
 class OutboxEvent(Base):
@@ -17,6 +18,8 @@ class OutboxEvent(Base):
         # Claim order: oldest pending first; per resource, events are taken in id order.
         Index("ix_outbox_status_id", "status", "id"),
         Index("ix_outbox_resource", "resource_type", "resource_id", "id"),
+        CheckConstraint(check("status", EventStatus), name="status"),
+        CheckConstraint(check("event", EventKind), name="event"),
     )
 
     id: Mapped[int] = mapped_column(
@@ -24,10 +27,11 @@ class OutboxEvent(Base):
     )
     resource_type: Mapped[str] = mapped_column(String(16))  # "User" | "Group"
     resource_id: Mapped[str] = mapped_column(String(36))
-    # created | replaced | patched | deleted | members_added | members_removed
+    # An EventKind. A group's member changes ride on its replaced/patched events (payload).
     event: Mapped[str] = mapped_column(String(32))
+    # Typed by kind: scim_server.outbox's payload types, checked when recorded and loaded.
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|done|dead
+    status: Mapped[str] = mapped_column(String(16), default=EventStatus.PENDING)  # EventStatus
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     locked_by: Mapped[str | None] = mapped_column(String(64))
     locked_until: Mapped[datetime | None] = mapped_column(DateTime)

@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, String, Text
+from sqlalchemy import JSON, CheckConstraint, DateTime, Float, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, utcnow
+from models.states import LinkState, PasswordState, check
 
 
 class M365Link(Base):
@@ -18,21 +19,24 @@ class M365Link(Base):
         # A bound M365 object belongs to one directory resource only.
         Index("ux_m365_links_object_id", "object_id", unique=True),
         Index("ix_m365_links_state", "state"),
+        CheckConstraint(check("state", LinkState), name="state"),
+        CheckConstraint(
+            check("password_state", PasswordState, nullable=True), name="password_state"
+        ),
     )
 
     resource_type: Mapped[str] = mapped_column(String(16), primary_key=True)  # User | Group
     resource_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     object_id: Mapped[str | None] = mapped_column(String(64))
-    # pending | creating | synced | out_of_scope | conflict | error | unbound
-    state: Mapped[str] = mapped_column(String(16), default="pending")
+    state: Mapped[str] = mapped_column(String(16), default=LinkState.PENDING)  # LinkState
     # The Graph properties last delivered (users) or the displayName (groups).
     synced: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     manager_id: Mapped[str | None] = mapped_column(String(36))  # directory id last delivered
     created_in_m365_at: Mapped[datetime | None] = mapped_column(DateTime)
     last_synced_at: Mapped[datetime | None] = mapped_column(DateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
-    # Users: whether the account's password is the directory's (pending | synced | temporary
-    # | unknown | none | federated | error), and M365's lastPasswordChangeDateTime as it
+    # Users: whether the account's password is the directory's (a PasswordState), and
+    # M365's lastPasswordChangeDateTime as it
     # was right after the directory set it: a later value means it was changed in M365.
     password_state: Mapped[str | None] = mapped_column(String(16))
     password_synced_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -118,6 +118,15 @@ class Brake:
     failures: int
     window: timedelta
 
+    @classmethod
+    def of(cls, config: Any) -> Brake:
+        """The brake on failed authentications (SCIM API and token endpoint), from the
+        app's config."""
+        return cls(
+            config["SCIM_AUTH_ADDRESS_FAILURES"],
+            timedelta(seconds=config["SCIM_AUTH_LOCKOUT_SECONDS"]),
+        )
+
 
 class JwtVerifier(Protocol):
     def verify(self, token: str) -> Principal: ...

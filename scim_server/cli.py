@@ -577,7 +577,7 @@ def m365_plan(as_json: bool) -> None:
     """Everything the directory would change in Microsoft 365 now (a dry run: creates,
     updates with M365's value and the directory's, disables, restores, member changes,
     totals). Reads the tenant and the directory; writes nothing."""
-    from scim_server.db import db
+    from scim_server.db import db, read_phase
     from scim_server.drift import plan
     from scim_server.drift.settings import from_env as drift_from_env
     from scim_server.graph.errors import GraphError
@@ -601,9 +601,8 @@ def m365_plan(as_json: bool) -> None:
         read[0] += 1
         pages("the tenant", read[0])
 
-    from flask import g
-
-    g.read_phase = True  # on SQLite, a reading transaction: writers go on meanwhile (db.py)
+    # On SQLite, a reading transaction: writers go on meanwhile (db.py).
+    reading = read_phase.set(True)
     try:
         made = plan.make(
             db.session(), client, found.domains, sync_from_env().usage_location, pace=pace
@@ -614,7 +613,7 @@ def m365_plan(as_json: bool) -> None:
         sys.exit(2)
     finally:
         db.session.rollback()  # it only read
-        g.read_phase = False
+        read_phase.reset(reading)
         if where.emulator is not None:
             where.emulator.stop()
     pages.done()
@@ -693,6 +692,7 @@ def m365_reconcile() -> None:
 @with_appcontext
 def m365_unbind(user: str, suspend: bool) -> None:
     """Release USER's M365 account (id or userName): the directory stops managing it."""
+    from models import EventKind
     from scim_server import directory, outbox
     from scim_server.db import db
 
@@ -702,7 +702,7 @@ def m365_unbind(user: str, suspend: bool) -> None:
         click.echo(f"No user {user!r}.", err=True)
         sys.exit(1)
     # Through the outbox, in order with the user's other changes; the worker carries it out.
-    outbox.record(db.session, "User", user_id, "unbind", {"suspend": suspend})
+    outbox.record(db.session, "User", user_id, EventKind.UNBIND, {"suspend": suspend})
     db.session.commit()
     what = "disables and releases" if suspend else "releases"
     click.echo(f"Queued: the sync worker {what} the M365 account of {user}.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import json
 import os
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from flask import g, has_app_context, has_request_context, request
+from flask import has_request_context, request
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
@@ -23,6 +24,11 @@ from sqlalchemy.pool import ConnectionPoolEntry, Pool
 from models import Base
 
 db = SQLAlchemy(model_class=Base)
+
+# Set while the sync worker's thread runs a transaction that only reads (sync.store): on
+# SQLite it begins deferred instead of queueing for the write lock. A context variable, so
+# each thread says it for itself, with or without a Flask app context.
+read_phase: contextvars.ContextVar[bool] = contextvars.ContextVar("read_phase", default=False)
 
 READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 LOCK_KEY = "scim_write_lock"
@@ -91,9 +97,9 @@ def _sqlite_begin(conn: Connection) -> None:
     """
     if conn.dialect.name != "sqlite":
         return
-    # A read says so by setting g.read_phase (the sync worker's reads, store.reading); in a
-    # request, the method tells too. Anything else may write, so it queues for the lock.
-    reading = has_app_context() and g.get("read_phase", False)
+    # A read says so by setting read_phase (the sync worker's reads, store.reading); in a
+    # request, the method tells. Anything else may write, so it queues for the lock.
+    reading = read_phase.get()
     writing = not reading and (not has_request_context() or is_write_request())
     if writing:
         fd = conn.connection.info.get(LOCK_KEY)
@@ -264,11 +270,12 @@ _SQL_SQLITE: dict[str, str] = {}
 _SQL_PG: dict[str, str] = {}
 
 
-def session_tx() -> Tx:
-    """The session's current transaction as a Tx: hand-written reads beside ORM queries,
-    in the same snapshot."""
-    fairy = db.session.connection().connection
-    dialect = db.engine.dialect
+def session_tx(session: Any = None) -> Tx:
+    """The current transaction of `session` (by default the app's) as a Tx: hand-written
+    reads beside ORM queries, in the same snapshot."""
+    connection = (session or db.session).connection()
+    dialect = connection.dialect
+    fairy = connection.connection
     return Tx(fairy.dbapi_connection, dialect.name == "sqlite", dialect.loaded_dbapi, False)
 
 

@@ -18,7 +18,7 @@ from flask import current_app
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from models import Group, GroupMember, M365Link, User, UserValue, utcnow
+from models import Group, GroupMember, M365Link, PasswordState, User, UserValue, utcnow
 from scim_server import mapping, outbox, passwords, sealing
 from scim_server.db import Tx, connection, db, read_datetime, session_tx, transaction
 from scim_server.errors import Conflict, InternalError, NotFound, PreconditionFailed
@@ -240,11 +240,22 @@ def get_user(
     user_id: str, base_url: str, projection: proj.Projection
 ) -> tuple[dict[str, Any], int]:
     with transaction(write=False) as tx:
-        row = tx.first(f"{_SELECT_USER} WHERE id = ?", (user_id,))
-        if row is None:
-            raise NotFound(f"User {user_id} not found.")
-        user = _user_row(tx, row)
-        return _user_docs(tx, [user], base_url, projection)[0], user.version
+        found = read_user(tx, user_id, base_url, projection)
+    if found is None:
+        raise NotFound(f"User {user_id} not found.")
+    return found
+
+
+def read_user(
+    tx: Tx, user_id: str, base_url: str, projection: proj.Projection
+) -> tuple[dict[str, Any], int] | None:
+    """`get_user` in the caller's transaction (the sync worker's own session's); None if
+    there is no such user."""
+    row = tx.first(f"{_SELECT_USER} WHERE id = ?", (user_id,))
+    if row is None:
+        return None
+    user = _user_row(tx, row)
+    return _user_docs(tx, [user], base_url, projection)[0], user.version
 
 
 def get_group(
@@ -445,7 +456,7 @@ def create_user(
             _insert(tx, "user_values", rows)
         outbox.record_sql(tx, "User", columns["id"], "created", {"version": 1})
         if sealed is not None:
-            _password_pending(tx, columns["id"], {"sealed": sealed})
+            outbox.queue_password_sql(tx, columns["id"], {"sealed": sealed})
     return _render_written_user(SimpleNamespace(**columns), rows, [], base_url), 1
 
 
@@ -586,8 +597,9 @@ def _save_user(tx: Tx, write: _UserWrite, event: str) -> bool:
         {"version": version + 1, "password_changed": write.password_changed},
     )
     if write.sealed_password is not None:
-        sealed = {"sealed": write.sealed_password, "force_change": write.force_change}
-        _password_pending(tx, user_id, sealed)
+        outbox.queue_password_sql(
+            tx, user_id, {"sealed": write.sealed_password, "force_change": write.force_change}
+        )
     if write.also is not None:
         write.also(tx)
     return True
@@ -600,8 +612,8 @@ def _written(write: _UserWrite, base_url: str) -> tuple[dict[str, Any], int]:
     doc = _render_written_user(user, write.rows, write.snap.groups, base_url)
     before = write.snap.doc.get(M365_USER.id) or {}
     state = {k: before[k] for k in _SYNC_STATE if k in before}
-    if state and write.sealed_password is not None:  # as _password_pending marked it
-        state["passwordState"] = "pending"
+    if state and write.sealed_password is not None:  # as outbox.queue_password_sql marked it
+        state["passwordState"] = PasswordState.PENDING.value
     if state:
         extension = doc.setdefault(M365_USER.id, {"schemas": [M365_USER.id]})
         extension.update(state)
@@ -645,17 +657,6 @@ def _update_user(
 
 def _user_name_taken(write: _UserWrite) -> str:
     return f"A user with userName {write.user_name!r} already exists."
-
-
-def _password_pending(tx: Tx, user_id: str, payload: dict[str, Any]) -> None:
-    """Queue a sealed password for M365, and say so at once in the user's sync state, if the
-    sync has seen the user (a user it has not seen shows no sync state yet)."""
-    outbox.record_sql(tx, "User", user_id, "password", payload)
-    tx.execute(
-        "UPDATE m365_links SET password_state = 'pending'"
-        " WHERE resource_type = 'User' AND resource_id = ?",
-        (user_id,),
-    )
 
 
 def set_password(

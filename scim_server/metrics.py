@@ -45,7 +45,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, request
 from sqlalchemy import func, select
 
-from models import OutboxEvent, utcnow
+from models import EventStatus, OutboxEvent, utcnow
 from scim_server.db import db
 
 log = logging.getLogger("scim_server.metrics")
@@ -54,7 +54,10 @@ bp = Blueprint("metrics", __name__)
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "unmatched"
-OUTBOX_STATES = ("pending", "dead")  # `done` grows for ever: scim_sync_delivered_total counts it
+OUTBOX_STATES = (
+    EventStatus.PENDING,
+    EventStatus.DEAD,
+)  # `done` grows for ever: scim_sync_delivered_total counts it
 
 
 def prepare_multiprocess_dir() -> str:
@@ -222,7 +225,7 @@ class DatabaseCollector:
         from scim_server.sync import heartbeat
 
         try:
-            by_state = dict.fromkeys(OUTBOX_STATES, 0)
+            by_state: dict[str, int] = dict.fromkeys(OUTBOX_STATES, 0)
             by_state.update(
                 db.session.execute(
                     select(OutboxEvent.status, func.count())
@@ -253,7 +256,7 @@ class DatabaseCollector:
         yield GaugeMetricFamily(
             "scim_dead_letters",
             "Outbox events given up on (`scim-server sync retry` queues them again).",
-            value=float(by_state["dead"]),
+            value=float(by_state[EventStatus.DEAD]),
         )
         age = workers.age_seconds(utcnow())
         yield GaugeMetricFamily(

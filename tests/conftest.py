@@ -4,8 +4,9 @@ is set), built with the real Alembic migrations; every test starts from empty ta
 from __future__ import annotations
 
 import os
+import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,23 @@ from flask.testing import FlaskClient
 from models import Base
 from scim_server import create_app
 from scim_server.config import normalise_database_url
+from scim_server.graph.client import GraphClient
+from scim_server.sync.pacer import Pacer
+from scim_server.sync.policy import Policy
+from scim_server.sync.settings import SyncSettings
+from scim_server.sync.worker import Worker
 
 # The Graph emulator's fixtures, for every test module.
-from tests.graph_emulator import graph_emulator, graph_emulator_server, tenant_env  # noqa: F401
+from tests.graph_emulator import (  # noqa: F401
+    RunningEmulator,
+    graph_emulator,
+    graph_emulator_server,
+    settings_for,
+    tenant_env,
+)
+from tests.smtp_server import Inbox, smtp_server
+
+MakeWorker = Callable[..., Worker]
 
 SCIM = "application/scim+json"
 
@@ -196,3 +211,62 @@ def anonymous(app: Flask) -> ScimClient:
 def client(app: Flask) -> FlaskClient:
     """A plain browser-like client (the user portal's HTML forms)."""
     return app.test_client()
+
+
+@pytest.fixture()
+def fresh_database_url(tmp_path: Path) -> Iterator[str]:
+    """An empty database of its own: a SQLite file, or a new PostgreSQL database in a
+    PostgreSQL run (dropped afterwards)."""
+    external = os.environ.get("SCIM_TEST_DATABASE_URL")
+    if not external:
+        yield f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+        return
+    url = _postgres_database(external)
+    try:
+        yield url
+    finally:
+        _drop_postgres_database(url)
+
+
+@pytest.fixture
+def make_worker(app: Flask, graph_emulator: RunningEmulator) -> MakeWorker:  # noqa: F811
+    """Sync workers delivering to the emulator, fast to retry; `settings`: SyncSettings."""
+
+    def make(**settings: Any) -> Worker:
+        sync = SyncSettings(**{"sync_domains": ("example.com",), **settings})
+        return Worker(
+            app,
+            GraphClient(settings_for(graph_emulator)),
+            sync,
+            sync.sync_domains,
+            name="test-worker",
+            pacer=Pacer(1000),
+            policy=Policy(max_attempts=5, base_seconds=0.02, cap_seconds=0.2),
+            rng=random.Random(7),
+        )
+
+    return make
+
+
+@pytest.fixture
+def worker(app: Flask, graph_emulator: RunningEmulator) -> Worker:  # noqa: F811
+    """A sync worker that gives up after three tries (test_sync_worker has its own)."""
+    sync = SyncSettings(sync_domains=("example.com",))
+    return Worker(
+        app,
+        GraphClient(settings_for(graph_emulator)),
+        sync,
+        sync.sync_domains,
+        pacer=Pacer(1000),
+        policy=Policy(max_attempts=3, base_seconds=0.02, cap_seconds=0.1),
+        rng=random.Random(3),
+    )
+
+
+@pytest.fixture
+def inbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
+    """A real SMTP server (aiosmtpd) on loopback, named by the SMTP_* settings."""
+    with smtp_server() as server:
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        yield server

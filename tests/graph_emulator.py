@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -24,6 +24,7 @@ import requests
 
 from scim_server.graph.emulator.server import EmulatorServer
 from scim_server.graph.emulator.state import EmulatorOptions
+from scim_server.graph.settings import GraphSettings, from_startup_line
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 STRONG_PASSWORD = "Corr3ct-Horse!"
@@ -91,6 +92,11 @@ class RunningEmulator:
     def fault(self, **fault: Any) -> None:
         response = self.control("POST", "faults", json=fault)
         assert response.status_code == 201, response.text
+
+    def advance(self, seconds: float) -> None:
+        """Move the emulated tenant's clock on, instead of sleeping."""
+        response = self.control("POST", "clock", json={"advance": seconds})
+        assert response.status_code == 200, response.text
 
     def state(self) -> dict[str, Any]:
         return dict(self.control("GET", "state").json())
@@ -218,3 +224,30 @@ def self_signed_certificate() -> tuple[Any, Any]:
         .sign(key, hashes.SHA256())
     )
     return key, cert
+
+
+def settings_for(emulator: RunningEmulator, **changes: Any) -> GraphSettings:
+    """What an operator would put in GRAPH_* from the emulator's start-up line."""
+    info = {f: getattr(emulator, f) for f in ("tenant_id", "client_id", "client_secret")}
+    info.update(
+        authority_host=emulator.authority_host,
+        graph_url=emulator.graph_url,
+        ca_bundle=emulator.ca_bundle,
+    )
+    return replace(from_startup_line(info), **{"timeout": 10, **changes})
+
+
+def sign_in(emulator: RunningEmulator, upn: str, password: str) -> Any:
+    """Entra's password grant, as a user would sign in to M365."""
+    return emulator.session.post(
+        emulator.token_endpoint,
+        data={
+            "grant_type": "password",
+            "client_id": emulator.client_id,
+            "client_secret": emulator.client_secret,
+            "scope": GRAPH_SCOPE,
+            "username": upn,
+            "password": password,
+        },
+        timeout=10,
+    )

@@ -4,7 +4,6 @@ same policy, and M365 takes it (the emulator's password grant is the oracle)."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -15,66 +14,32 @@ from sqlalchemy import text
 from scim_server.db import db
 from scim_server.sync.worker import Worker
 from tests.conftest import ScimClient
-from tests.graph_emulator import STRONG_PASSWORD, RunningEmulator
+from tests.graph_emulator import STRONG_PASSWORD, RunningEmulator, sign_in
+from tests.helpers import activation_link, new_hire, send_activation
 from tests.smtp_server import Inbox, smtp_server
-from tests.test_password_authority import _sign_in, worker  # noqa: F401
 
 M365 = "urn:ietf:params:scim:schemas:extension:m365:2.0:User"
 CHOSEN = "Act1vated-Now!"
-
-
-@pytest.fixture
-def inbox(monkeypatch: pytest.MonkeyPatch) -> Inbox:
-    with smtp_server() as server:
-        for name, value in server.env().items():
-            monkeypatch.setenv(name, value)
-        yield server
-
-
-def _new_hire(scim: ScimClient, user_name: str = "hire@example.com") -> dict[str, object]:
-    body = {
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", M365],
-        "userName": user_name,
-        "displayName": "New Hire",
-        M365: {"alternateEmail": "hire.personal@example.org"},
-    }
-    response = scim.post("/Users", body)
-    assert response.status_code == 201, response.get_json()
-    return dict(response.get_json())
-
-
-def _send(app: Flask, *args: str) -> tuple[int, str, str]:
-    result = app.test_cli_runner().invoke(args=["users", "send-activation", *args])
-    return result.exit_code, result.stdout, result.stderr
-
-
-def _link(inbox: Inbox, index: int = -1) -> str:
-    _to, message = inbox.messages[index]
-    body = message.get_payload(decode=True)
-    assert isinstance(body, bytes)
-    found = re.search(r"https?://\S+/portal/activate/(\S+)", body.decode())
-    assert found, body
-    return "/portal/activate/" + found.group(1)
 
 
 def test_activation_sets_the_password_in_the_directory_and_in_m365(
     scim: ScimClient,
     app: Flask,
     client: FlaskClient,
-    worker: Worker,  # noqa: F811
+    worker: Worker,
     graph_emulator: RunningEmulator,
     inbox: Inbox,
 ) -> None:
-    user = _new_hire(scim)
+    user = new_hire(scim)
     assert worker.drain()  # in M365 with a password nobody knows
-    code, out, err = _send(app, "hire@example.com")
+    code, out, err = send_activation(app, "hire@example.com")
     assert code == 0, err
     assert "hire.personal@example.org" in out
     assert [to for to, _m in inbox.messages] == [["hire.personal@example.org"]]
     message = inbox.messages[0][1]
     assert message["Subject"] == "Activate your account"
     assert message["From"] == "Directory <directory@example.com>"
-    link = _link(inbox)
+    link = activation_link(inbox)
     assert link not in out + err  # the link is the user's, not the admin's
     # 7-bit text: the link is whole on its line, even in a raw message.
     assert message["Content-Transfer-Encoding"] == "7bit"
@@ -97,8 +62,8 @@ def test_activation_sets_the_password_in_the_directory_and_in_m365(
     state = scim.get(f"/Users/{user['id']}?attributes={M365}").get_json()[M365]
     assert state["passwordState"] == "pending"
     assert worker.drain()
-    assert _sign_in(graph_emulator, "hire@example.com", CHOSEN).status_code == 200
-    assert _sign_in(graph_emulator, "hire@example.com", CHOSEN + "x").status_code == 400
+    assert sign_in(graph_emulator, "hire@example.com", CHOSEN).status_code == 200
+    assert sign_in(graph_emulator, "hire@example.com", CHOSEN + "x").status_code == 400
     state = scim.get(f"/Users/{user['id']}?attributes={M365}").get_json()[M365]
     assert state["passwordState"] == "synced"
 
@@ -106,20 +71,20 @@ def test_activation_sets_the_password_in_the_directory_and_in_m365(
     again = client.post(link, data={"password": "An0ther-Pass!", "confirm": "An0ther-Pass!"})
     assert again.status_code == 410
     assert client.get(link).status_code == 410
-    code, _out, err = _send(app, "hire@example.com")
+    code, _out, err = send_activation(app, "hire@example.com")
     assert code == 1 and "already has a password" in err
 
 
 def test_resending_spends_the_earlier_link_and_an_old_link_expires(
     scim: ScimClient, app: Flask, client: FlaskClient, inbox: Inbox
 ) -> None:
-    _new_hire(scim)
-    assert _send(app, "hire@example.com")[0] == 0
-    first = _link(inbox)
-    code, out, _err = _send(app, "HIRE@example.com", "--to", "elsewhere@example.org")
+    new_hire(scim)
+    assert send_activation(app, "hire@example.com")[0] == 0
+    first = activation_link(inbox)
+    code, out, _err = send_activation(app, "HIRE@example.com", "--to", "elsewhere@example.org")
     assert code == 0 and "elsewhere@example.org" in out
     assert inbox.messages[-1][0] == ["elsewhere@example.org"]
-    second = _link(inbox)
+    second = activation_link(inbox)
     assert first != second
     assert client.get(first).status_code == 410
     assert client.get(second).status_code == 200
@@ -136,9 +101,9 @@ def test_activation_needs_a_recipient_and_a_relay(
     scim: ScimClient, app: Flask, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scim.post("/Users", {"userName": "nomail@example.com"})
-    code, _out, err = _send(app, "nomail@example.com")
+    code, _out, err = send_activation(app, "nomail@example.com")
     assert code == 1 and "alternateEmail" in err
-    assert _send(app, "nobody@example.com")[0] == 1
+    assert send_activation(app, "nobody@example.com")[0] == 1
     assert inbox.messages == []
     monkeypatch.delenv("SMTP_HOST")
     result = app.test_cli_runner().invoke(
@@ -151,12 +116,12 @@ def test_activation_needs_a_recipient_and_a_relay(
 def test_a_relay_that_cannot_be_reached_leaves_no_working_link(
     scim: ScimClient, app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _new_hire(scim)
+    new_hire(scim)
     with smtp_server() as gone:
         env = gone.env()
     for name, value in env.items():  # the server has stopped: nothing listens there
         monkeypatch.setenv(name, value)
-    code, _out, err = _send(app, "hire@example.com")
+    code, _out, err = send_activation(app, "hire@example.com")
     assert code == 1 and "cannot reach the SMTP relay" in err
     with app.app_context():
         live = db.session.execute(
@@ -169,22 +134,22 @@ def test_a_relay_that_cannot_be_reached_leaves_no_working_link(
 def test_starttls_and_login_with_the_relay(
     scim: ScimClient, app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _new_hire(scim)
+    new_hire(scim)
     with smtp_server(tmp_path, login=("relay-user", "relay-Secret-1")) as inbox:
         for name, value in inbox.env(SMTP_USERNAME="relay-user").items():
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("SMTP_PASSWORD", "wrong")
-        code, _out, err = _send(app, "hire@example.com")
+        code, _out, err = send_activation(app, "hire@example.com")
         assert code == 1 and "refused SMTP_USERNAME/SMTP_PASSWORD" in err
         assert "wrong" not in err
         monkeypatch.setenv("SMTP_PASSWORD", "relay-Secret-1")
-        code, _out, err = _send(app, "hire@example.com")
+        code, _out, err = send_activation(app, "hire@example.com")
         assert code == 0, err
         assert inbox.logins == ["relay-user"]
         assert len(inbox.messages) == 1
         # Without the relay's CA, TLS fails, and says so.
         monkeypatch.delenv("SMTP_CA_BUNDLE")
-        code, _out, err = _send(app, "hire@example.com")
+        code, _out, err = send_activation(app, "hire@example.com")
         assert code == 1 and "TLS with the SMTP relay" in err
 
 
@@ -192,7 +157,7 @@ def test_an_imported_account_takes_the_password_chosen_through_activation(
     scim: ScimClient,
     app: Flask,
     client: FlaskClient,
-    worker: Worker,  # noqa: F811
+    worker: Worker,
     tenant_env: RunningEmulator,
     inbox: Inbox,
 ) -> None:
@@ -205,10 +170,10 @@ def test_an_imported_account_takes_the_password_chosen_through_activation(
         "Resources"
     ]
     assert found[0][M365]["passwordState"] == "none"  # imported users carry no password
-    code, _out, err = _send(app, "adele@example.com", "--to", "adele.home@example.org")
+    code, _out, err = send_activation(app, "adele@example.com", "--to", "adele.home@example.org")
     assert code == 0, err
-    link = _link(inbox)
+    link = activation_link(inbox)
     assert client.post(link, data={"password": CHOSEN, "confirm": CHOSEN}).status_code == 200
     assert worker.drain()
-    assert _sign_in(graph_emulator, "adele@example.com", CHOSEN).status_code == 200
-    assert _sign_in(graph_emulator, "adele@example.com", STRONG_PASSWORD).status_code == 400
+    assert sign_in(graph_emulator, "adele@example.com", CHOSEN).status_code == 200
+    assert sign_in(graph_emulator, "adele@example.com", STRONG_PASSWORD).status_code == 400

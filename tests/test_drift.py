@@ -32,8 +32,7 @@ from scim_server.sync.policy import Policy
 from scim_server.sync.settings import SyncSettings
 from scim_server.sync.worker import Worker
 from tests.conftest import ScimClient
-from tests.graph_emulator import STRONG_PASSWORD, RunningEmulator
-from tests.test_graph_client_contract import settings_for
+from tests.graph_emulator import STRONG_PASSWORD, RunningEmulator, settings_for
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -84,8 +83,10 @@ class Tenant:
     """A small directory, synced: two users (one with a directory password), a group with
     both, a manager; and the emulator as an M365 admin sees it."""
 
-    def __init__(self, scim: ScimClient, worker: Worker, emulator: RunningEmulator) -> None:
-        self.scim, self.worker, self.emulator = scim, worker, emulator
+    def __init__(
+        self, scim: ScimClient, worker: Worker, emulator: RunningEmulator, app: Flask
+    ) -> None:
+        self.scim, self.worker, self.emulator, self.app = scim, worker, emulator, app
         self.boss = scim.user("boss@example.com", title="Chief", active=True)
         self.adele = scim.user(
             "adele@example.com",
@@ -97,13 +98,13 @@ class Tenant:
         assert worker.drain()
 
     def object_id(self, resource_id: str) -> str:
-        with self.worker.app.app_context():
+        with self.app.app_context():
             row = db.session.scalar(select(M365Link).where(M365Link.resource_id == resource_id))
             assert row is not None and row.object_id
             return str(row.object_id)
 
     def link(self, resource_id: str) -> M365Link | None:
-        with self.worker.app.app_context():
+        with self.app.app_context():
             row = db.session.scalar(select(M365Link).where(M365Link.resource_id == resource_id))
             if row is not None:
                 db.session.expunge(row)
@@ -130,8 +131,8 @@ class Tenant:
 
 
 @pytest.fixture
-def tenant(scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator) -> Tenant:
-    return Tenant(scim, worker, graph_emulator)
+def tenant(scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator, app: Flask) -> Tenant:
+    return Tenant(scim, worker, graph_emulator, app)
 
 
 def _counts(sessions: Callable[[], Session]) -> dict[str, dict[str, int]]:

@@ -18,31 +18,21 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from scim_server.graph import errors
 from scim_server.graph.client import BatchRequest, GraphClient
-from scim_server.graph.settings import GraphSettings, from_env, from_startup_line
+from scim_server.graph.settings import from_env
 from tests.graph_emulator import (
     STRONG_PASSWORD,
     RunningEmulator,
     graph_env,
     self_signed_certificate,
+    settings_for,
 )
-
-
-def settings_for(emulator: RunningEmulator, **changes: Any) -> GraphSettings:
-    """What an operator would put in GRAPH_* from the emulator's start-up line."""
-    info = {f: getattr(emulator, f) for f in ("tenant_id", "client_id", "client_secret")}
-    info.update(
-        authority_host=emulator.authority_host,
-        graph_url=emulator.graph_url,
-        ca_bundle=emulator.ca_bundle,
-    )
-    return replace(from_startup_line(info), **{"timeout": 10, **changes})
 
 
 @dataclass

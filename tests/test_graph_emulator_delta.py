@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from scim_server.graph.client import GraphClient
-from tests.graph_emulator import RunningEmulator, run_emulator
-from tests.test_graph_client_contract import settings_for
+from tests.graph_emulator import RunningEmulator, run_emulator, settings_for
 
 
 def _round(emulator: RunningEmulator, url: str, **kw: Any) -> tuple[list[dict[str, Any]], str]:

@@ -14,15 +14,13 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from scim_server.graph.client import GraphClient
 from tests.graph_emulator import (
     RunningEmulator,
+    settings_for,
 )
-from tests.test_graph_client_contract import settings_for
 
 ALREADY = (
     "One or more added object references already exist for the following modified "
@@ -164,7 +162,7 @@ def test_a_new_user_referenced_by_upn_is_lagging_at_first(graph_emulator: Runnin
     early = em.graph("POST", f"/groups/{group['id']}/members/$ref", json=ref)
     assert early.status_code == 404
     assert early.json()["error"]["code"] == "Request_ResourceNotFound"
-    time.sleep(0.6)
+    em.advance(0.6)
     assert em.graph("POST", f"/groups/{group['id']}/members/$ref", json=ref).status_code == 204
 
 

@@ -292,6 +292,21 @@ def test_a_bad_setting_is_a_400_and_changes_nothing(
     assert graph_emulator.control("GET", "config").json() == before
 
 
+@pytest.mark.parametrize(
+    "body", [{"advance": -1}, {"advance": "nan"}, {"advance": "1"}, {"advance": 1, "x": 1}, []]
+)
+def test_a_bad_clock_advance_is_a_400_and_moves_nothing(
+    graph_emulator: RunningEmulator, body: Any
+) -> None:
+    graph_emulator.configure(replication_lag=60)
+    user = graph_emulator.create_user("clocked")
+    response = graph_emulator.control("POST", "clock", json=body)
+    assert response.status_code == 400, response.text
+    assert graph_emulator.graph("GET", f"/users/{user['id']}").status_code == 404  # still lagging
+    graph_emulator.advance(61)
+    assert graph_emulator.graph("GET", f"/users/{user['id']}").status_code == 200
+
+
 # ---------------------------------------------------------------------- 5. the request log
 
 

@@ -18,9 +18,8 @@ from scim_server import logs
 from scim_server.sync.worker import Worker
 from tests.conftest import ScimClient
 from tests.graph_emulator import RunningEmulator
+from tests.helpers import activation_link, new_hire, send_activation
 from tests.smtp_server import Inbox
-from tests.test_activation import _link, _new_hire, _send, inbox  # noqa: F401
-from tests.test_password_authority import worker  # noqa: F401
 
 CLI = str(Path(sys.executable).parent / "scim-server")
 
@@ -104,9 +103,9 @@ def test_no_secret_in_any_log_line_at_debug(
     app: Flask,
     scim: ScimClient,
     client: FlaskClient,
-    worker: Worker,  # noqa: F811
+    worker: Worker,
     graph_emulator: RunningEmulator,
-    inbox: Inbox,  # noqa: F811
+    inbox: Inbox,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A flow through every secret: a SCIM token, a password set through SCIM and pushed to
@@ -116,11 +115,11 @@ def test_no_secret_in_any_log_line_at_debug(
     caplog.set_level(logging.DEBUG)
     scim_password = "Sc1m-Set-Passw0rd!"
     user = scim.user("secret.keeper@example.com", password=scim_password)
-    hire = _new_hire(scim)
+    hire = new_hire(scim)
     assert worker.drain()
-    code, _out, err = _send(app, "hire@example.com")
+    code, _out, err = send_activation(app, "hire@example.com")
     assert code == 0, err
-    link = _link(inbox)
+    link = activation_link(inbox)
     chosen = "Ch0sen-Thr0ugh-Link!"
     assert client.get(link).status_code == 200
     done = client.post(link, data={"password": chosen, "confirm": chosen})

@@ -22,9 +22,8 @@ from scim_server import mail
 from scim_server.db import db
 from scim_server.sync.worker import Worker
 from tests.conftest import ScimClient
-from tests.graph_emulator import RunningEmulator
+from tests.graph_emulator import RunningEmulator, sign_in
 from tests.smtp_server import smtp_server
-from tests.test_password_authority import _sign_in, worker  # noqa: F401
 
 M365 = "urn:ietf:params:scim:schemas:extension:m365:2.0:User"
 CHOSEN = "Gr4ph-Activated!"
@@ -101,7 +100,7 @@ def test_activation_mail_through_graph_sendmail_and_the_portal(
     scim: ScimClient,
     app: Flask,
     client: FlaskClient,
-    worker: Worker,  # noqa: F811
+    worker: Worker,
     graph_mail: RunningEmulator,
 ) -> None:
     user = _hire(scim)
@@ -127,7 +126,7 @@ def test_activation_mail_through_graph_sendmail_and_the_portal(
     done = client.post(link, data={"password": CHOSEN, "confirm": CHOSEN})
     assert done.status_code == 200 and b"Account activated" in done.data
     assert worker.drain()
-    assert _sign_in(graph_mail, "hire@example.com", CHOSEN).status_code == 200
+    assert sign_in(graph_mail, "hire@example.com", CHOSEN).status_code == 200
     state = scim.get(f"/Users/{user['id']}?attributes={M365}").get_json()[M365]
     assert state["passwordState"] == "synced"
     # DELETE clears the emulator's sent mail.
@@ -327,7 +326,7 @@ def test_send_activation_to_all_without_password(
     scim: ScimClient,
     app: Flask,
     client: FlaskClient,
-    worker: Worker,  # noqa: F811
+    worker: Worker,
     graph_mail: RunningEmulator,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -422,7 +421,7 @@ def test_send_activation_usage_errors(app: Flask) -> None:
 def test_the_bulk_send_over_smtp_keeps_its_pace_and_goes_on_past_a_refused_recipient(
     scim: ScimClient,
     app: Flask,
-    worker: Worker,  # noqa: F811
+    worker: Worker,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from scim_server import activation
@@ -455,7 +454,7 @@ def test_the_bulk_send_over_smtp_keeps_its_pace_and_goes_on_past_a_refused_recip
 def test_a_link_whose_run_died_before_sending_is_sent_again_once_it_is_stale(
     scim: ScimClient,
     app: Flask,
-    worker: Worker,  # noqa: F811
+    worker: Worker,
     graph_mail: RunningEmulator,
 ) -> None:
     """A run killed between making a link and sending it leaves a working link nobody got

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,43 +19,23 @@ from scim_server import metrics
 from scim_server.db import db
 from scim_server.sync import heartbeat
 from tests.conftest import ScimClient
-
-
-def _sample(text: str, name: str, **labels: str) -> float | None:
-    """The value of one sample in Prometheus text, or None."""
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        found = re.fullmatch(r"([a-zA-Z_:][\w:]*)(\{(.*)\})? (\S+)", line)
-        if not found or found.group(1) != name:
-            continue
-        got = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', found.group(3) or ""))
-        if got == labels:
-            return float(found.group(4))
-    return None
-
-
-def _scrape(client: FlaskClient) -> str:
-    response = client.get("/metrics")
-    assert response.status_code == 200, response.data
-    assert response.headers["Content-Type"].startswith("text/plain")
-    return response.get_data(as_text=True)
+from tests.helpers import sample, scrape
 
 
 def test_requests_are_counted_by_route_never_by_raw_path(
     client: FlaskClient, scim: ScimClient
 ) -> None:
-    before = _scrape(client)
+    before = scrape(client)
     user = scim.user("bjensen@example.com")
     for _ in range(3):
         assert scim.get(f"/Users/{user['id']}").status_code == 200
     assert scim.get("/Users/no-such-id").status_code == 404
     assert client.get("/no/such/route").status_code == 404
     assert client.open("/healthz", method="BREW").status_code == 405
-    after = _scrape(client)
+    after = scrape(client)
 
     def rose(name: str, **labels: str) -> float:
-        return (_sample(after, name, **labels) or 0) - (_sample(before, name, **labels) or 0)
+        return (sample(after, name, **labels) or 0) - (sample(before, name, **labels) or 0)
 
     by_id = "/scim/v2/Users/<ident>"
     assert rose("scim_http_requests_total", method="GET", route=by_id, status="200") == 3
@@ -71,18 +50,18 @@ def test_requests_are_counted_by_route_never_by_raw_path(
 def test_a_refused_request_is_counted_too(client: FlaskClient, anonymous: ScimClient) -> None:
     """The token check answers 401 before the view runs; the rule had matched already."""
     labels = {"method": "GET", "route": "/scim/v2/Users", "status": "401"}
-    before = _sample(_scrape(client), "scim_http_requests_total", **labels) or 0
+    before = sample(scrape(client), "scim_http_requests_total", **labels) or 0
     assert anonymous.get("/Users").status_code == 401
-    after = _sample(_scrape(client), "scim_http_requests_total", **labels)
+    after = sample(scrape(client), "scim_http_requests_total", **labels)
     assert after == before + 1
 
 
 def test_database_series(app: Flask, client: FlaskClient, scim: ScimClient) -> None:
-    text = _scrape(client)
-    assert _sample(text, "scim_outbox_events", state="pending") == 0
-    assert _sample(text, "scim_dead_letters") == 0
-    assert _sample(text, "scim_sync_worker_heartbeat_age_seconds") == float("inf")
-    assert _sample(text, "scim_graph_throttled_total") == 0
+    text = scrape(client)
+    assert sample(text, "scim_outbox_events", state="pending") == 0
+    assert sample(text, "scim_dead_letters") == 0
+    assert sample(text, "scim_sync_worker_heartbeat_age_seconds") == float("inf")
+    assert sample(text, "scim_graph_throttled_total") == 0
 
     scim.user("a@example.com")
     scim.user("b@example.com")
@@ -112,19 +91,19 @@ def test_database_series(app: Flask, client: FlaskClient, scim: ScimClient) -> N
             )
         db.session.commit()
         db.session.remove()
-    text = _scrape(client)
-    assert _sample(text, "scim_outbox_events", state="pending") == 1
-    assert _sample(text, "scim_outbox_events", state="dead") == 1
-    assert _sample(text, "scim_dead_letters") == 1
-    oldest = _sample(text, "scim_outbox_oldest_pending_seconds")
+    text = scrape(client)
+    assert sample(text, "scim_outbox_events", state="pending") == 1
+    assert sample(text, "scim_outbox_events", state="dead") == 1
+    assert sample(text, "scim_dead_letters") == 1
+    oldest = sample(text, "scim_outbox_oldest_pending_seconds")
     assert oldest is not None and 120 <= oldest < 3600  # the dead one is not pending
-    age = _sample(text, "scim_sync_worker_heartbeat_age_seconds")
+    age = sample(text, "scim_sync_worker_heartbeat_age_seconds")
     assert age is not None and 0 <= age < 60
-    assert _sample(text, "scim_sync_delivered_total", kind="user") == 5
-    assert _sample(text, "scim_sync_delivered_total", kind="group") == 2
-    assert _sample(text, "scim_graph_requests_total", status="200") == 20
-    assert _sample(text, "scim_graph_requests_total", status="429") == 1
-    assert _sample(text, "scim_graph_throttled_total") == 1
+    assert sample(text, "scim_sync_delivered_total", kind="user") == 5
+    assert sample(text, "scim_sync_delivered_total", kind="group") == 2
+    assert sample(text, "scim_graph_requests_total", status="200") == 20
+    assert sample(text, "scim_graph_requests_total", status="429") == 1
+    assert sample(text, "scim_graph_throttled_total") == 1
 
 
 def test_metrics_token(app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,7 @@ import pytest
 from flask import Flask
 
 from tests.graph_emulator import RunningEmulator, graph_env
-from tests.test_metrics import _sample
+from tests.helpers import sample
 
 CLI = str(Path(sys.executable).parent / "scim-server")
 # A heartbeat a second, stale after three: the test waits seconds, not a minute.
@@ -164,13 +164,13 @@ def test_metrics_are_summed_across_the_http_processes(
     assert len(list(counts.glob("counter_*.db"))) == 2, "one process served everything"
     for _ in range(4):  # whichever process answers the scrape, it counts them all
         text = _get(base + "/metrics")[1].decode()
-        assert _sample(text, "scim_http_requests_total", **labels) == sent
+        assert sample(text, "scim_http_requests_total", **labels) == sent
     for _ in range(10):
         assert _get(url, token)[0] == 200
     text = _get(base + "/metrics")[1].decode()
-    assert _sample(text, "scim_http_requests_total", **labels) == sent + 10
+    assert sample(text, "scim_http_requests_total", **labels) == sent + 10
     durations = {"method": "GET", "route": "/scim/v2/Users"}
-    assert _sample(text, "scim_http_request_duration_seconds_count", **durations) == sent + 10
+    assert sample(text, "scim_http_request_duration_seconds_count", **durations) == sent + 10
 
 
 def test_sync_series_come_from_a_worker_on_its_own(
@@ -199,25 +199,25 @@ def test_sync_series_come_from_a_worker_on_its_own(
         assert status == 200
         return body.decode()
 
-    assert _sample(scrape(), "scim_outbox_events", state="pending") == 3
+    assert sample(scrape(), "scim_outbox_events", state="pending") == 3
     log = tmp_path / "worker.log"
     worker = _worker({**env, "LOG_FORMAT": "json", "LOG_LEVEL": "DEBUG"}, log)
     try:
         delivered = _until(
-            lambda: _sample(scrape(), "scim_sync_delivered_total", kind="user") == 3, timeout=30
+            lambda: sample(scrape(), "scim_sync_delivered_total", kind="user") == 3, timeout=30
         )
         assert delivered, scrape()
         text = scrape()
-        assert _sample(text, "scim_outbox_events", state="pending") == 0
-        assert (_sample(text, "scim_graph_requests_total", status="200") or 0) >= 1
-        assert _sample(text, "scim_graph_throttled_total") == 0
-        age = _sample(text, "scim_sync_worker_heartbeat_age_seconds")
+        assert sample(text, "scim_outbox_events", state="pending") == 0
+        assert (sample(text, "scim_graph_requests_total", status="200") or 0) >= 1
+        assert sample(text, "scim_graph_throttled_total") == 0
+        age = sample(text, "scim_sync_worker_heartbeat_age_seconds")
         assert age is not None and age < 3
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(20)
     # Stopped, its counts stay (folded into `retired`).
-    assert _sample(scrape(), "scim_sync_delivered_total", kind="user") == 3
+    assert sample(scrape(), "scim_sync_delivered_total", kind="user") == 3
 
     # LOG_FORMAT=json: each line the worker logged is one JSON object.
     lines = log.read_text().splitlines()

@@ -104,3 +104,84 @@ def test_concurrent_workers_skip_locked_rows(scim: ScimClient, app: Flask) -> No
         assert set(result[0]).isdisjoint({e.id for e in locked})
         assert len(result[0]) == 3
         s1.rollback()
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "kind", "payload"),
+    [
+        ("User", "patched", {"version": "2"}),  # mistyped
+        ("User", "patched", {"password_changed": True}),  # missing version
+        ("User", "bound", {"objectId": "x", "extra": 1}),  # unknown key
+        ("User", "password", {"check": True}),  # no sealed password
+        ("Group", "patched", {"version": 2, "added": ["a", 3]}),
+        ("Group", "unbind", {"suspend": True}),  # not a group's kind
+        ("User", "members_added", {"version": 1}),  # never a kind
+    ],
+)
+def test_a_payload_that_is_not_its_kinds_is_refused_and_nothing_is_written(
+    app: Flask, resource_type: str, kind: str, payload: dict[str, object]
+) -> None:
+    from scim_server.db import db
+
+    with app.app_context():
+        with pytest.raises(outbox.PayloadError):
+            outbox.record(db.session, resource_type, "r1", kind, payload)
+        db.session.commit()
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(OutboxEvent)) == 0
+
+
+def test_a_malformed_row_written_by_hand_is_a_dead_letter_not_a_delivery(app: Flask) -> None:
+    """Payloads are checked when loaded too: the head of a queue whose payload is not its
+    kind's becomes a dead letter (keeping why), and the resource's next event is claimed."""
+    from scim_server.db import db
+
+    with app.app_context():
+        outbox.record(db.session, "User", "u1", "patched", {"version": 2})
+        outbox.record(db.session, "User", "u1", "patched", {"version": 3})
+        first, second = db.session.scalars(sa.select(OutboxEvent.id).order_by(OutboxEvent.id))
+        db.session.execute(
+            sa.update(OutboxEvent).where(OutboxEvent.id == first).values(payload={"v": "x"})
+        )
+        db.session.commit()
+        claimed = outbox.claim(db.session, "w1")
+        assert [e.id for e in claimed] == []  # the head is dead; its follower waited behind it
+        dead = db.session.get(OutboxEvent, first)
+        assert dead is not None and dead.status == "dead"
+        assert "unknown v" in (dead.last_error or "") and "missing version" in dead.last_error
+        assert [e.id for e in outbox.claim(db.session, "w1")] == [second]
+
+
+def test_a_scrubbed_password_queued_again_loads(app: Flask) -> None:
+    """`sync retry` of a dead password event: its payload was scrubbed, and it still loads
+    (its delivery sends the user's state, with no password)."""
+    from scim_server.db import db
+
+    with app.app_context():
+        outbox.record(db.session, "User", "u1", "password", {"sealed": "token"})
+        (event_id,) = db.session.scalars(sa.select(OutboxEvent.id))
+        outbox.dead(db.session, event_id, "gone")
+        assert db.session.get(OutboxEvent, event_id).payload == {}  # type: ignore[union-attr]
+        assert outbox.retry_dead(db.session, [event_id]) == 1
+        db.session.commit()
+        (claimed,) = outbox.claim(db.session, "w1")
+        assert (claimed.id, claimed.payload) == (event_id, {})
+
+
+def test_only_the_outbox_module_moves_events_and_links() -> None:
+    """Issue 13: one module owns every transition of outbox events and M365 links; every
+    other module reads them, or calls it."""
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "scim_server"
+    writes = re.compile(
+        r"(insert|update|delete)\(\s*(OutboxEvent|M365Link)\b"
+        r"|(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(outbox|m365_links)\b",
+        re.IGNORECASE,
+    )
+    found = {
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if "migrations" not in path.parts and writes.search(path.read_text())
+    }
+    assert found == {"outbox.py"}

@@ -22,7 +22,7 @@ from scim_server.db import db
 from scim_server.graph.client import GraphStats
 from scim_server.graph.settings import GraphSettings
 from scim_server.sync.runtime import Engine, Target
-from tests.test_metrics import _sample, _scrape
+from tests.helpers import sample, scrape
 
 
 def _event(
@@ -34,7 +34,7 @@ def _event(
     payload: dict[str, Any] | None = None,
 ) -> int:
     """One outbox row in `status` (inside an app context), completed at `completed`."""
-    outbox.record(db.session, "User", resource_id, event, payload or {"n": 1})
+    outbox.record(db.session, "User", resource_id, event, payload or {"version": 1})
     event_id = int(db.session.scalar(sa.select(sa.func.max(OutboxEvent.id))) or 0)
     db.session.execute(
         sa.update(OutboxEvent)
@@ -197,7 +197,7 @@ def test_discard_then_status_and_metrics(app: Flask, client: FlaskClient) -> Non
         later = _event("pending", resource_id="u1")
         done = _event("done", utcnow(), resource_id="u3")
         db.session.remove()
-    assert _sample(_scrape(client), "scim_dead_letters") == 3
+    assert sample(scrape(client), "scim_dead_letters") == 3
     runner = app.test_cli_runner()
 
     assert runner.invoke(args=["sync", "discard"]).exit_code == 2  # an ID or --all-dead
@@ -233,7 +233,7 @@ def test_discard_then_status_and_metrics(app: Flask, client: FlaskClient) -> Non
     )
     facts = json.loads(runner.invoke(args=["sync", "status", "--json"]).output)
     assert facts["dead_letters"] == [] and facts["backlog"]["dead"] == 0
-    assert _sample(_scrape(client), "scim_dead_letters") == 0
+    assert sample(scrape(client), "scim_dead_letters") == 0
     assert _states(app) == {later: "pending", done: "done"}
     # Nothing of the resource waits on what was discarded: its later event is claimed.
     with app.app_context():

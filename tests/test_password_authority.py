@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 from flask import Flask
@@ -21,47 +18,13 @@ from models import OutboxEvent
 from scim_server import sealing
 from scim_server.config import ConfigError
 from scim_server.db import db
-from scim_server.graph.client import GraphClient
-from scim_server.sync.pacer import Pacer
-from scim_server.sync.policy import Policy
-from scim_server.sync.settings import SyncSettings
 from scim_server.sync.worker import Worker
 from tests.conftest import ScimClient
-from tests.graph_emulator import GRAPH_SCOPE, RunningEmulator
-from tests.test_graph_client_contract import settings_for
+from tests.graph_emulator import RunningEmulator, sign_in
+from tests.helpers import database_text
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 PASSWORD = "Dir3ctory-Owns!"
-
-
-@pytest.fixture
-def worker(app: Flask, graph_emulator: RunningEmulator) -> Worker:
-    sync = SyncSettings(sync_domains=("example.com",))
-    return Worker(
-        app,
-        GraphClient(settings_for(graph_emulator)),
-        sync,
-        sync.sync_domains,
-        pacer=Pacer(1000),
-        policy=Policy(max_attempts=3, base_seconds=0.02, cap_seconds=0.1),
-        rng=random.Random(3),
-    )
-
-
-def _sign_in(emulator: RunningEmulator, upn: str, password: str) -> Any:
-    """Entra's password grant, as a user would sign in to M365."""
-    return emulator.session.post(
-        emulator.token_endpoint,
-        data={
-            "grant_type": "password",
-            "client_id": emulator.client_id,
-            "client_secret": emulator.client_secret,
-            "scope": GRAPH_SCOPE,
-            "username": upn,
-            "password": password,
-        },
-        timeout=10,
-    )
 
 
 def _outbox_text(app: Flask) -> str:
@@ -92,7 +55,7 @@ def test_the_directory_password_becomes_the_m365_password(
     assert PASSWORD not in _outbox_text(app)
     assert '"sealed"' in _outbox_text(app)
     assert worker.drain()
-    signed_in = _sign_in(graph_emulator, "owner@example.com", PASSWORD)
+    signed_in = sign_in(graph_emulator, "owner@example.com", PASSWORD)
     assert signed_in.status_code == 200, signed_in.text  # no forced change at next sign-in
     assert '"sealed"' not in _outbox_text(app)  # delivered: gone from the outbox
 
@@ -103,8 +66,8 @@ def test_the_directory_password_becomes_the_m365_password(
         {"schemas": [PATCH_OP], "Operations": [{"op": "replace", "value": {"password": new}}]},
     )
     assert worker.drain()
-    assert _sign_in(graph_emulator, "owner@example.com", new).status_code == 200
-    assert _sign_in(graph_emulator, "owner@example.com", PASSWORD).status_code == 400
+    assert sign_in(graph_emulator, "owner@example.com", new).status_code == 200
+    assert sign_in(graph_emulator, "owner@example.com", PASSWORD).status_code == 400
     assert new not in _outbox_text(app) and '"sealed"' not in _outbox_text(app)
 
 
@@ -170,7 +133,7 @@ def test_passwords_waiting_in_the_outbox_survive_a_key_rotation(
         assert _outbox_text(app) != sealed_before and PASSWORD not in _outbox_text(app)
         monkeypatch.setenv("SCIM_ENCRYPTION_KEYS", new)
     assert worker.drain()
-    signed_in = _sign_in(graph_emulator, "rotated@example.com", PASSWORD)
+    signed_in = sign_in(graph_emulator, "rotated@example.com", PASSWORD)
     assert signed_in.status_code == 200, signed_in.text
     with app.app_context():
         assert db.session.scalar(select(OutboxEvent.id).where(OutboxEvent.status == "dead")) is None
@@ -232,41 +195,12 @@ def test_a_temporary_password_is_printed_once_and_must_be_changed_in_m365(
         stored = db.session.get(User, user["id"])
         assert stored is not None and _hasher.verify(stored.password_hash or "", temp)
     assert worker.drain()
-    signed_in = _sign_in(graph_emulator, "temp@example.com", temp)
+    signed_in = sign_in(graph_emulator, "temp@example.com", temp)
     # The password is right, and M365 asks for a new one: AADSTS50055, "password expired".
     assert signed_in.status_code == 400
     assert 50055 in signed_in.json()["error_codes"]
     unknown = runner.invoke(args=["users", "set-temp-password", "nobody@example.com"])
     assert unknown.exit_code == 1
-
-
-def _database_text(app: Flask, database_url: str, tmp_path: Path) -> bytes:
-    """Everything the database holds, as bytes: every page of the SQLite file (free pages
-    and the WAL's newer pages included), or every PostgreSQL row."""
-    if database_url.startswith("sqlite:///"):
-        # Through SQLite's backup API, never open() and close() on the live file: closing any
-        # descriptor of it drops this process's POSIX locks, and SQLite's with them.
-        copy = tmp_path / "copy.sqlite3"
-        source = sqlite3.connect(database_url.removeprefix("sqlite:///"))
-        target = sqlite3.connect(copy)
-        try:
-            source.backup(target)
-        finally:
-            target.close()
-            source.close()
-        return copy.read_bytes()
-    from sqlalchemy import text
-
-    from models import Base
-
-    with app.app_context():
-        rows = [
-            str(row[0])
-            for table in Base.metadata.sorted_tables
-            for row in db.session.execute(text(f'SELECT t::text FROM "{table.name}" t'))
-        ]
-        db.session.remove()
-    return "\n".join(rows).encode()
 
 
 def test_no_password_in_the_clear_in_responses_logs_or_the_database(
@@ -291,4 +225,4 @@ def test_no_password_in_the_clear_in_responses_logs_or_the_database(
     for response in (created, patched):
         assert secret.encode() not in response.data
     assert secret not in caplog.text
-    assert secret.encode() not in _database_text(app, database_url, tmp_path)
+    assert secret.encode() not in database_text(app, database_url, tmp_path)

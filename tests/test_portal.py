@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,9 @@ from scim_server.sync.policy import Policy
 from scim_server.sync.settings import SyncSettings
 from scim_server.sync.worker import Worker
 from tests.conftest import ScimClient
-from tests.graph_emulator import STRONG_PASSWORD, RunningEmulator
+from tests.graph_emulator import STRONG_PASSWORD, RunningEmulator, settings_for, sign_in
+from tests.helpers import database_text
 from tests.smtp_server import smtp_server
-from tests.test_graph_client_contract import settings_for
-from tests.test_password_authority import _database_text, _sign_in, worker  # noqa: F401
 
 M365 = "urn:ietf:params:scim:schemas:extension:m365:2.0:User"
 PASSWORD = "Portal-Pass-42!"
@@ -60,8 +58,8 @@ def _password_writes(emulator: RunningEmulator, object_id: str) -> int:
 
 
 def _set_in_m365(emulator: RunningEmulator, object_id: str, password: str) -> None:
-    # lastPasswordChangeDateTime has whole seconds: let the clock move on first.
-    time.sleep(1.1)
+    # lastPasswordChangeDateTime has whole seconds: the tenant's clock moves on first.
+    emulator.advance(1.1)
     response = emulator.graph(
         "PATCH",
         f"/users/{object_id}",
@@ -83,7 +81,7 @@ def test_a_login_restores_the_directory_password_after_a_change_in_m365(
     scim: ScimClient,
     app: Flask,
     client: FlaskClient,
-    worker: Worker,  # noqa: F811
+    worker: Worker,
     graph_emulator: RunningEmulator,
 ) -> None:
     user = scim.post("/Users", {"userName": "pia@example.com", "password": PASSWORD}).get_json()
@@ -102,11 +100,11 @@ def test_a_login_restores_the_directory_password_after_a_change_in_m365(
 
     # Someone changes it in M365 directly; the next portal sign-in takes it back.
     _set_in_m365(graph_emulator, link.object_id, "Changed-In-M365-1")
-    assert _sign_in(graph_emulator, "pia@example.com", PASSWORD).status_code == 400
+    assert sign_in(graph_emulator, "pia@example.com", PASSWORD).status_code == 400
     assert _login(client, "pia@example.com", PASSWORD).status_code == 200
     assert worker.drain()
-    assert _sign_in(graph_emulator, "pia@example.com", PASSWORD).status_code == 200
-    assert _sign_in(graph_emulator, "pia@example.com", "Changed-In-M365-1").status_code == 400
+    assert sign_in(graph_emulator, "pia@example.com", PASSWORD).status_code == 200
+    assert sign_in(graph_emulator, "pia@example.com", "Changed-In-M365-1").status_code == 400
     # The change made in M365, then the directory's one restore.
     assert _password_writes(graph_emulator, link.object_id) == writes + 2
     assert _link(app, user["id"]).password_state == "synced"
@@ -118,7 +116,7 @@ def test_the_first_login_after_a_takeover_sets_the_directory_password(
     scim: ScimClient,
     app: Flask,
     client: FlaskClient,
-    worker: Worker,  # noqa: F811
+    worker: Worker,
     tenant_env: RunningEmulator,
 ) -> None:
     graph_emulator = tenant_env
@@ -133,14 +131,14 @@ def test_the_first_login_after_a_takeover_sets_the_directory_password(
     assert link.state == "synced" and link.password_state == "unknown"
     state = scim.get(f"/Users/{user['id']}?attributes={M365}").get_json()[M365]
     assert state["passwordState"] == "unknown"
-    assert _sign_in(graph_emulator, "taken@example.com", STRONG_PASSWORD).status_code == 200
+    assert sign_in(graph_emulator, "taken@example.com", STRONG_PASSWORD).status_code == 200
 
     page = _login(client, "taken@example.com", PASSWORD)
     assert page.status_code == 200
     assert b"not yet your directory password" in page.data
     assert worker.drain()
-    assert _sign_in(graph_emulator, "taken@example.com", PASSWORD).status_code == 200
-    assert _sign_in(graph_emulator, "taken@example.com", STRONG_PASSWORD).status_code == 400
+    assert sign_in(graph_emulator, "taken@example.com", PASSWORD).status_code == 200
+    assert sign_in(graph_emulator, "taken@example.com", STRONG_PASSWORD).status_code == 400
     assert _link(app, user["id"]).password_state == "synced"
 
 
@@ -148,7 +146,7 @@ def test_a_temporary_password_is_replaced_at_the_portal(
     scim: ScimClient,
     app: Flask,
     client: FlaskClient,
-    worker: Worker,  # noqa: F811
+    worker: Worker,
     graph_emulator: RunningEmulator,
 ) -> None:
     user = scim.user("temp@example.com")
@@ -176,8 +174,8 @@ def test_a_temporary_password_is_replaced_at_the_portal(
     done = client.post("/portal/password", data={**form, "password": PASSWORD, "confirm": PASSWORD})
     assert done.status_code == 200 and b"Password changed" in done.data
     assert worker.drain()
-    assert _sign_in(graph_emulator, "temp@example.com", PASSWORD).status_code == 200
-    assert _sign_in(graph_emulator, "temp@example.com", temp).status_code == 400
+    assert sign_in(graph_emulator, "temp@example.com", PASSWORD).status_code == 200
+    assert sign_in(graph_emulator, "temp@example.com", temp).status_code == 400
     assert _link(app, user["id"]).password_state == "synced"
     # No longer temporary: the portal signs the user in.
     assert b"Signed in" in _login(client, "temp@example.com", PASSWORD).data
@@ -289,7 +287,7 @@ def test_no_password_token_or_link_in_the_clear_anywhere(
     scim: ScimClient,
     app: Flask,
     client: FlaskClient,
-    worker: Worker,  # noqa: F811
+    worker: Worker,
     database_url: str,
     caplog: pytest.LogCaptureFixture,
     tmp_path: Path,
@@ -321,4 +319,4 @@ def test_no_password_token_or_link_in_the_clear_anywhere(
     for secret in (PASSWORD, token, link):
         assert secret.encode() not in shown
         assert secret not in caplog.text
-        assert secret.encode() not in _database_text(app, database_url, tmp_path)
+        assert secret.encode() not in database_text(app, database_url, tmp_path)

@@ -17,13 +17,13 @@ from scim_server.db import db
 from scim_server.sync.worker import Worker
 from tests.conftest import ScimClient
 from tests.graph_emulator import RunningEmulator
-from tests.test_sync_worker import _ops, make_worker  # noqa: F401
+from tests.helpers import patch_ops
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 
 
 @pytest.fixture
-def worker(make_worker: Any) -> Worker:  # noqa: F811
+def worker(make_worker: Any) -> Worker:
     return make_worker()  # type: ignore[no-any-return]
 
 
@@ -75,7 +75,7 @@ def test_coalesced_changes_send_the_newest_id_and_log_them_all(
     ids = [str(uuid.uuid4()) for _ in range(3)]
     user = _post_user(scim, "bjensen", ids[0])
     for n, rid in enumerate(ids[1:]):
-        patch = _ops({"op": "replace", "path": "title", "value": f"Title {n}"})
+        patch = patch_ops({"op": "replace", "path": "title", "value": f"Title {n}"})
         answer = scim.patch(f"/Users/{user['id']}", patch, headers={"X-Request-Id": rid})
         assert answer.status_code == 200
     assert worker.drain(timeout=20)

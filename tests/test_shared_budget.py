@@ -19,7 +19,7 @@ from scim_server.sync import store
 from scim_server.sync.budget import GRANT, DatabaseBudget, SharedPacer
 from tests.conftest import ScimClient
 from tests.graph_emulator import RunningEmulator, graph_env
-from tests.test_sync_pacer import FakeClock
+from tests.helpers import FakeClock
 
 CLI = str(Path(sys.executable).parent / "scim-server")
 WRITES = {"POST", "PATCH", "PUT", "DELETE"}

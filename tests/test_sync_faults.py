@@ -26,8 +26,7 @@ from scim_server.sync.policy import Policy
 from scim_server.sync.settings import SyncSettings
 from scim_server.sync.worker import Worker
 from tests.conftest import ScimClient
-from tests.graph_emulator import RunningEmulator, graph_env
-from tests.test_graph_client_contract import settings_for
+from tests.graph_emulator import RunningEmulator, graph_env, settings_for
 
 CLI = str(Path(sys.executable).parent / "scim-server")
 

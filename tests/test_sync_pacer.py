@@ -3,19 +3,7 @@
 from __future__ import annotations
 
 from scim_server.sync.pacer import Pacer
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(round(seconds, 6))
-        self.now += seconds
+from tests.helpers import FakeClock
 
 
 def test_writes_are_paced_to_the_rate_after_a_burst() -> None:

@@ -3,26 +3,30 @@ as the directory says. The production Graph client talks to the emulator over HT
 
 from __future__ import annotations
 
-import random
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
-from flask import Flask
+import sqlalchemy as sa
+from flask import Flask, has_app_context
 from sqlalchemy import func, select
+from sqlalchemy.orm import sessionmaker
 
 from models import M365Link, OutboxEvent
+from scim_server.config import normalise_database_url
 from scim_server.db import db
 from scim_server.graph.client import GraphClient
 from scim_server.sync import store
 from scim_server.sync.pacer import Pacer
 from scim_server.sync.policy import Policy
 from scim_server.sync.settings import SyncSettings
+from scim_server.sync.store import Store
 from scim_server.sync.worker import Scope, ScopeError, Worker, scope, sync_domains
 from tests.conftest import ScimClient
-from tests.graph_emulator import RunningEmulator
-from tests.test_graph_client_contract import settings_for
+from tests.graph_emulator import RunningEmulator, settings_for
+from tests.helpers import patch_ops
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
@@ -31,30 +35,8 @@ MakeWorker = Callable[..., Worker]
 
 
 @pytest.fixture
-def make_worker(app: Flask, graph_emulator: RunningEmulator) -> MakeWorker:
-    def make(**settings: Any) -> Worker:
-        sync = SyncSettings(**{"sync_domains": ("example.com",), **settings})
-        return Worker(
-            app,
-            GraphClient(settings_for(graph_emulator)),
-            sync,
-            sync.sync_domains,
-            name="test-worker",
-            pacer=Pacer(1000),
-            policy=Policy(max_attempts=5, base_seconds=0.02, cap_seconds=0.2),
-            rng=random.Random(7),
-        )
-
-    return make
-
-
-@pytest.fixture
 def worker(make_worker: MakeWorker) -> Worker:
     return make_worker()
-
-
-def _ops(*operations: dict[str, Any]) -> dict[str, Any]:
-    return {"schemas": [PATCH_OP], "Operations": list(operations)}
 
 
 def _objects(emulator: RunningEmulator, kind: str) -> list[dict[str, Any]]:
@@ -114,7 +96,7 @@ def test_ten_patches_waiting_become_one_graph_patch(
     assert worker.drain()
     for i in range(10):
         scim.patch(
-            f"/Users/{user['id']}", _ops({"op": "replace", "path": "title", "value": f"T{i}"})
+            f"/Users/{user['id']}", patch_ops({"op": "replace", "path": "title", "value": f"T{i}"})
         )
     before = _graph_calls(graph_emulator, "PATCH", "/users/")
     assert worker.drain()
@@ -130,7 +112,9 @@ def test_disable_revokes_sessions_and_delete_follows_the_policy(
     kept = scim.user("kept@example.com")
     gone = scim.user("gone@example.com")
     assert worker.drain()
-    scim.patch(f"/Users/{kept['id']}", _ops({"op": "replace", "path": "active", "value": False}))
+    scim.patch(
+        f"/Users/{kept['id']}", patch_ops({"op": "replace", "path": "active", "value": False})
+    )
     assert worker.drain()
     m365 = _m365_user(graph_emulator, "kept@example.com")
     assert m365 is not None and m365["accountEnabled"] is False
@@ -160,14 +144,14 @@ def test_out_of_scope_users_stay_in_the_directory_then_join_when_their_email_doe
 
     scim.patch(
         f"/Users/{user['id']}",
-        _ops({"op": "replace", "path": "userName", "value": "insider@example.com"}),
+        patch_ops({"op": "replace", "path": "userName", "value": "insider@example.com"}),
     )
     assert worker.drain()
     assert _m365_user(graph_emulator, "insider@example.com") is not None
     # And out again: the delete policy (disable).
     scim.patch(
         f"/Users/{user['id']}",
-        _ops({"op": "replace", "path": "userName", "value": "outsider@elsewhere.example"}),
+        patch_ops({"op": "replace", "path": "userName", "value": "outsider@elsewhere.example"}),
     )
     assert worker.drain()
     m365 = _m365_user(graph_emulator, "insider@example.com")
@@ -184,7 +168,9 @@ def test_an_existing_account_is_reported_or_bound_never_duplicated(
     assert link is not None and link.state == "conflict" and link.object_id is None
     assert "already exists" in (link.last_error or "")
 
-    scim.patch(f"/Users/{user['id']}", _ops({"op": "replace", "path": "title", "value": "Newer"}))
+    scim.patch(
+        f"/Users/{user['id']}", patch_ops({"op": "replace", "path": "title", "value": "Newer"})
+    )
     assert make_worker(on_conflict="bind").drain()
     link = _link(app, user["id"])
     assert link is not None and (link.state, link.object_id) == ("synced", existing["id"])
@@ -200,7 +186,9 @@ def test_manager(scim: ScimClient, worker: Worker, graph_emulator: RunningEmulat
     m365_report = _m365_user(graph_emulator, "report@example.com")
     assert m365_boss and m365_report
     assert m365_report.get("managerId") == m365_boss["id"]
-    scim.patch(f"/Users/{report['id']}", _ops({"op": "remove", "path": f"{ENTERPRISE}:manager"}))
+    scim.patch(
+        f"/Users/{report['id']}", patch_ops({"op": "remove", "path": f"{ENTERPRISE}:manager"})
+    )
     assert worker.drain()
     m365_report = _m365_user(graph_emulator, "report@example.com")
     assert m365_report is not None and not m365_report.get("managerId")
@@ -223,7 +211,7 @@ def test_groups_and_memberships(
     assert members() == {"ga@example.com", "gb@example.com"}
     scim.patch(
         f"/Groups/{group['id']}",
-        _ops(
+        patch_ops(
             {"op": "add", "path": "members", "value": [{"value": c["id"]}]},
             {"op": "remove", "path": f'members[value eq "{a["id"]}"]'},
         ),
@@ -232,7 +220,7 @@ def test_groups_and_memberships(
     assert members() == {"gb@example.com", "gc@example.com"}
     scim.patch(
         f"/Groups/{group['id']}",
-        _ops({"op": "replace", "path": "displayName", "value": "Sales EMEA"}),
+        patch_ops({"op": "replace", "path": "displayName", "value": "Sales EMEA"}),
     )
     assert worker.drain()
     assert _m365_group(graph_emulator, "Sales EMEA") is not None
@@ -253,7 +241,8 @@ def test_graph_down_in_the_middle_of_a_burst_of_1000_changes(
     try:
         for i, user in enumerate(users):
             scim.patch(
-                f"/Users/{user['id']}", _ops({"op": "replace", "path": "title", "value": f"v{i}"})
+                f"/Users/{user['id']}",
+                patch_ops({"op": "replace", "path": "title", "value": f"v{i}"}),
             )
             if i == 150:  # Graph goes down for a while, mid-burst
                 graph_emulator.fault(kind="status", status=503, count=40, path="/v1.0/")
@@ -295,7 +284,7 @@ def test_a_change_graph_refuses_goes_to_the_dead_letters(
     # Fixed in the directory: the new state is delivered and covers the dead letter.
     scim.patch(
         f"/Users/{user['id']}",
-        _ops({"op": "replace", "path": "userName", "value": "zoe@example.com"}),
+        patch_ops({"op": "replace", "path": "userName", "value": "zoe@example.com"}),
     )
     assert worker.drain()
     link = _link(app, user["id"])
@@ -348,7 +337,7 @@ def test_the_m365_state_shows_in_scim(
     # The sync state is read-only: a PATCH aimed at it is refused (RFC 7644 §3.5.2 mutability).
     refused = scim.patch(
         f"/Users/{user['id']}",
-        _ops({"op": "replace", "path": f"{M365}:syncState", "value": "error"}),
+        patch_ops({"op": "replace", "path": f"{M365}:syncState", "value": "error"}),
     )
     assert (refused.status_code, refused.get_json()["scimType"]) == (400, "mutability")
     again = scim.get(f"/Users/{user['id']}?attributes={M365}").get_json()
@@ -380,7 +369,7 @@ def test_group_mail_nickname_from_the_m365_extension(
     assert m365 is not None and m365["mailNickname"] == "named-grp"
     scim.patch(
         f"/Groups/{group['id']}",
-        _ops({"op": "replace", "path": f"{M365_GROUP}:mailNickname", "value": "renamed-grp"}),
+        patch_ops({"op": "replace", "path": f"{M365_GROUP}:mailNickname", "value": "renamed-grp"}),
     )
     assert worker.drain()
     m365 = _m365_group(graph_emulator, "Named Group")
@@ -425,7 +414,7 @@ def test_a_backlog_goes_in_json_batches(
     assert link is not None and link.state == "error"
     for i, user in enumerate(users):
         scim.patch(
-            f"/Users/{user['id']}", _ops({"op": "replace", "path": "title", "value": f"T{i}"})
+            f"/Users/{user['id']}", patch_ops({"op": "replace", "path": "title", "value": f"T{i}"})
         )
     before = len(graph_emulator.request_log())
     assert worker.drain()
@@ -453,7 +442,9 @@ def test_unbind_releases_the_account_and_suspend_disables_it_first(
     assert suspended is not None and suspended["accountEnabled"] is False
     assert released is not None and released["accountEnabled"] is True
     # Released: the directory's later changes no longer reach the account.
-    scim.patch(f"/Users/{kept['id']}", _ops({"op": "replace", "path": "title", "value": "After"}))
+    scim.patch(
+        f"/Users/{kept['id']}", patch_ops({"op": "replace", "path": "title", "value": "After"})
+    )
     assert worker.drain()
     released = _m365_user(graph_emulator, "released@example.com")
     assert released is not None and released["jobTitle"] == "Before"
@@ -471,7 +462,7 @@ def test_a_manager_reaching_m365_after_its_reports_becomes_their_manager(
     assert early is not None and not early.get("managerId")
     scim.patch(
         f"/Users/{boss['id']}",
-        _ops({"op": "replace", "path": "userName", "value": "late-boss@example.com"}),
+        patch_ops({"op": "replace", "path": "userName", "value": "late-boss@example.com"}),
     )
     assert worker.drain()
     early = _m365_user(graph_emulator, "early@example.com")
@@ -498,7 +489,7 @@ def test_a_join_that_fails_after_the_create_is_retried_not_lost(
     user = scim.user("joiner@example.com")
     scim.patch(
         f"/Groups/{group['id']}",
-        _ops({"op": "add", "path": "members", "value": [{"value": user["id"]}]}),
+        patch_ops({"op": "add", "path": "members", "value": [{"value": user["id"]}]}),
     )
     assert worker.drain()
     assert graph_emulator.state()["faults"] == []  # both faults were met
@@ -510,7 +501,7 @@ def test_a_join_that_fails_after_the_create_is_retried_not_lost(
 def _join(scim: ScimClient, group: dict[str, Any], *users: dict[str, Any]) -> None:
     members = [{"value": u["id"]} for u in users]
     response = scim.patch(
-        f"/Groups/{group['id']}", _ops({"op": "add", "path": "members", "value": members})
+        f"/Groups/{group['id']}", patch_ops({"op": "add", "path": "members", "value": members})
     )
     assert response.status_code in (200, 204)
 
@@ -624,7 +615,8 @@ def test_batched_joins_keep_coalescing_order_and_the_creating_mark(
     patched = scim.user("patched@example.com", title="v0")
     for i in range(1, 4):
         scim.patch(
-            f"/Users/{patched['id']}", _ops({"op": "replace", "path": "title", "value": f"v{i}"})
+            f"/Users/{patched['id']}",
+            patch_ops({"op": "replace", "path": "title", "value": f"v{i}"}),
         )
     other = scim.user("other@example.com")
     deleted = scim.user("deleted@example.com")
@@ -671,7 +663,7 @@ def test_a_membership_committed_while_its_user_is_created_is_not_lost(
     assert "groups" not in stale
     scim.patch(
         f"/Groups/{group['id']}",
-        _ops({"op": "add", "path": "members", "value": [{"value": user["id"]}]}),
+        patch_ops({"op": "add", "path": "members", "value": [{"value": user["id"]}]}),
     )
     link = _link(app, user["id"])
     assert link is not None and link.object_id
@@ -686,20 +678,21 @@ def test_a_patch_answers_with_the_m365_state_a_get_shows(scim: ScimClient, worke
     assert worker.drain()
     asked = f"attributes=title,{M365}"
     patched = scim.patch(
-        f"/Users/{user['id']}?{asked}", _ops({"op": "replace", "path": "title", "value": "Pilot"})
+        f"/Users/{user['id']}?{asked}",
+        patch_ops({"op": "replace", "path": "title", "value": "Pilot"}),
     ).get_json()
     shown = scim.get(f"/Users/{user['id']}?{asked}").get_json()
     assert patched[M365]["syncState"] == "synced" and patched[M365]["objectId"]
     assert patched == shown
     with_password = scim.patch(
         f"/Users/{user['id']}?{asked}",
-        _ops({"op": "replace", "path": "password", "value": "Pil0t-Password!"}),
+        patch_ops({"op": "replace", "path": "password", "value": "Pil0t-Password!"}),
     ).get_json()
     assert with_password[M365]["passwordState"] == "pending"
     assert with_password == scim.get(f"/Users/{user['id']}?{asked}").get_json()
     # Without asking, neither shows the server-set state.
     plain = scim.patch(
-        f"/Users/{user['id']}", _ops({"op": "replace", "path": "title", "value": "Captain"})
+        f"/Users/{user['id']}", patch_ops({"op": "replace", "path": "title", "value": "Captain"})
     ).get_json()
     assert M365 not in plain and plain == scim.get(f"/Users/{user['id']}").get_json()
 
@@ -709,7 +702,42 @@ def test_a_user_the_sync_has_not_seen_shows_no_sync_state(scim: ScimClient) -> N
     user = scim.post("/Users", {"userName": "unseen@example.com", "password": "Uns33n-Pass!"})
     patched = scim.patch(
         f"/Users/{user.get_json()['id']}",
-        _ops({"op": "replace", "path": "password", "value": "Uns33n-Pass!2"}),
+        patch_ops({"op": "replace", "path": "password", "value": "Uns33n-Pass!2"}),
     ).get_json()
     assert M365 not in patched
     assert M365 not in scim.get(f"/Users/{patched['id']}").get_json()
+
+
+def test_a_worker_stands_on_its_own_with_a_session_factory_and_a_clock(
+    app: Flask, scim: ScimClient, graph_emulator: RunningEmulator, database_url: str
+) -> None:
+    """No Flask app context: the worker is given a session factory (on an engine of its
+    own) and a clock, and every time it writes is the clock's."""
+    user = scim.user("alone@example.com")
+    group = scim.group("Alone", members=[user["id"]])
+    moment = datetime(2031, 5, 6, 7, 8, 9)
+    engine = sa.create_engine(normalise_database_url(database_url))
+    sync = SyncSettings(sync_domains=("example.com",))
+    alone = Worker(
+        Store(sessionmaker(bind=engine), clock=lambda: moment),
+        GraphClient(settings_for(graph_emulator)),
+        sync,
+        sync.sync_domains,
+        name="standalone",
+        pacer=Pacer(1000),
+        instance_path=app.instance_path,
+    )
+    try:
+        assert not has_app_context()
+        assert alone.drain(timeout=30)
+    finally:
+        engine.dispose()
+    assert _m365_user(graph_emulator, "alone@example.com") is not None
+    with app.app_context():
+        for rtype, rid in (("User", user["id"]), ("Group", group["id"])):
+            link = db.session.get(M365Link, (rtype, rid))
+            assert link is not None and link.state == "synced", rtype
+            assert link.last_synced_at == moment
+        completed = set(db.session.scalars(select(OutboxEvent.completed_at)))
+        db.session.remove()
+    assert completed == {moment}

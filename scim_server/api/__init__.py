@@ -4,7 +4,6 @@ errors) in one place."""
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
@@ -29,13 +28,6 @@ log = logging.getLogger("scim_server.api")
 PREFIX = "/scim/v2"
 
 
-def brake(config: Any) -> auth.Brake:
-    """The brake on failed authentications (SCIM API and token endpoint), from the config."""
-    return auth.Brake(
-        config["SCIM_AUTH_ADDRESS_FAILURES"], timedelta(seconds=config["SCIM_AUTH_LOCKOUT_SECONDS"])
-    )
-
-
 def register(app: Flask) -> None:
     from scim_server.api import bulk, discovery, resources, token_endpoint
 
@@ -56,7 +48,7 @@ def register(app: Flask) -> None:
                 request.headers.get("Authorization"),
                 config["SCIM_TOKEN_CACHE_SECONDS"],
                 address=throttle.client_address(),
-                brake=brake(config),
+                brake=auth.Brake.of(config),
                 jwt_verifier=current_app.extensions.get(entra.EXTENSION),
             )
         except auth.AuthError as exc:

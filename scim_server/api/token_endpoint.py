@@ -9,8 +9,7 @@ from urllib.parse import unquote_plus
 
 from flask import Blueprint, Response, current_app, request
 
-from scim_server import oauth, throttle
-from scim_server.api import brake
+from scim_server import auth, oauth, throttle
 
 bp = Blueprint("oauth", __name__)
 
@@ -59,7 +58,7 @@ def token() -> Response:
         basic=basic,
         lifetime=current_app.config["SCIM_OAUTH_TOKEN_LIFETIME_SECONDS"],
         address=throttle.client_address(),
-        brake=brake(current_app.config),
+        brake=auth.Brake.of(current_app.config),
     )
     # RFC 6749 §5.1.
     return _json(

@@ -21,6 +21,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from models import PasswordState
 from scim_server.drift.directory import Link, Wanted
 from scim_server.sync import mapping
 
@@ -54,7 +55,7 @@ USER_SELECT = (*mapping.USER_PROPERTIES, "lastPasswordChangeDateTime", "manager"
 GROUP_ATTRIBUTES = ("displayName", "mailNickname")
 GROUP_SELECT = (*GROUP_ATTRIBUTES, "members")
 # A password the directory set: a later change in M365 is drift.
-PASSWORD_STATES = ("synced", "temporary")
+PASSWORD_STATES = (PasswordState.SYNCED, PasswordState.TEMPORARY)
 
 
 def normal(prop: str, value: Any) -> Any:

@@ -14,13 +14,23 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import Group, GroupMember, M365Link, OutboxEvent, User, UserValue
+from models import (
+    EventKind,
+    EventStatus,
+    Group,
+    GroupMember,
+    LinkState,
+    M365Link,
+    OutboxEvent,
+    User,
+    UserValue,
+)
 from scim_server import mapping as scim_mapping
 from scim_server.sync import mapping
 
 CHUNK = 500
 # Links the directory manages: created or bound by it, not being created right now.
-MANAGED_STATES = ("synced", "pending", "error")
+MANAGED_STATES = (LinkState.SYNCED, LinkState.PENDING, LinkState.ERROR)
 
 
 def chunks(ids: Iterable[str]) -> Iterator[list[str]]:
@@ -176,10 +186,10 @@ def pending(session: Session, keys: Sequence[tuple[str, str]]) -> Pending:
                 select(OutboxEvent.resource_id, OutboxEvent.event).where(
                     OutboxEvent.resource_type == rtype,
                     OutboxEvent.resource_id.in_(chunk),
-                    OutboxEvent.status == "pending",
+                    OutboxEvent.status == EventStatus.PENDING,
                 )
             ):
                 found.add((rtype, rid))
-                if event == "password":
+                if event == EventKind.PASSWORD:
                     passwords.add(rid)
     return Pending(frozenset(found), frozenset(passwords))

@@ -16,12 +16,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import M365Link
+from models import LinkState, M365Link
 from scim_server.drift import detect, directory
 from scim_server.drift.detect import Kind
 from scim_server.graph.client import GraphClient
 from scim_server.sync import mapping
 
+# Left alone (conflicts, released accounts), or being created now.
+LEFT_ALONE = (LinkState.CONFLICT, LinkState.UNBOUND, LinkState.CREATING)
 ACTIONS = ("create", "update", "disable", "restore", "add_member", "remove_member")
 
 
@@ -89,7 +91,7 @@ def make(
             if mapping.domain_of(upn) not in scope:
                 continue  # out of scope: not provisioned
             row = links.get(("User", rid))
-            if row is not None and row.state in ("conflict", "unbound", "creating"):
+            if row is not None and row.state in LEFT_ALONE:
                 continue  # left alone, or being created now
             if row is None or not row.object_id:
                 plan.changes.append(Change("create", "User", rid, upn))

@@ -10,7 +10,8 @@ write budget, retried, and a dead letter with its reason when it keeps failing.
   the directory's (a disable it reverts also revokes sessions, as any disable does);
 - the manager: the link's `manager_id` takes M365's (its object id, which no directory id
   equals, or none); the delivery sets the directory's manager again, or removes it;
-- a deleted user: `drift_restore`; the worker restores it from directory/deletedItems
+- a deleted user: `drift_restore`; the worker (sync.worker, before the user's delivery)
+  restores it from directory/deletedItems
   (directory-deleteditems-restore: "A recently deleted item will remain available for up to
   30 days"), or, once it cannot be (purged, past 30 days), creates
   it again and binds it;
@@ -31,29 +32,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import M365Link, OutboxEvent
+from models import EventKind, EventStatus, LinkState, M365Link, OutboxEvent, PasswordState
 from scim_server import outbox
 from scim_server.drift import state
 from scim_server.drift.detect import Finding, Kind, by_kind
 from scim_server.drift.directory import Link
 from scim_server.drift.settings import Mode
-from scim_server.graph.errors import NotFound
-
-if TYPE_CHECKING:
-    from scim_server.sync import store
-    from scim_server.sync.worker import Worker
 
 log = logging.getLogger("scim_server.drift")
 
-DRIFT = "drift"
-RESTORE = "drift_restore"
-EVENTS = (DRIFT, RESTORE)
-DRIFTED = "drifted"  # passwordState: M365's password is no longer the directory's
+EVENTS = (EventKind.DRIFT, EventKind.DRIFT_RESTORE)
 MEMBERSHIP = (Kind.MEMBER_ADDED, Kind.MEMBER_REMOVED)
 
 
@@ -84,48 +77,63 @@ def record(
     """Record one object's drift (and, with `repair`, queue its repair) in the caller's
     transaction. False, recording nothing, when the sync changed the link since it was
     read: what was compared is stale, and the next round sees the object again.
-    `items`: M365's values of the drifted properties, as Graph gave them."""
-    row = session.get(M365Link, (link.resource_type, link.resource_id), with_for_update=True)
+    `items`: M365's values of the drifted properties, as Graph gave them. The link and the
+    event are written by `scim_server.outbox`, which owns their transitions."""
+    row = session.execute(
+        select(M365Link.object_id, M365Link.updated_at, M365Link.synced)
+        .where(
+            M365Link.resource_type == link.resource_type,
+            M365Link.resource_id == link.resource_id,
+        )
+        .with_for_update()
+    ).first()
     if row is None or row.object_id != link.object_id or row.updated_at != link.updated_at:
         return False
     for finding in findings:
         _log(finding, mode)
     state.count(session, "detected", by_kind(findings))
-    row.drift_found_at = now
-    if mode is not Mode.REPAIR:
-        return True
+    fields: dict[str, Any] = {}
     kinds = {f.kind for f in findings}
     queued = by_kind(f for f in findings if f.kind is not Kind.PASSWORD)
-    if Kind.PASSWORD in kinds:
-        row.password_state = DRIFTED
-        state.count(session, "repaired", {Kind.PASSWORD.value: 1})
-    if link.resource_type == "User" and Kind.USER_DELETED in kinds:
-        payload: dict[str, Any] = {"kinds": queued, "object_id": link.object_id}
-        outbox.record(session, "User", link.resource_id, RESTORE, payload, request_id=request_id)
-        return True
-    if Kind.GROUP_DELETED in kinds:
-        row.object_id = None
-        row.synced = None
-        row.state = "pending"
-    synced = dict(row.synced or {})
-    for finding in findings:
-        if finding.kind in (Kind.ATTRIBUTE, Kind.ACCOUNT_ENABLED) and finding.attribute:
-            synced[finding.attribute] = (items or {}).get(finding.attribute, finding.m365)
-            if finding.attribute == "mailNickname":
-                # The worker sends mailNickname only with a UPN change (sync.mapping.changes):
-                # the UPN is sent again with it, unchanged.
-                synced["userPrincipalName"] = None
-        elif finding.kind is Kind.MANAGER:
-            row.manager_id = finding.m365  # an M365 object id, or None: never the wanted one
-    if row.synced is not None:
-        row.synced = synced
-    if queued:
-        payload = {"kinds": queued}
-        if kinds & {*MEMBERSHIP, Kind.GROUP_DELETED}:
-            payload["replace_all"] = True
-        outbox.record(
-            session, link.resource_type, link.resource_id, DRIFT, payload, request_id=request_id
-        )
+    event: tuple[EventKind, dict[str, Any]] | None = None
+    if mode is Mode.REPAIR:
+        if Kind.PASSWORD in kinds:
+            fields["password_state"] = PasswordState.DRIFTED
+            state.count(session, "repaired", {Kind.PASSWORD.value: 1})
+        if link.resource_type == "User" and Kind.USER_DELETED in kinds:
+            event = (EventKind.DRIFT_RESTORE, {"kinds": queued, "object_id": link.object_id})
+        else:
+            before = row.synced
+            if Kind.GROUP_DELETED in kinds:
+                fields.update(object_id=None, synced=None, state=LinkState.PENDING)
+                before = None
+            synced = dict(row.synced or {})
+            for finding in findings:
+                if finding.kind in (Kind.ATTRIBUTE, Kind.ACCOUNT_ENABLED) and finding.attribute:
+                    synced[finding.attribute] = (items or {}).get(finding.attribute, finding.m365)
+                    if finding.attribute == "mailNickname":
+                        # The worker sends mailNickname only with a UPN change
+                        # (sync.mapping.changes): the UPN is sent again with it, unchanged.
+                        synced["userPrincipalName"] = None
+                elif finding.kind is Kind.MANAGER:
+                    # An M365 object id, or None: never the wanted one.
+                    fields["manager_id"] = finding.m365
+            if before is not None:
+                fields["synced"] = synced
+            if queued:
+                payload: dict[str, Any] = {"kinds": queued}
+                if kinds & {*MEMBERSHIP, Kind.GROUP_DELETED}:
+                    payload["replace_all"] = True
+                event = (EventKind.DRIFT, payload)
+    outbox.drift_found(
+        session,
+        link.resource_type,
+        link.resource_id,
+        now=now,
+        event=event,
+        request_id=request_id,
+        **fields,
+    )
     return True
 
 
@@ -137,7 +145,7 @@ def count_delivered(session: Session, resource_type: str, resource_id: str, upto
         select(OutboxEvent.payload).where(
             OutboxEvent.resource_type == resource_type,
             OutboxEvent.resource_id == resource_id,
-            OutboxEvent.status == "pending",
+            OutboxEvent.status == EventStatus.PENDING,
             OutboxEvent.event.in_(EVENTS),
             OutboxEvent.id <= upto,
         )
@@ -146,44 +154,3 @@ def count_delivered(session: Session, resource_type: str, resource_id: str, upto
             repaired[kind] = repaired.get(kind, 0) + int(n)
     if repaired:
         state.count(session, "repaired", repaired)
-
-
-def restore_user(
-    worker: Worker, user_id: str, link: store.Link | None, upto: int
-) -> store.Link | None:
-    """Before a user's delivery: a `drift_restore` among its events brings its deleted M365
-    account back from deletedItems; when that is gone (NotFound), the link forgets it and
-    the delivery creates the account again and binds it. Another failure fails the
-    delivery (retried, then a dead letter with the reason)."""
-    from scim_server.sync import store
-
-    if link is None or not link.object_id:
-        return link  # not in M365 (yet): nothing to restore, and no read
-    restores = [
-        p for _i, kind, p in store.pending_through("User", user_id, upto) if kind == RESTORE
-    ]
-    if not restores:
-        return link
-    if link.object_id != restores[-1].get("object_id"):
-        return link  # bound to another account since: nothing to restore
-    try:
-        worker.pacer.acquire(1.0)
-        worker.client.restore_deleted(link.object_id)
-        log.info("drift repaired resource=User/%s: restored %s", user_id, link.object_id)
-    except NotFound:
-        log.info(
-            "drift resource=User/%s: %s is no longer in deletedItems; creating it again",
-            user_id,
-            link.object_id,
-        )
-        store.save_link(
-            "User",
-            user_id,
-            object_id=None,
-            state="pending",
-            synced=None,
-            manager_id=None,
-            password_state=None,
-            password_stamp=None,
-        )
-    return store.link("User", user_id)

@@ -3,8 +3,6 @@ replace a temporary one, and set their first one from an activation link."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from scim_server.portal.views import bp
 
-bp = Blueprint("portal", __name__, template_folder="templates", url_prefix="/portal")
-
-from scim_server.portal import views  # noqa: E402,F401  (registers the routes)
+__all__ = ["bp"]

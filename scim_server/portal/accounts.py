@@ -18,7 +18,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
 
-from models import utcnow
+from models import EventKind, LinkState, PasswordState, utcnow
 from scim_server import directory, outbox, passwords, sealing, throttle
 from scim_server.db import Tx, read_datetime, transaction
 from scim_server.errors import InvalidValue
@@ -158,7 +158,9 @@ def sign_in(user_name: str, password: str, address: str) -> Outcome:
             link = _link(tx, row.id, lock=True)
             queued = _wants_check(link)
             if queued:
-                outbox.record_sql(tx, "User", row.id, "password", {"sealed": sealed, "check": True})
+                outbox.record_sql(
+                    tx, "User", row.id, EventKind.PASSWORD, {"sealed": sealed, "check": True}
+                )
             else:
                 tx.rollback_only = True
     return SignedIn(_status(row, link, queued))
@@ -168,7 +170,9 @@ def _wants_check(link: dict[str, Any] | None) -> bool:
     """Whether a right password should be checked against M365's: the account is bound, and
     no password is on its way there already (nor does M365 keep it: federated)."""
     return (
-        _bound(link) and link is not None and link["password_state"] not in ("federated", "pending")
+        _bound(link)
+        and link is not None
+        and link["password_state"] not in (PasswordState.FEDERATED, PasswordState.PENDING)
     )
 
 
@@ -211,7 +215,7 @@ def _link(tx: Tx, user_id: str, *, lock: bool = False) -> dict[str, Any] | None:
 
 
 def _bound(link: dict[str, Any] | None) -> bool:
-    return link is not None and bool(link["object_id"]) and link["state"] != "unbound"
+    return link is not None and bool(link["object_id"]) and link["state"] != LinkState.UNBOUND
 
 
 def _status(row: _UserRow, link: dict[str, Any] | None, queued: bool) -> Status:

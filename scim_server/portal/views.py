@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 
-from flask import Response, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, g, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
 from scim_server import activation, passwords, throttle
 from scim_server.errors import InvalidValue
-from scim_server.portal import accounts, bp
+from scim_server.portal import accounts
 
 log = logging.getLogger("scim_server.portal")
+
+# Here, beside its routes, so that the package imports its views and not the other way round.
+bp = Blueprint("portal", __name__, template_folder="templates", url_prefix="/portal")
 
 POLICY = (
     f"A password has {passwords.MIN_LENGTH} to {passwords.MAX_LENGTH} characters and mixes "

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.states import LinkState, PasswordState
+
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 M365_USER_SCHEMA = "urn:ietf:params:scim:schemas:extension:m365:2.0:User"
@@ -320,15 +322,7 @@ def _sync_state() -> tuple[Attribute, ...]:
             "syncState",
             mutability="readOnly",
             returned="request",
-            canonical_values=(
-                "pending",
-                "synced",
-                "out_of_scope",
-                "conflict",
-                "error",
-                "creating",
-                "unbound",
-            ),
+            canonical_values=tuple(s.value for s in LinkState),
         ),
         _s("lastSyncedAt", type="dateTime", mutability="readOnly", returned="request"),
         _s("lastError", mutability="readOnly", returned="request"),
@@ -365,16 +359,7 @@ M365_USER = Schema(
             "domain is federated, its identity provider holds the password and the directory "
             "never sends it; error: setting it failed (see lastError); drifted: it was changed "
             "in Microsoft 365, and the user's next portal sign-in sets the directory's again.",
-            canonical_values=(
-                "pending",
-                "synced",
-                "temporary",
-                "unknown",
-                "none",
-                "federated",
-                "error",
-                "drifted",
-            ),
+            canonical_values=tuple(s.value for s in PasswordState),
         ),
     ),
 )

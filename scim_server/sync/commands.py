@@ -11,9 +11,8 @@ from datetime import timedelta
 import click
 from flask import current_app
 from flask.cli import with_appcontext
-from sqlalchemy import update
 
-from models import OutboxEvent, utcnow
+from models import utcnow
 from scim_server import preflight
 from scim_server.db import db
 from scim_server.dbschema import require_head
@@ -115,16 +114,10 @@ def retry(event_id: int | None, all_dead: bool) -> None:
 
     if (event_id is None) == (not all_dead):
         raise click.UsageError("Give an event ID or --all-dead.")
+    from scim_server import outbox
+
     require_head()
-    query = update(OutboxEvent).where(OutboxEvent.status == "dead")
-    if event_id is not None:
-        query = query.where(OutboxEvent.id == event_id)
-    result = db.session.execute(
-        query.values(
-            status="pending", attempts=0, locked_by=None, locked_until=None, completed_at=None
-        )
-    )
-    count = int(getattr(result, "rowcount", 0) or 0)
+    count = outbox.retry_dead(db.session, [] if event_id is None else [event_id], all_dead=all_dead)
     db.session.commit()
     if not count:
         click.echo("No such dead letter." if event_id is not None else "No dead letters.", err=True)

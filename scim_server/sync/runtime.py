@@ -15,14 +15,16 @@ from typing import Any
 from flask import Flask
 
 from models import utcnow
-from scim_server.db import db
+from scim_server import outbox
 from scim_server.graph.client import GraphClient, GraphSession, GraphStats, TokenProvider
 from scim_server.graph.settings import GraphSettings, choose_target, from_startup_line
-from scim_server.sync import heartbeat, store
+from scim_server.sync import heartbeat
 from scim_server.sync.budget import DatabaseBudget, SharedPacer
+from scim_server.sync.scope import scope
 from scim_server.sync.settings import SyncSettings
 from scim_server.sync.settings import from_env as sync_from_env
-from scim_server.sync.worker import Worker, scope
+from scim_server.sync.store import Store
+from scim_server.sync.worker import Worker
 
 log = logging.getLogger("scim_server.sync")
 
@@ -78,17 +80,39 @@ def sandbox_state_file(app: Flask) -> Path:
 
 @dataclass
 class Engine:
+    """The workers of a process, with its heartbeat and prune threads. None of them needs a
+    Flask app context: with `app` (whose settings it reads once) the engine writes the
+    process's heartbeat and prunes the outbox through `store`, made from the app unless
+    given."""
+
     target: Target
     workers: list[Worker]
     app: Flask | None = None  # with it, the engine writes the process's heartbeat
     stats: GraphStats = field(default_factory=GraphStats)  # its Graph clients' calls
+    store: Store | None = None
     threads: list[threading.Thread] = field(default_factory=list)  # one per worker, in order
     beating: threading.Thread | None = None  # the heartbeat's
     pruning: threading.Thread | None = None  # the outbox prune's
     drift: Any = None  # the drift rounds' scheduler (drift.schedule), unless M365_DRIFT=off
     stop: threading.Event = field(default_factory=threading.Event)
     worker_id: str = field(default_factory=heartbeat.process_id)
-    started_at: datetime = field(default_factory=utcnow)
+    started_at: datetime | None = None
+    heartbeat_seconds: float = 5.0
+    retention_days: int = 7
+    prune_seconds: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.store is None and self.workers:
+            self.store = self.workers[0].store
+        if self.app is not None:
+            if self.store is None:
+                self.store = Store.of(self.app)
+            config = self.app.config
+            self.heartbeat_seconds = float(config.get("SYNC_HEARTBEAT_SECONDS", 5))
+            self.retention_days = int(config.get("OUTBOX_RETENTION_DAYS", 7))
+            self.prune_seconds = float(config.get("OUTBOX_PRUNE_SECONDS", 300))
+        if self.started_at is None:
+            self.started_at = self.store.clock() if self.store else utcnow()
 
     def start(self) -> Engine:
         if self.app is not None:
@@ -124,18 +148,7 @@ class Engine:
         if self.drift is not None:
             self.drift.join(max(deadline - time.monotonic(), 0))
         stopped = [w for w, t in zip(self.workers, self.threads, strict=True) if not t.is_alive()]
-        released = 0
-        if stopped:
-            from scim_server import outbox
-            from scim_server.db import db
-
-            app = stopped[0].app
-            with app.app_context():
-                try:
-                    for worker in stopped:
-                        released += outbox.release(db.session, worker.name)
-                finally:
-                    db.session.remove()
+        released = sum(worker.store.release(worker.name) for worker in stopped)
         busy = len(self.threads) - len(stopped)
         log.info(
             "sync stopped: %d leases released%s",
@@ -157,58 +170,46 @@ class Engine:
     def beat(self, retire: bool = False) -> None:
         """Write the heartbeat; fold the rows of workers long dead (or, with `retire`, this
         one's, as it stops) into `retired`. A failure is logged: the workers go on."""
-        assert self.app is not None
-        with self.app.app_context():
-            try:
-                with store.transaction() as session:
-                    target = "sandbox" if self.target.sandbox else self.target.settings.tenant_id
-                    heartbeat.beat(
-                        session, self.worker_id, target, self.started_at, self.counters()
-                    )
-                    session.flush()
-                    heartbeat.fold(session, [self.worker_id] if retire else None)
-            except Exception:
-                log.exception("sync heartbeat of %s failed", self.worker_id)
-            finally:
-                db.session.remove()
+        assert self.store is not None and self.started_at is not None
+        try:
+            with self.store.transaction() as session:
+                target = "sandbox" if self.target.sandbox else self.target.settings.tenant_id
+                heartbeat.beat(session, self.worker_id, target, self.started_at, self.counters())
+                session.flush()
+                heartbeat.fold(session, [self.worker_id] if retire else None)
+        except Exception:
+            log.exception("sync heartbeat of %s failed", self.worker_id)
 
     def _beating(self) -> None:
-        assert self.app is not None
-        every = float(self.app.config.get("SYNC_HEARTBEAT_SECONDS", 5))
-        while not self.stop.wait(every):
+        while not self.stop.wait(self.heartbeat_seconds):
             self.beat()
 
     def prune(self) -> int:
         """Delete the delivered events older than OUTBOX_RETENTION_DAYS (0: none), in small
         batches, stopping between batches when the engine stops. A failure is logged."""
-        assert self.app is not None
-        days = int(self.app.config.get("OUTBOX_RETENTION_DAYS", 7))
+        assert self.store is not None
+        days = self.retention_days
         if days <= 0:
             return 0
-        from scim_server import outbox
-
-        with self.app.app_context():
-            try:
-                deleted = outbox.prune(
-                    db.session, utcnow() - timedelta(days=days), stop=self.stop.is_set
-                )
-            except Exception:
-                log.exception("outbox prune by %s failed", self.worker_id)
-                db.session.rollback()
-                return 0
-            finally:
-                db.session.remove()
+        before = self.store.clock() - timedelta(days=days)
+        session = self.store.sessions()
+        try:
+            deleted = outbox.prune(session, before, stop=self.stop.is_set)
+        except Exception:
+            log.exception("outbox prune by %s failed", self.worker_id)
+            session.rollback()
+            return 0
+        finally:
+            session.close()
         if deleted:
             log.info("outbox pruned: %d delivered events older than %d days", deleted, days)
         return deleted
 
     def _pruning(self) -> None:
         """Prune at start, then every OUTBOX_PRUNE_SECONDS."""
-        assert self.app is not None
-        every = float(self.app.config.get("OUTBOX_PRUNE_SECONDS", 300))
         while not self.stop.is_set():
             self.prune()
-            if self.stop.wait(every):
+            if self.stop.wait(self.prune_seconds):
                 break
 
 
@@ -227,28 +228,28 @@ def engine(app: Flask, concurrency: int = 1, name: str | None = None) -> Engine:
     found = scope(probe, sync.sync_domains)
     # Graph's write budget is per app and tenant: every worker process shares it (budget).
     budget_key = "sandbox" if where.sandbox else where.settings.tenant_id
-    with app.app_context():
-        budget = DatabaseBudget(db.engine, budget_key, sync.write_rate)
+    store = Store.of(app)
+    budget = DatabaseBudget(_engine_of(store), budget_key, sync.write_rate)
     pacer = SharedPacer(budget, sync.write_rate)
     prefix = name or heartbeat.process_id()[-60:]  # outbox.locked_by holds 64 characters
     workers = [
         Worker(
-            app,
+            store,
             GraphClient(where.settings, tokens=tokens, stats=stats),
             sync,
             found.domains,
             name=f"{prefix}-{i}",
             pacer=pacer,
             federated=found.federated,
+            instance_path=app.instance_path,
         )
         for i in range(concurrency)
     ]
     log.warning("%s; provisioning users on %s", where.describe(), ", ".join(found.domains))
     for domain in sorted(found.federated):
         log.warning("%s is federated: its users are synced without passwords", domain)
-    with app.app_context():
-        drift = drift_scheduler(db.engine, where, tokens, stats, sync, found.domains, prefix)
-    return Engine(where, workers, app=app, stats=stats, drift=drift)
+    drift = drift_scheduler(_engine_of(store), where, tokens, stats, sync, found.domains, prefix)
+    return Engine(where, workers, app=app, stats=stats, store=store, drift=drift)
 
 
 def drift_scheduler(
@@ -261,7 +262,7 @@ def drift_scheduler(
     holder: str,
 ) -> Any:
     """The drift rounds of this process (M365_DRIFT), on their own Graph client and
-    sessions; None when M365_DRIFT=off."""
+    sessions (no app context); None when M365_DRIFT=off."""
     from sqlalchemy.orm import sessionmaker
 
     from scim_server.drift import settings as drift_settings
@@ -281,3 +282,12 @@ def drift_scheduler(
         holder=f"{holder}-drift",
     )
     return Scheduler(drift)
+
+
+def _engine_of(store: Store) -> Any:
+    """The engine the store's sessions are bound to."""
+    session = store.sessions()
+    try:
+        return session.get_bind()
+    finally:
+        session.close()

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, scoped_session
 
-from models import M365Link, OutboxEvent, utcnow
+from models import EventStatus, LinkState, M365Link, OutboxEvent, utcnow
 from scim_server.graph.settings import from_env as graph_from_env
 from scim_server.graph.settings import sandbox_requested
 from scim_server.outbox import oldest_pending_seconds
@@ -20,7 +20,7 @@ WORKERS_FRESH = timedelta(minutes=2)  # the workers `sync status` names: those b
 LISTED = 10  # dead letters and errors listed, newest first
 
 
-OUTBOX_STATES = ("pending", "done", "dead")
+OUTBOX_STATES = tuple(EventStatus)
 
 
 def collect(
@@ -41,7 +41,9 @@ def collect(
         session.execute(select(OutboxEvent.status, func.count()).group_by(OutboxEvent.status)).all()
     )
     waiting = session.scalar(
-        select(func.count()).where(OutboxEvent.status == "pending", OutboxEvent.locked_until > now)
+        select(func.count()).where(
+            OutboxEvent.status == EventStatus.PENDING, OutboxEvent.locked_until > now
+        )
     )
     oldest = oldest_pending_seconds(session)
     delivered = {}
@@ -49,7 +51,7 @@ def collect(
         since = now - timedelta(minutes=minutes)
         count = session.scalar(
             select(func.count()).where(
-                OutboxEvent.status == "done", OutboxEvent.completed_at >= since
+                OutboxEvent.status == EventStatus.DONE, OutboxEvent.completed_at >= since
             )
         )
         delivered[str(minutes)] = {
@@ -80,7 +82,7 @@ def collect(
                 OutboxEvent.resource_id,
                 OutboxEvent.last_error,
             )
-            .where(OutboxEvent.status == "dead")
+            .where(OutboxEvent.status == EventStatus.DEAD)
             .order_by(OutboxEvent.id.desc())
             .limit(LISTED)
         )
@@ -91,7 +93,7 @@ def collect(
             select(
                 M365Link.resource_type, M365Link.resource_id, M365Link.state, M365Link.last_error
             )
-            .where(M365Link.state.in_(("conflict", "error")))
+            .where(M365Link.state.in_((LinkState.CONFLICT, LinkState.ERROR)))
             .order_by(M365Link.updated_at.desc())
             .limit(LISTED)
         )
@@ -112,10 +114,10 @@ def collect(
         "target": target,
         "drift": drift,
         "backlog": {
-            "pending": by_status.get("pending", 0),
+            "pending": by_status.get(EventStatus.PENDING, 0),
             "waiting_to_retry": waiting or 0,
-            "delivered": by_status.get("done", 0),
-            "dead": by_status.get("dead", 0),
+            "delivered": by_status.get(EventStatus.DONE, 0),
+            "dead": by_status.get(EventStatus.DEAD, 0),
             "oldest_pending_seconds": oldest,
         },
         "outbox": {

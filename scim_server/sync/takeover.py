@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import or_, select
 
-from models import M365Link, OutboxEvent, User, UserValue, utcnow
+from models import LinkState, M365Link, OutboxEvent, PasswordState, User, UserValue
 from scim_server import directory, outbox
 from scim_server.db import db
 from scim_server.sync import mapping, store
@@ -152,18 +152,26 @@ def apply(decision: Decision, bind: bool = True) -> str | None:
         user_id = decision.user_id or directory.new_user_id()
         if not bind:
             if decision.user_id is not None:
-                store.drop_link("User", user_id)  # an interrupted --bind: not bound now
+                with store.transaction() as session:  # an interrupted --bind: not bound now
+                    outbox.drop_link(session, "User", user_id)
             directory.create_user(body, "", user_id=user_id)
             return user_id
         # The account keeps its own password until the user sets the directory's one (an
         # activation email: imported users have none).
-        store.save_link(
-            "User", user_id, object_id=object_id, state="pending", password_state="none"
-        )
+        with store.transaction() as session:
+            outbox.save_link(
+                session,
+                "User",
+                user_id,
+                object_id=object_id,
+                state=LinkState.PENDING,
+                password_state=PasswordState.NONE,
+            )
         try:
             directory.create_user(body, "", user_id=user_id)
         except Exception:
-            store.drop_link("User", user_id)
+            with store.transaction() as session:
+                outbox.drop_link(session, "User", user_id)
             raise
         return user_id
     assert decision.user_id is not None
@@ -175,28 +183,5 @@ def _bind(user_id: str, object_id: str) -> None:
     """Link the account to the directory user and queue the takeover, in one transaction: a
     link without its event would never be delivered, and the next import would skip it as
     bound already."""
-    now = utcnow()
     with store.transaction() as session:
-        # M365 keeps its password until the directory sets its own: on the user's next portal
-        # sign-in, or when one is set (SCIM, a temporary one, an activation link).
-        has_password = (
-            session.scalar(select(User.password_hash).where(User.id == user_id)) is not None
-        )
-        fields = {
-            "object_id": object_id,
-            "state": "pending",
-            "synced": None,
-            "password_state": "unknown" if has_password else "none",
-            "updated_at": now,
-        }
-        changed = session.execute(
-            update(M365Link)
-            .where(M365Link.resource_type == "User", M365Link.resource_id == user_id)
-            .values(**fields)
-        ).rowcount
-        if not changed:
-            session.execute(
-                insert(M365Link).values(resource_type="User", resource_id=user_id, **fields)
-            )
-        # The takeover: the next delivery sends the directory's whole state to the account.
-        outbox.record(session, "User", user_id, "bound", {"objectId": object_id})
+        outbox.bind(session, user_id, object_id)

@@ -17,64 +17,27 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from flask import Flask
 
-from models import utcnow
+from models import EventKind, EventStatus, LinkState, PasswordState
 from scim_server import outbox, passwords, sealing
-from scim_server.db import db
-from scim_server.drift import repair as drift_repair
 from scim_server.graph.client import GraphClient
 from scim_server.graph.errors import Conflict, GraphError, NotFound
-from scim_server.sync import batching, mapping, store
+from scim_server.sync import batching, mapping
 from scim_server.sync.pacer import Pacer
 from scim_server.sync.policy import GiveUp, Policy
+from scim_server.sync.scope import Scope, ScopeError, scope, sync_domains
 from scim_server.sync.settings import SyncSettings
+from scim_server.sync.store import Link, Snapshot, Store, sealed_password
 
 log = logging.getLogger("scim_server.sync")
 
-
-class ScopeError(RuntimeError):
-    """M365_SYNC_DOMAINS names a domain the tenant cannot take users on."""
-
-
-@dataclass(frozen=True)
-class Scope:
-    domains: tuple[str, ...]  # users are provisioned on these
-    # Of those, the federated ones: their passwords live with the federation's identity
-    # provider, so the directory never sends them (graph.md, "Federated domains").
-    federated: frozenset[str] = frozenset()
-
-
-def scope(client: GraphClient, configured: tuple[str, ...]) -> Scope:
-    """The domains users are provisioned on, checked against GET /domains: each must be a
-    verified domain of the tenant. With none configured, the tenant's default domain."""
-    domains = {str(d["id"]).lower(): d for d in client.domains()}
-    if not configured:
-        default = next((name for name, d in domains.items() if d.get("isDefault")), None)
-        if default is None:
-            raise ScopeError("The tenant reports no default domain; set M365_SYNC_DOMAINS.")
-        configured = (default,)
-    problems = []
-    federated = set()
-    for name in configured:
-        found = domains.get(name)
-        if found is None:
-            problems.append(f"{name} is not a domain of the tenant")
-        elif not found.get("isVerified"):
-            problems.append(f"{name} is not verified in the tenant")
-        elif str(found.get("authenticationType", "Managed")).lower() == "federated":
-            federated.add(name)
-    if problems:
-        raise ScopeError("M365_SYNC_DOMAINS: " + "; ".join(problems) + ".")
-    return Scope(configured, frozenset(federated))
-
-
-def sync_domains(client: GraphClient, configured: tuple[str, ...]) -> tuple[str, ...]:
-    return scope(client, configured).domains
+__all__ = ["Scope", "ScopeError", "Worker", "scope", "sync_domains"]
 
 
 FEDERATED = (
@@ -110,9 +73,14 @@ class Counters:
 
 
 class Worker:
+    """Delivers the outbox to one Graph target. It needs no Flask app context: `store`
+    opens its own sessions and carries the clock. Given a Flask app instead, the worker
+    makes that store from the app's engine and takes the app's instance folder (where the
+    default encryption key lives) once, here."""
+
     def __init__(
         self,
-        app: Flask,
+        store: Store | Flask,
         client: GraphClient,
         settings: SyncSettings,
         domains: tuple[str, ...],
@@ -122,43 +90,90 @@ class Worker:
         policy: Policy | None = None,
         rng: random.Random | None = None,
         federated: Iterable[str] = (),
+        instance_path: str | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
-        self.app = app
+        if isinstance(store, Flask):
+            instance_path = instance_path or store.instance_path
+            store = Store.of(store, clock) if clock else Store.of(store)
+        elif clock is not None:
+            store = Store(store.sessions, clock)
+        if instance_path is None:
+            raise ValueError("the worker needs the instance folder (the encryption key file)")
+        self.store = store
+        self.instance_path = instance_path
         self.client = client
         self.settings = settings
-        self.domains = tuple(d.lower() for d in domains)
-        self.federated = frozenset(d.lower() for d in federated)
+        self.scope = Scope(
+            tuple(d.lower() for d in domains), frozenset(d.lower() for d in federated)
+        )
         self.name = name or f"{socket.gethostname()}:{threading.get_native_id()}"
         self.pacer = pacer or Pacer(settings.write_rate)
         self.policy = policy or Policy(max_attempts=settings.max_attempts)
         self.rng = rng or random.Random()
         self.counters = Counters()
+        self.batcher = batching.Batcher(
+            self.store, client, self.pacer, settings.usage_location, self.scope
+        )
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return self.scope.domains
+
+    def now(self) -> datetime:
+        return self.store.clock()
 
     # ------------------------------------------------------------ loop
 
     def run_once(self, limit: int | None = None) -> int:
         """Claim a batch of events and deliver them; returns how many were claimed."""
-        with self.app.app_context():
-            try:
-                events = outbox.claim(
-                    db.session,
-                    self.name,
-                    limit=limit or self.settings.batch_size,
-                    lease_seconds=self.settings.lease_seconds,
-                )
-                lease = self.settings.lease_seconds
+        lease = self.settings.lease_seconds
+        events = self.store.claim(self.name, limit or self.settings.batch_size, lease)
+        renewed = time.monotonic()
+        rest: list[batching.Single] = []
+        if len(events) > 1:  # a backlog sends what batches well in JSON batches
+            for outcome in self.batcher.deliver(events):
+                if isinstance(outcome, batching.Single):
+                    rest.append(outcome)
+                else:
+                    self.apply(outcome)
+        else:
+            rest = [batching.Single(e) for e in events]
+        for single in rest:
+            self._deliver(single.event, single.snapshot)
+            if time.monotonic() - renewed > lease / 3:
+                # Still alive: keep the claim on the events not delivered yet.
+                self.store.heartbeat(self.name, lease)
                 renewed = time.monotonic()
-                rest = batching.deliver(self, events) if len(events) > 1 else events
-                for event in rest:  # a backlog sent what batches well in JSON batches
-                    self._deliver(event)
-                    if time.monotonic() - renewed > lease / 3:
-                        # Still alive: keep the claim on the events not delivered yet.
-                        with store.transaction() as session:
-                            outbox.heartbeat(session, self.name, lease)
-                        renewed = time.monotonic()
-                return len(events)
-            finally:
-                db.session.remove()
+        return len(events)
+
+    def apply(self, outcome: batching.Done | batching.Failed | batching.Created) -> None:
+        """Carry out what a batched delivery came to."""
+        if isinstance(outcome, batching.Failed):
+            self.failed(outcome.event, outcome.link, outcome.error, outcome.request_ids)
+            return
+        if isinstance(outcome, batching.Created):
+            done = outcome.done
+            try:
+                newest = done.request_ids[-1] if done.request_ids else None
+                with self.client.correlated(newest):
+                    self.after_create(
+                        done.event.resource_id, outcome.doc, outcome.object_id, outcome.joined
+                    )
+            except GraphError as error:
+                self.failed(done.event, outcome.link, error, done.request_ids)
+                return
+            outcome = done
+        event = outcome.event
+        self.store.complete_through(event.resource_type, event.resource_id, outcome.upto)
+        self.delivered(
+            event.resource_type,
+            event.resource_id,
+            outcome.upto,
+            outcome.request_ids,
+            outcome.client_request_id,
+            outcome.graph_request_id,
+        )
 
     def run(self, stop: threading.Event, idle_seconds: float = 0.5) -> None:
         """Deliver until `stop` is set; sleep `idle_seconds` when there is nothing to do."""
@@ -176,31 +191,29 @@ class Worker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.run_once():
-                with self.app.app_context():
-                    try:
-                        if not store.backlog().get("pending"):
-                            return True
-                    finally:
-                        db.session.remove()
+                if not self.store.backlog().get(EventStatus.PENDING):
+                    return True
                 time.sleep(pause)
         return False
 
     # ------------------------------------------------------------ one event
 
-    def _deliver(self, event: outbox.Claimed) -> None:
+    def _deliver(self, event: outbox.Claimed, snapshot: Snapshot | None = None) -> None:
+        """Deliver one claimed event with those of its resource queued behind it. Their
+        state (and the link's) is read once, here, unless the batch path already did."""
         rtype, rid = event.resource_type, event.resource_id
-        upto = store.last_pending_id(rtype, rid) or event.id
-        link = store.link(rtype, rid)
+        snap = snapshot or self.store.snapshot(rtype, rid, event.id)
+        upto, link = snap.upto, snap.link
         # The SCIM requests this delivery carries out; Graph is told the newest (one
         # client-request-id per call), the log names them all.
-        request_ids = store.request_ids_through(rtype, rid, upto)
+        request_ids = snap.request_ids
         try:
             with self.client.correlated(request_ids[-1] if request_ids else None):
-                self._deliver_state(event, link, upto)
+                self._deliver_state(event, snap)
         except GraphError as error:
             self.failed(event, link, error, request_ids)
             return
-        store.complete_through(rtype, rid, upto)
+        self.store.complete_through(rtype, rid, upto)
         self.delivered(
             rtype,
             rid,
@@ -240,45 +253,80 @@ class Worker:
             },
         )
 
-    def _deliver_state(self, event: outbox.Claimed, link: store.Link | None, upto: int) -> None:
+    def _deliver_state(self, event: outbox.Claimed, snap: Snapshot) -> None:
         """Make the resource's M365 object match its current state; a GraphError fails it."""
         rtype, rid = event.resource_type, event.resource_id
         if rtype == "User":  # a deleted account to restore first (drift repair)
-            link = drift_repair.restore_user(self, rid, link, upto)
-        if rtype == "User" and self._released(rid, link, upto):
+            snap = self._restore_first(rid, snap)
+        link = snap.link
+        if rtype == "User" and self._released(rid, snap):
             pass  # the directory no longer manages this user's M365 account
         elif rtype == "User":
-            sealed = store.sealed_password(store.pending_through(rtype, rid, upto))
+            sealed = sealed_password(snap.events)
             password: Password | None = None
             try:
                 if sealed is not None:
-                    text = sealing.unseal(self.app.instance_path, sealed.sealed)
+                    text = sealing.unseal(self.instance_path, sealed.sealed)
                     password = Password(text, sealed.force_change, sealed.check_only)
             except sealing.SealBroken as broken:
                 # The password is lost to a key change: say so, deliver the rest.
                 log.error("sync resource=User/%s: %s", rid, broken)
-                store.dead_passwords(rid, upto, str(broken))
+                self.store.dead_passwords(rid, snap.upto, str(broken))
             self._sync_user(rid, link, password)
         else:
-            self._sync_group(rid, link, store.pending_through(rtype, rid, upto))
+            self._sync_group(rid, link, snap.events)
 
-    def _released(self, user_id: str, link: store.Link | None, upto: int) -> bool:
+    def _restore_first(self, user_id: str, snap: Snapshot) -> Snapshot:
+        """Before a user's delivery: a `drift_restore` among its events (drift.repair)
+        brings its deleted M365 account back from deletedItems
+        (https://learn.microsoft.com/en-us/graph/api/directory-deleteditems-restore); when
+        that is gone (NotFound: purged, or past its 30 days), the link forgets it and the
+        delivery creates the account again and binds it. Another failure fails the delivery
+        (retried, then a dead letter with the reason)."""
+        link = snap.link
+        if link is None or not link.object_id:
+            return snap  # not in M365 (yet): nothing to restore
+        restores = snap.kinds(EventKind.DRIFT_RESTORE)
+        if not restores or link.object_id != restores[-1].get("object_id"):
+            return snap  # nothing to restore, or bound to another account since
+        try:
+            self._write()
+            self.client.restore_deleted(link.object_id)
+            log.info("drift repaired resource=User/%s: restored %s", user_id, link.object_id)
+        except NotFound:
+            log.info(
+                "drift resource=User/%s: %s is no longer in deletedItems; creating it again",
+                user_id,
+                link.object_id,
+            )
+            self.store.save_link(
+                "User",
+                user_id,
+                object_id=None,
+                state=LinkState.PENDING,
+                synced=None,
+                manager_id=None,
+                password_state=None,
+                password_stamp=None,
+            )
+        return replace(snap, link=self.store.link("User", user_id))
+
+    def _released(self, user_id: str, snap: Snapshot) -> bool:
         """`scim-server m365 unbind`: release the account (disabling it first with
         --suspend); from then on the user's changes no longer reach it."""
-        unbinds = [
-            p for _i, kind, p in store.pending_through("User", user_id, upto) if kind == "unbind"
-        ]
+        link = snap.link
+        unbinds = snap.kinds(EventKind.UNBIND)
         if not unbinds:
-            return link is not None and link.state == "unbound"
+            return link is not None and link.state == LinkState.UNBOUND
         if link is not None and link.object_id and unbinds[-1].get("suspend"):
             self._write()
             self.client.update_user(link.object_id, {"accountEnabled": False})
             self._write()
             self.client.revoke_sign_in_sessions(link.object_id)
-        store.save_link(
+        self.store.save_link(
             "User",
             user_id,
-            state="unbound",
+            state=LinkState.UNBOUND,
             object_id=None,
             synced=None,
             last_error=None,
@@ -290,7 +338,7 @@ class Worker:
     def failed(
         self,
         event: outbox.Claimed,
-        link: store.Link | None,
+        link: Link | None,
         error: GraphError,
         request_ids: Sequence[str] = (),
     ) -> None:
@@ -298,9 +346,9 @@ class Worker:
         self.counters.graph_errors[kind] = self.counters.graph_errors.get(kind, 0) + 1
         # A 404 soon after this resource, or an object it refers to, reached M365 is
         # replication lag: measure from the resource's M365 creation, else from the change.
-        link = store.link(event.resource_type, event.resource_id) or link
+        link = self.store.link(event.resource_type, event.resource_id) or link
         created = (link.created_in_m365_at if link else None) or event.created_at
-        decision = self.policy.decide(error, event.attempts, utcnow(), self.rng, created)
+        decision = self.policy.decide(error, event.attempts, self.now(), self.rng, created)
         resource = f"{event.resource_type}/{event.resource_id}"
         log.warning(
             "sync failed resource=%s event=%d error=%s request_ids=%s graph_request_id=%s "
@@ -319,15 +367,12 @@ class Worker:
             },
         )
         if isinstance(decision, GiveUp):
-            store.dead(event.id, decision.reason)
-            store.save_link(
-                event.resource_type, event.resource_id, state="error", last_error=decision.reason
-            )
+            self.store.dead(event.id, decision.reason)  # and the link in error
             self.counters.dead += 1
             return
         if error.status == 429 and hasattr(error, "retry_after"):
             self.pacer.hold(float(getattr(error, "retry_after", None) or 1.0))
-        store.retry_later(event.id, decision.at, decision.counts, str(error))
+        self.store.retry_later(event.id, decision.at, decision.counts, str(error))
         self.counters.retried += 1
 
     # ------------------------------------------------------------ users
@@ -336,32 +381,30 @@ class Worker:
         self.pacer.acquire(cost)
 
     def _in_scope(self, properties: dict[str, Any]) -> bool:
-        return mapping.domain_of(properties.get("userPrincipalName")) in self.domains
+        return self.scope.includes(properties)
 
     def is_federated(self, properties: dict[str, Any]) -> bool:
-        return mapping.domain_of(properties.get("userPrincipalName")) in self.federated
+        return self.scope.is_federated(properties)
 
-    def _sync_user(
-        self, user_id: str, link: store.Link | None, password: Password | None = None
-    ) -> None:
+    def _sync_user(self, user_id: str, link: Link | None, password: Password | None = None) -> None:
         """`password`: a new directory password for the account. One set through SCIM is
         pushed with forceChangePasswordNextSignIn false (the directory is the password
         authority); a temporary one, with true."""
-        doc = store.user_doc(user_id)
+        doc = self.store.user_doc(user_id)
         bound = link.object_id if link else None
         if doc is None:  # deleted in the directory
             if bound:
                 self._apply_delete_policy(bound)
-            store.drop_link("User", user_id)
+            self.store.drop_link("User", user_id)
             return
         properties = mapping.user_properties(doc, self.settings.usage_location)
         if not self._in_scope(properties):
             if bound:  # moved out of scope: as if deleted
                 self._apply_delete_policy(bound)
-            store.save_link(
+            self.store.save_link(
                 "User",
                 user_id,
-                state="out_of_scope",
+                state=LinkState.OUT_OF_SCOPE,
                 object_id=None,
                 synced=None,
                 password_state=None,
@@ -390,23 +433,21 @@ class Worker:
             self._write()
             self.client.set_password(bound, password.text, force_change=password.force_change)
             self._note_password(user_id, bound, password)
-        elif federated and (link is None or link.password_state != "federated"):
+        elif federated and (link is None or link.password_state != PasswordState.FEDERATED):
             self._note_password(user_id, bound, None, federated=True)
-        if link.state == "creating":
+        if link.state == LinkState.CREATING:
             # An earlier try created the account but failed in what follows a create.
-            store.save_link("User", user_id, synced=properties)
+            self.store.save_link("User", user_id, synced=properties)
             self.after_create(user_id, doc, bound)
             return
-        store.save_link("User", user_id, state="synced", synced=properties)
+        self.store.save_link("User", user_id, state=LinkState.SYNCED, synced=properties)
         self._sync_manager(user_id, doc, bound, link)
 
-    def _password_differs(
-        self, object_id: str, link: store.Link | None, password: Password
-    ) -> bool:
+    def _password_differs(self, object_id: str, link: Link | None, password: Password) -> bool:
         """Whether M365's password may not be the directory's. After the directory set it,
         M365's lastPasswordChangeDateTime stays as it was read then (link.password_stamp),
         until someone changes the password in M365."""
-        if not password.check_only or link is None or link.password_state != "synced":
+        if not password.check_only or link is None or link.password_state != PasswordState.SYNCED:
             return True
         stamp = self._password_stamp(object_id)
         return stamp is None or stamp != link.password_stamp
@@ -429,15 +470,21 @@ class Worker:
     ) -> None:
         """Record whether the account's password is now the directory's."""
         if federated:
-            store.save_link("User", user_id, password_state="federated", password_stamp=None)
+            self.store.save_link(
+                "User", user_id, password_state=PasswordState.FEDERATED, password_stamp=None
+            )
         elif pushed is None:
-            store.save_link("User", user_id, password_state=store.unpushed_password_state(user_id))
+            self.store.save_link(
+                "User", user_id, password_state=self.store.unpushed_password_state(user_id)
+            )
         else:
-            store.save_link(
+            self.store.save_link(
                 "User",
                 user_id,
-                password_state="temporary" if pushed.force_change else "synced",
-                password_synced_at=utcnow(),
+                password_state=(
+                    PasswordState.TEMPORARY if pushed.force_change else PasswordState.SYNCED
+                ),
+                password_synced_at=self.now(),
                 password_stamp=self._password_stamp(object_id),
             )
 
@@ -447,13 +494,13 @@ class Worker:
         """What a user just created (or bound) in M365 needs next: its groups (but the M365
         groups in `joined`), its manager, and its reports that reached M365 before it did.
         Until all of it has landed the link stays "creating", so a retry does it again; the
-        completion of the user's events makes it "synced" (store.complete_through)."""
+        completion of the user's events makes it "synced" (outbox.complete_through)."""
         self._join_groups(user_id, object_id, joined)
-        self._sync_manager(user_id, doc, object_id, store.link("User", user_id))
-        for report_id, report_object in store.reports_in_m365(user_id):
+        self._sync_manager(user_id, doc, object_id, self.store.link("User", user_id))
+        for report_id, report_object in self.store.reports_in_m365(user_id):
             self._write()
             self.client.set_manager(report_object, object_id)
-            store.save_link("User", report_id, manager_id=user_id)
+            self.store.save_link("User", report_id, manager_id=user_id)
 
     def _create_or_bind(
         self,
@@ -466,17 +513,19 @@ class Worker:
         An existing account is bound (M365_ON_CONFLICT=bind: the directory's values overwrite
         it) or reported as a conflict (fail)."""
         upn = properties["userPrincipalName"]
-        link = store.link("User", user_id)
+        link = self.store.link("User", user_id)
         # "creating" is written before the create: a worker killed after Graph created the
         # account but before the link was saved finds it on the next try, and it is ours.
         ours = (
             link is not None
-            and link.state == "creating"
+            and link.state == LinkState.CREATING
             and (link.synced or {}).get("userPrincipalName", "").lower() == upn.lower()
         )
         existing = self.client.find_user(upn, select=["id"])
         if existing is None:
-            store.save_link("User", user_id, state="creating", synced={"userPrincipalName": upn})
+            self.store.save_link(
+                "User", user_id, state=LinkState.CREATING, synced={"userPrincipalName": upn}
+            )
             try:
                 self._write()
                 created = self.client.create_user(
@@ -487,13 +536,13 @@ class Worker:
                 if existing is None:
                     raise
             else:
-                store.save_link(
+                self.store.save_link(
                     "User",
                     user_id,
                     object_id=created["id"],
-                    state="creating",  # until after_create has landed
+                    state=LinkState.CREATING,  # until after_create has landed
                     synced=properties,
-                    created_in_m365_at=utcnow(),
+                    created_in_m365_at=self.now(),
                 )
                 self._note_password(
                     user_id, str(created["id"]), password, federated=self.is_federated(properties)
@@ -505,7 +554,7 @@ class Worker:
                 "M365_ON_CONFLICT=fail leaves it alone. Bind it with M365_ON_CONFLICT=bind "
                 "or `scim-server m365 import --bind`."
             )
-            store.save_link("User", user_id, state="conflict", last_error=message)
+            self.store.save_link("User", user_id, state=LinkState.CONFLICT, last_error=message)
             return None
         object_id = str(existing["id"])
         self._write()
@@ -514,7 +563,9 @@ class Worker:
             self._write()
             self.client.set_password(object_id, password.text, force_change=password.force_change)
         # Bound, but "creating" (our own account) until after_create has landed.
-        store.save_link("User", user_id, object_id=object_id, state="creating", synced=properties)
+        self.store.save_link(
+            "User", user_id, object_id=object_id, state=LinkState.CREATING, synced=properties
+        )
         self._note_password(user_id, object_id, password, federated=self.is_federated(properties))
         return object_id
 
@@ -548,7 +599,7 @@ class Worker:
             pass  # already gone in M365: nothing left to disable or delete
 
     def _sync_manager(
-        self, user_id: str, doc: dict[str, Any], object_id: str, link: store.Link | None
+        self, user_id: str, doc: dict[str, Any], object_id: str, link: Link | None
     ) -> None:
         wanted = mapping.manager_id(doc)
         delivered = link.manager_id if link and link.object_id == object_id else None
@@ -558,20 +609,14 @@ class Worker:
             self._write()
             with contextlib.suppress(NotFound):
                 self.client.remove_manager(object_id)
-            store.save_link("User", user_id, manager_id=None)
+            self.store.save_link("User", user_id, manager_id=None)
             return
-        manager_object = store.object_ids([wanted]).get(wanted)
+        manager_object = self.store.object_ids([wanted]).get(wanted)
         if manager_object is None:
             return  # the manager is not in M365 yet: its creation sets it (after_create)
         self._write()
         self.client.set_manager(object_id, manager_object)
-        store.save_link("User", user_id, manager_id=wanted)
-
-    @staticmethod
-    def group_objects(doc: dict[str, Any]) -> list[str]:
-        """The M365 object ids of a user's directory groups that are in M365."""
-        group_ids = [g["value"] for g in doc.get("groups") or [] if g.get("value")]
-        return list(store.object_ids(group_ids).values())
+        self.store.save_link("User", user_id, manager_id=wanted)
 
     def _join_groups(self, user_id: str, object_id: str, joined: Collection[str]) -> None:
         """A user reaching M365 after its groups did joins them there: group events skip
@@ -579,7 +624,7 @@ class Worker:
         account's object id was saved, not from the document read before the create: a
         membership committed in between was skipped by its group's event (no object id
         then), and only this read sees it."""
-        for group_object in store.object_ids(store.groups_of(user_id)).values():
+        for group_object in self.store.object_ids(self.store.groups_of(user_id)).values():
             if group_object in joined:
                 continue
             self._write()
@@ -591,17 +636,17 @@ class Worker:
     def _sync_group(
         self,
         group_id: str,
-        link: store.Link | None,
+        link: Link | None,
         events: list[tuple[int, str, dict[str, Any]]],
     ) -> None:
-        names = store.group_names(group_id)
+        names = self.store.group_names(group_id)
         bound = link.object_id if link else None
         if names is None:  # deleted in the directory
             if bound:
                 self._write()
                 with contextlib.suppress(NotFound):
                     self.client.delete_group(bound)
-            store.drop_link("Group", group_id)
+            self.store.drop_link("Group", group_id)
             return
         name, nickname = names
         wanted = {
@@ -612,13 +657,13 @@ class Worker:
             self._write()
             created = self.client.create_security_group(name, wanted["mailNickname"])
             bound = str(created["id"])
-            store.save_link(
+            self.store.save_link(
                 "Group",
                 group_id,
                 object_id=bound,
-                state="synced",
+                state=LinkState.SYNCED,
                 synced=wanted,
-                created_in_m365_at=utcnow(),
+                created_in_m365_at=self.now(),
             )
             self._reconcile_members(group_id, bound, fresh=True)
             return
@@ -632,11 +677,11 @@ class Worker:
             self._reconcile_members(group_id, bound, fresh=False)
         else:
             self._change_members(bound, added, removed)
-        store.save_link("Group", group_id, state="synced", synced=wanted)
+        self.store.save_link("Group", group_id, state=LinkState.SYNCED, synced=wanted)
 
     def _reconcile_members(self, group_id: str, object_id: str, fresh: bool) -> None:
         """Make the M365 group's members the directory's (those that have an M365 object)."""
-        wanted = set(store.object_ids(store.group_member_ids(group_id)).values())
+        wanted = set(self.store.object_ids(self.store.group_member_ids(group_id)).values())
         current = set() if fresh else set(self.client.member_ids(object_id))
         self._add_members(object_id, sorted(wanted - current))
         for member in sorted(current - wanted):
@@ -645,7 +690,7 @@ class Worker:
                 self.client.remove_member(object_id, member)
 
     def _change_members(self, object_id: str, added: list[str], removed: list[str]) -> None:
-        objects = store.object_ids([*added, *removed])
+        objects = self.store.object_ids([*added, *removed])
         self._add_members(object_id, [objects[i] for i in added if i in objects])
         for rid in removed:
             if rid in objects:
@@ -674,7 +719,7 @@ def _fold(events: list[tuple[int, str, dict[str, Any]]]) -> tuple[list[str], lis
     removed: dict[str, None] = {}
     replace_all = False
     for _id, kind, payload in events:
-        if kind == "created" or payload.get("replace_all"):
+        if kind == EventKind.CREATED or payload.get("replace_all"):
             replace_all = True
         for rid in payload.get("added") or ():
             removed.pop(rid, None)

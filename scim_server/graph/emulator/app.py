@@ -18,7 +18,7 @@ from urllib.parse import unquote_plus
 from flask import Blueprint, Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from scim_server.graph.emulator.control import Fault
+from scim_server.graph.emulator.control import Fault, checked_number
 from scim_server.graph.emulator.errors import (
     AuthorizationDenied,
     GraphError,
@@ -38,7 +38,7 @@ from scim_server.graph.emulator.graph_api import (
     run_batch,
 )
 from scim_server.graph.emulator.identity import create_identity_blueprint
-from scim_server.graph.emulator.state import Emulator
+from scim_server.graph.emulator.state import MAX_CLOCK_ADVANCE, Emulator
 from scim_server.graph.emulator.tokens import TokenError
 
 log = logging.getLogger(__name__)
@@ -225,6 +225,18 @@ def _control_blueprint(em: Emulator) -> Blueprint:
     def rotate_signing_keys() -> Any:
         """A new signing key, published beside the older ones, signs from now on."""
         return {"kid": em.signing_keys.rotate()}
+
+    @bp.post("/clock")
+    def advance_clock() -> Any:
+        """{"advance": seconds}: the tenant's clock moves on at once (tests wait on nothing)."""
+        data = request.get_json(silent=True)
+        if not isinstance(data, dict) or set(data) != {"advance"}:
+            return bad('{"advance": seconds} is needed')
+        try:
+            seconds = checked_number(data, "advance", 0.0, MAX_CLOCK_ADVANCE)
+        except (TypeError, ValueError) as error:
+            return bad(str(error))
+        return {"offset": em.advance(seconds)}
 
     @bp.get("/config")
     def config() -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from scim_server.graph.emulator.tokens import SigningKeys, TokenIssuer
 MAX_REPLICATION_LAG = 86_400.0  # seconds
 MAIL_BUDGET = 10_000
 MAIL_WINDOW = 600.0  # seconds
+MAX_CLOCK_ADVANCE = 366 * 86_400.0  # seconds: a year at a time
 MAX_WRITE_WINDOW = 86_400.0  # seconds
 
 
@@ -63,8 +65,13 @@ class Emulator:
         self.options = options
         self.lock = threading.RLock()
         self.stopping = threading.Event()
+        # The tenant's clock: the wall clock, plus what a test moved it on by (clock control).
+        self.clock_offset = 0.0
         self.tenant = Tenant(
-            options.tenant_id, build_domains(options), replication_lag=options.replication_lag
+            options.tenant_id,
+            build_domains(options),
+            replication_lag=options.replication_lag,
+            clock=self.now,
         )
         self.budgets = Budgets(options.write_budget, options.write_window)
         # Outlook's own budget, apart from the directory's: 10,000 requests per 10 minutes
@@ -84,6 +91,16 @@ class Emulator:
                 self.tenant.load(saved)
             self.persist()
 
+    def now(self) -> float:
+        return time.time() + self.clock_offset
+
+    def advance(self, seconds: float) -> float:
+        """Move the tenant's clock on (replication lag ends, password stamps change) without
+        waiting; returns how far it is ahead of the wall clock now."""
+        with self.lock:
+            self.clock_offset += seconds
+            return self.clock_offset
+
     @property
     def graph_url(self) -> str:
         return f"{self.base_url}/v1.0"
@@ -101,6 +118,7 @@ class Emulator:
         with self.lock:
             self.tenant.clear()
             self.outbox.clear()
+            self.clock_offset = 0.0
             self.tenant.replication_lag = self.options.replication_lag
             self.budgets.configure(self.options.write_budget, self.options.write_window)
             self.mail_budgets.configure(MAIL_BUDGET, MAIL_WINDOW)
