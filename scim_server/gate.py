@@ -24,6 +24,8 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from scim_server.httplimits import buffered
+
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -53,15 +55,9 @@ class RequestGate:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         self._read_body(environ)
         with self._turns:
-            body = self.app(environ, start_response)
-            if isinstance(body, list):  # built whole (scim_server.httplimits)
-                return body
-            try:
-                return [b"".join(body)]
-            finally:
-                close = getattr(body, "close", None)
-                if close is not None:
-                    close()
+            # Joined (and closed) inside the turn: a body streamed after it would run the
+            # application's code beside the next request.
+            return buffered(self.app(environ, start_response))
 
     def _read_body(self, environ: dict[str, Any]) -> None:
         length = environ.get("CONTENT_LENGTH") or ""

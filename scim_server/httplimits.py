@@ -13,7 +13,7 @@ These are below what the HTTP server itself accepts (`serve` gives granian a rea
 SCIM JSON; beyond the server's buffer, or for bytes that are not HTTP, the server answers
 with a bare status or closes the connection.
 
-It also hands the server each response body in one piece (`_buffered`).
+It also hands the server each response body in one piece (`buffered`).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def refusal(environ: dict[str, Any], max_body: int | None) -> ScimError | None:
     return None
 
 
-def _buffered(body: Iterable[bytes]) -> list[bytes]:
+def buffered(body: Iterable[bytes]) -> list[bytes]:
     """The response body in one piece. No view streams its answer (each is built whole in
     memory), and a list lets the server write it at once: granian iterates any other body
     chunk by chunk, back and forth between Rust and Python."""
@@ -98,7 +98,7 @@ class HttpLimits:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         error = refusal(environ, self.max_body)
         if error is None:
-            return _buffered(self.app(environ, start_response))
+            return buffered(self.app(environ, start_response))
         request_id = f"{random.getrandbits(128):032x}"
         environ[REQUEST_ID_KEY] = request_id
         body = json.dumps(error.to_scim(), separators=(",", ":")).encode()
