@@ -232,13 +232,7 @@ class Drift:
         self, items: Sequence[dict[str, Any]], started: Any, round_id: str, result: Result
     ) -> None:
         with self.sessions() as session:
-            links = {
-                oid: link
-                for oid, link in directory.links_by_object(
-                    session, [str(i["id"]) for i in items]
-                ).items()
-                if link.resource_type == "User" and link.managed and link.updated_at < started
-            }
+            links = _managed_links(session, "User", items, started)
             wanted = directory.users_wanted(
                 session, [lk.resource_id for lk in links.values()], self.usage_location
             )
@@ -298,13 +292,7 @@ class Drift:
         deleted: set[str],
     ) -> None:
         with self.sessions() as session:
-            links = {
-                oid: link
-                for oid, link in directory.links_by_object(
-                    session, [str(i["id"]) for i in items]
-                ).items()
-                if link.resource_type == "Group" and link.managed and link.updated_at < started
-            }
+            links = _managed_links(session, "Group", items, started)
             rids = [lk.resource_id for lk in links.values()]
             wanted = directory.groups_wanted(session, rids)
             pending = directory.pending(session, [("Group", rid) for rid in rids])
@@ -366,3 +354,15 @@ class Drift:
             result.findings.extend(found)
         else:
             result.deferred += 1
+
+
+def _managed_links(
+    session: Session, resource_type: str, items: Sequence[dict[str, Any]], started: Any
+) -> dict[str, Any]:
+    """The links, by M365 object id, of the items read that the directory manages; not
+    those the sync wrote after the round began, which may be newer than what it read."""
+    return {
+        oid: link
+        for oid, link in directory.links_by_object(session, [str(i["id"]) for i in items]).items()
+        if link.resource_type == resource_type and link.managed and link.updated_at < started
+    }
