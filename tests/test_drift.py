@@ -9,7 +9,6 @@ directory-deleteditems-restore (learn.microsoft.com/graph/api/…).
 from __future__ import annotations
 
 import json
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,9 +26,6 @@ from scim_server.drift import rounds, state
 from scim_server.drift.rounds import Drift
 from scim_server.drift.settings import DriftSettings, Mode
 from scim_server.graph.client import GraphClient
-from scim_server.sync.pacer import Pacer
-from scim_server.sync.policy import Policy
-from scim_server.sync.settings import SyncSettings
 from scim_server.sync.worker import Worker
 from tests.conftest import ScimClient
 from tests.graph_emulator import STRONG_PASSWORD, RunningEmulator, settings_for
@@ -43,21 +39,6 @@ def sessions(app: Flask) -> Iterator[Callable[[], Session]]:
     with app.app_context():
         engine = db.engine
     yield sessionmaker(bind=engine)
-
-
-@pytest.fixture
-def worker(app: Flask, graph_emulator: RunningEmulator) -> Worker:
-    sync = SyncSettings(sync_domains=("example.com",))
-    return Worker(
-        app,
-        GraphClient(settings_for(graph_emulator)),
-        sync,
-        sync.sync_domains,
-        name="drift-test-worker",
-        pacer=Pacer(1000),
-        policy=Policy(max_attempts=3, base_seconds=0.02, cap_seconds=0.1),
-        rng=random.Random(7),
-    )
 
 
 MakeDrift = Callable[..., Drift]

@@ -23,6 +23,7 @@ from scim_server.db import db
 from scim_server.sync.worker import Worker
 from tests.conftest import ScimClient
 from tests.graph_emulator import RunningEmulator, sign_in
+from tests.helpers import new_hire, send_activation
 from tests.smtp_server import smtp_server
 
 M365 = "urn:ietf:params:scim:schemas:extension:m365:2.0:User"
@@ -40,23 +41,6 @@ def graph_mail(tenant_env: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("MAIL_RATE_PER_MINUTE", "0")
     tenant_env.create_user("directory", displayName="Directory")
     return tenant_env
-
-
-def _hire(scim: ScimClient, user_name: str = "hire@example.com", **m365: Any) -> dict[str, Any]:
-    body = {
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", M365],
-        "userName": user_name,
-        "displayName": "New Hire",
-        M365: {"alternateEmail": "hire.personal@example.org", **m365},
-    }
-    response = scim.post("/Users", body)
-    assert response.status_code == 201, response.get_json()
-    return dict(response.get_json())
-
-
-def _send(app: Flask, *args: str) -> tuple[int, str, str]:
-    result = app.test_cli_runner().invoke(args=["users", "send-activation", *args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def _sent(emulator: RunningEmulator) -> list[dict[str, Any]]:
@@ -103,9 +87,9 @@ def test_activation_mail_through_graph_sendmail_and_the_portal(
     worker: Worker,
     graph_mail: RunningEmulator,
 ) -> None:
-    user = _hire(scim)
+    user = new_hire(scim)
     assert worker.drain()
-    code, out, err = _send(app, "hire@example.com")
+    code, out, err = send_activation(app, "hire@example.com")
     assert code == 0, err
     assert "hire.personal@example.org" in out
     [sent] = _sent(graph_mail)
@@ -137,9 +121,9 @@ def test_activation_mail_through_graph_sendmail_and_the_portal(
 def test_a_sender_that_is_no_mailbox_is_one_line_and_leaves_no_link(
     scim: ScimClient, app: Flask, graph_mail: RunningEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _hire(scim)
+    new_hire(scim)
     monkeypatch.setenv("MAIL_SENDER", "nobody@example.com")
-    code, _out, err = _send(app, "hire@example.com")
+    code, _out, err = send_activation(app, "hire@example.com")
     assert code == 1
     line = _one_line(err)
     assert "MAIL_SENDER nobody@example.com: no such mailbox" in line
@@ -152,7 +136,7 @@ def test_a_sender_that_is_no_mailbox_is_one_line_and_leaves_no_link(
 def test_send_as_denied_is_one_line(
     scim: ScimClient, app: Flask, graph_mail: RunningEmulator
 ) -> None:
-    _hire(scim)
+    new_hire(scim)
     graph_mail.fault(
         kind="status",
         status=403,
@@ -160,7 +144,7 @@ def test_send_as_denied_is_one_line(
         method="POST",
         path=f"/v1.0/users/{SENDER}/sendMail",
     )
-    code, _out, err = _send(app, "hire@example.com")
+    code, _out, err = send_activation(app, "hire@example.com")
     assert code == 1
     line = _one_line(err)
     assert f"Graph refused to send as {SENDER}: send-as denied" in line
@@ -172,12 +156,12 @@ def test_send_as_denied_is_one_line(
 def test_throttled_then_accepted_and_throttled_for_good(
     scim: ScimClient, app: Flask, graph_mail: RunningEmulator
 ) -> None:
-    _hire(scim)
+    new_hire(scim)
     path = f"/v1.0/users/{SENDER}/sendMail"
     # Two 429s (Retry-After: 1) and a 503, then Graph takes it: one message, no error.
     graph_mail.fault(kind="status", status=429, retry_after=1, count=2, method="POST", path=path)
     graph_mail.fault(kind="status", status=503, retry_after=0, count=1, method="POST", path=path)
-    code, out, err = _send(app, "hire@example.com")
+    code, out, err = send_activation(app, "hire@example.com")
     assert code == 0, err
     assert _sendmail_statuses(graph_mail) == [429, 429, 503, 202]
     assert len(_sent(graph_mail)) == 1 and "hire.personal@example.org" in out
@@ -193,7 +177,7 @@ def test_throttled_then_accepted_and_throttled_for_good(
         method="POST",
         path=path,
     )
-    code, _out, err = _send(app, "hire@example.com")
+    code, _out, err = send_activation(app, "hire@example.com")
     assert code == 1
     line = _one_line(err)
     assert f"Graph throttled sendMail as {SENDER} ({mail.GRAPH_MAIL_ATTEMPTS} tries)" in line
@@ -272,20 +256,20 @@ def test_the_emulator_finds_users_by_upn_through_its_index(graph_mail: RunningEm
 def test_implicit_tls_with_a_login(
     scim: ScimClient, app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _hire(scim)
+    new_hire(scim)
     with smtp_server(tmp_path, login=("relay-user", "relay-Secret-1"), implicit_tls=True) as inbox:
         env = inbox.env(SMTP_USERNAME="relay-user", SMTP_PASSWORD="relay-Secret-1")
         assert env["SMTP_SSL"] == "true" and env["SMTP_STARTTLS"] == "false"
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        code, out, err = _send(app, "hire@example.com")
+        code, out, err = send_activation(app, "hire@example.com")
         assert code == 0, err
         assert inbox.logins == ["relay-user"]
         assert [to for to, _m in inbox.messages] == [["hire.personal@example.org"]]
         assert "hire.personal@example.org" in out
         # Without the relay's CA the handshake fails, and says so in one line.
         monkeypatch.delenv("SMTP_CA_BUNDLE")
-        code, _out, err = _send(app, "hire@example.com")
+        code, _out, err = send_activation(app, "hire@example.com")
         assert code == 1
         assert "TLS with the SMTP relay" in _one_line(err)
         assert "relay-Secret-1" not in err
@@ -319,7 +303,7 @@ def _user(scim: ScimClient, user_name: str, alternate: str | None = None, **attr
 
 
 def _bulk(app: Flask, *args: str) -> tuple[int, str, str]:
-    return _send(app, "--all-without-password", *args)
+    return send_activation(app, "--all-without-password", *args)
 
 
 def test_send_activation_to_all_without_password(
@@ -338,7 +322,7 @@ def test_send_activation_to_all_without_password(
     _user(scim, "fay@example.com", "fay@home.example")  # already sent one
     _user(scim, "gus@example.com", "not an address")  # Graph refuses the recipient
     assert worker.drain()
-    assert _send(app, "fay@example.com")[0] == 0
+    assert send_activation(app, "fay@example.com")[0] == 0
     _user(scim, "hal@example.com", "hal@home.example")  # the sync has not seen him yet
 
     code, out, err = _bulk(app, "--dry-run")
@@ -414,7 +398,7 @@ def test_send_activation_usage_errors(app: Flask) -> None:
         ["someone@example.com", "--resend"],
         ["someone@example.com", "--dry-run"],
     ):
-        code, _out, err = _send(app, *args)
+        code, _out, err = send_activation(app, *args)
         assert code == 2, (args, err)
 
 
