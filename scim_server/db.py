@@ -87,7 +87,7 @@ def _sqlite_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
 
 @event.listens_for(Engine, "begin")
 def _sqlite_begin(conn: Connection) -> None:
-    """On SQLite a write request takes the write lock when its transaction begins.
+    """On SQLite a writing transaction takes the write lock when it begins.
 
     A deferred transaction that reads and then writes fails at once with SQLITE_BUSY when
     another writer committed in between, and SQLite's busy handler waits by sleeping and
@@ -97,16 +97,53 @@ def _sqlite_begin(conn: Connection) -> None:
     """
     if conn.dialect.name != "sqlite":
         return
-    # A read says so by setting read_phase (the sync worker's reads, store.reading); in a
-    # request, the method tells. Anything else may write, so it queues for the lock.
-    reading = read_phase.get()
-    writing = not reading and (not has_request_context() or is_write_request())
+    # `begin` says what the transaction does. A transaction that does not say may write.
+    mode = conn.get_execution_options().get(MODE)
+    if mode is None:
+        reading = read_phase.get()
+        writing = not reading and (not has_request_context() or is_write_request())
+    else:
+        writing = mode == "write"
+    pooled = conn.connection
     if writing:
-        fd = conn.connection.info.get(LOCK_KEY)
-        if fd is not None and not conn.connection.info.get("locked"):
+        fd = pooled.info.get(LOCK_KEY)
+        if fd is not None and not pooled.info.get("locked"):
             fcntl.flock(fd, fcntl.LOCK_EX)
-            conn.connection.info["locked"] = True
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+            pooled.info["locked"] = True
+    # On the driver's connection: a statement through `conn` would cost a second trip
+    # through SQLAlchemy's execution machinery for every transaction.
+    pooled.dbapi_connection.execute("BEGIN IMMEDIATE" if writing else "BEGIN")  # type: ignore[union-attr]
+
+
+MODE = "scim_transaction"  # the execution option by which `begin` tells _sqlite_begin
+
+
+@contextmanager
+def begin(
+    *, write: bool, on: Connection | None = None, engine: Engine | None = None
+) -> Iterator[Connection]:
+    """One transaction, as a SQLAlchemy Core connection: it commits when the block ends
+    normally and rolls back if it raises. `write=False` promises that it only reads: on
+    SQLite it then runs beside the writer instead of queueing for the write lock.
+
+    It runs on `on`, a connection kept for several transactions in a row (a read, then a
+    write: one check-out from the pool), or else on one of `engine`'s (by default the app's)
+    checked out for it alone.
+    """
+    if on is None:
+        engine = engine if engine is not None else db.engine
+        with engine.connect() as conn, begin(write=write, on=conn) as same:
+            yield same
+        return
+    on.execution_options(**{MODE: "write" if write else "read"})
+    try:
+        with on.begin():
+            yield on
+    finally:
+        # Now, not at check-in: the next writer need not wait for the pool's bookkeeping,
+        # and a connection kept for another transaction does not hold the lock meanwhile.
+        pooled = on.connection
+        release_write_lock(pooled.dbapi_connection, pooled.info)
 
 
 @event.listens_for(Pool, "checkin")

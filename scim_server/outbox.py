@@ -32,7 +32,18 @@ from datetime import datetime, timedelta
 from typing import Any, NotRequired, TypedDict
 
 from flask import g, has_request_context
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, aliased, scoped_session
 
 from models import (
@@ -48,6 +59,8 @@ from models import (
 from scim_server.db import Tx, read_datetime
 
 AnySession = Session | scoped_session[Any]
+# What runs a Core statement: a session, or a Core connection (db.begin).
+Executor = AnySession | Connection
 Clock = Callable[[], datetime]
 log = logging.getLogger("scim_server.sync")
 
@@ -225,7 +238,7 @@ def current_request_id() -> str | None:
 
 
 def record(
-    session: AnySession,
+    session: Executor,
     resource_type: str,
     resource_id: str,
     event: str,
@@ -252,6 +265,20 @@ def record(
             }
         ],
     )
+
+
+def queue_password(conn: Executor, user_id: str, payload: PasswordPayload) -> None:
+    """Queue a sealed password for M365, and say so at once in the user's sync state, if the
+    sync has seen the user (a user it has not seen shows no sync state yet)."""
+    record(conn, "User", user_id, EventKind.PASSWORD, payload)
+    conn.execute(_MARK_PASSWORD_PENDING, {"user_id": user_id})
+
+
+_MARK_PASSWORD_PENDING = (
+    update(M365Link)
+    .where(M365Link.resource_type == "User", M365Link.resource_id == bindparam("user_id"))
+    .values(password_state=PasswordState.PENDING)
+)
 
 
 def record_sql(
