@@ -15,7 +15,19 @@ from typing import Any, cast
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
-from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from models import Group, GroupMember, M365Link, PasswordState, User, UserValue, utcnow
@@ -85,7 +97,11 @@ _groups = cast(Table, Group.__table__)
 _members = cast(Table, GroupMember.__table__)
 _m365 = cast(Table, M365Link.__table__)
 USER_COLUMNS = tuple(c.name for c in _users.columns)
-_N_USER = len(USER_COLUMNS)
+# Rows are read into namedtuples: rendering reads dozens of attributes of each, which a
+# namedtuple answers at C speed and a SQLAlchemy Row does not.
+UserRow = namedtuple("UserRow", USER_COLUMNS)  # type: ignore[misc]
+_VALUE_COLUMNS = tuple(c for c in _values.columns if c.name != "id")
+ValueRow = namedtuple("ValueRow", [c.name for c in _VALUE_COLUMNS])  # type: ignore[misc]
 # What a user's document shows of its m365_links row (mapping.sync_state).
 _LINK_COLUMNS = (
     "object_id",
@@ -96,36 +112,121 @@ _LINK_COLUMNS = (
     "drift_found_at",
 )
 LinkRow = namedtuple("LinkRow", _LINK_COLUMNS)  # type: ignore[misc]
+_N_USER = len(USER_COLUMNS)
 _USER_LINK = _m365.alias("user_link")
-_USER_LINK_JOIN = _users.outerjoin(
-    _USER_LINK,
-    (_USER_LINK.c.resource_type == "User") & (_USER_LINK.c.resource_id == _users.c.id),
-)
-_USER_BY_ID = select(_users).where(_users.c.id == bindparam("id"))
-# The user and its sync state in one statement: the link's columns follow the user's. Its
-# key (never null in a link) tells a user without one.
-_USER_WITH_LINK = (
-    select(
-        _users,
-        _USER_LINK.c.resource_id.label("link_key"),
-        *(_USER_LINK.c[c].label(f"link_{c}") for c in _LINK_COLUMNS),
+_MANAGER = _users.alias("manager")
+
+
+def _user_read(owner: Any, *, link: bool, lock: bool = False) -> Any:
+    """One statement for everything a user's document shows: the user `owner` (an id)
+    names; its manager's names (LEFT OUTER JOIN); its user_values and its groups (a row for
+    each, from one UNION ALL, LEFT OUTER JOINed: a single row when it has neither); with
+    `link`, its m365_links row (at most one). Read with _joined_user."""
+    value_columns = [c for c in _values.columns if c.name != "id"]
+    items = union_all(
+        select(
+            literal(0).label("kind"),
+            *value_columns,
+            null().label("group_id"),
+            null().label("group_name"),
+            null().label("group_sort"),
+        ).where(_values.c.user_id == owner),
+        select(
+            literal(1),
+            _members.c.member_id,
+            *(null() for _ in value_columns[1:]),
+            _groups.c.id,
+            _groups.c.display_name,
+            _groups.c.display_name_ci,
+        )
+        .select_from(_members.join(_groups, _groups.c.id == _members.c.group_id))
+        .where(_members.c.member_id == owner),
+    ).subquery("items")
+    joined = _users.outerjoin(_MANAGER, _MANAGER.c.id == _users.c.manager_id).outerjoin(
+        items, items.c.user_id == _users.c.id
     )
-    .select_from(_USER_LINK_JOIN)
-    .where(_users.c.id == bindparam("id"))
-)
-# A write's snapshot holds the row (PostgreSQL; SQLite's writer holds the database). Of the
-# users row only: FOR UPDATE cannot lock the nullable side of an outer join.
-_USER_WITH_LINK_LOCKED = _USER_WITH_LINK.with_for_update(of=_users)
+    columns: list[Any] = [
+        _users,
+        _MANAGER.c.display_name.label("manager_display_name"),
+        _MANAGER.c.user_name.label("manager_user_name"),
+        *(c.label(f"item_{c.name}") for c in items.c),
+    ]
+    if link:
+        joined = joined.outerjoin(
+            _USER_LINK,
+            (_USER_LINK.c.resource_type == "User") & (_USER_LINK.c.resource_id == _users.c.id),
+        )
+        # The link's key (never null in a link) tells a user without one.
+        columns.append(_USER_LINK.c.resource_id.label("link_key"))
+        columns.extend(_USER_LINK.c[c].label(f"link_{c}") for c in _LINK_COLUMNS)
+    stmt = (
+        select(*columns)
+        .select_from(joined)
+        .where(_users.c.id == owner)
+        .order_by(items.c.kind, items.c.attr, items.c.position, items.c.group_sort)
+    )
+    # A write's snapshot holds the row (PostgreSQL; SQLite's writer holds the database), of
+    # users only: FOR UPDATE cannot lock the nullable side of an outer join.
+    return stmt.with_for_update(of=_users) if lock else stmt
+
+
+_NAMED = select(_users.c.id).where(_users.c.user_name_ci == bindparam("name")).scalar_subquery()
+_USER = _user_read(bindparam("id"), link=False)
+_USER_SYNCED = _user_read(bindparam("id"), link=True)  # with its sync state
+_USER_LOCKED = _user_read(bindparam("id"), link=True, lock=True)
+# userName is unique (user_name_ci's index): one user at most.
+_USER_NAMED = _user_read(_NAMED, link=False)
+_USER_NAMED_SYNCED = _user_read(_NAMED, link=True)
+_KIND_AT = _N_USER + 2  # where a joined row's item columns begin, after the manager's
+_VALUE_AT = _KIND_AT + 1
+_GROUP_AT = _VALUE_AT + len(ValueRow._fields)
+_LINK_AT = _GROUP_AT + 3
+
+
+@dataclass(frozen=True)
+class _Joined:
+    """A user as _user_read's statement returns it."""
+
+    row: Any  # a UserRow
+    extras: mapping.UserExtras
+
+
+def _joined_user(rows: Sequence[Any], *, link: bool) -> _Joined | None:
+    if not rows:
+        return None
+    first = rows[0]
+    values, groups = [], []
+    for row in rows:
+        kind = row[_KIND_AT]
+        if kind == 0:
+            values.append(ValueRow._make(row[_VALUE_AT:_GROUP_AT]))
+        elif kind == 1:
+            groups.append((row[_GROUP_AT], row[_GROUP_AT + 1]))
+    found = LinkRow._make(first[_LINK_AT + 1 :]) if link and first[_LINK_AT] is not None else None
+    manager = first[_N_USER] or first[_N_USER + 1]
+    return _Joined(
+        UserRow._make(first[:_N_USER]), mapping.UserExtras(values, groups, manager, found)
+    )
+
+
+def _render_joined(user: _Joined, base_url: str, projection: proj.Projection) -> dict[str, Any]:
+    extras = user.extras
+    if user.row.manager_id is None or not projection.wants(ENTERPRISE, "manager"):
+        extras = mapping.UserExtras(extras.values, extras.groups, None, extras.link)
+    doc = mapping.user_to_doc(user.row, extras, base_url)
+    return proj.apply(doc, USER_TYPE, projection)
+
+
 _VALUES_OF = (
-    select(*(c for c in _values.columns if c.name != "id"))
+    select(*_VALUE_COLUMNS)
     .where(_values.c.user_id.in_(bindparam("ids", expanding=True)))
     .order_by(_values.c.user_id, _values.c.attr, _values.c.position)
 )
-_GROUPS_OF = (
-    select(_members.c.member_id, _groups.c.id, _groups.c.display_name)
-    .select_from(_members.join(_groups, _groups.c.id == _members.c.group_id))
-    .where(_members.c.member_id.in_(bindparam("ids", expanding=True)))
-    .order_by(_groups.c.display_name_ci)
+_GROUPS = select(_members.c.member_id, _groups.c.id, _groups.c.display_name).select_from(
+    _members.join(_groups, _groups.c.id == _members.c.group_id)
+)
+_GROUPS_OF = _GROUPS.where(_members.c.member_id.in_(bindparam("ids", expanding=True))).order_by(
+    _groups.c.display_name_ci
 )
 _MANAGERS = select(_users.c.id, _users.c.display_name, _users.c.user_name).where(
     _users.c.id.in_(bindparam("ids", expanding=True))
@@ -134,26 +235,13 @@ _LINKS_OF = select(_m365.c.resource_id, *(_m365.c[c] for c in _LINK_COLUMNS)).wh
     _m365.c.resource_type == bindparam("rtype"),
     _m365.c.resource_id.in_(bindparam("ids", expanding=True)),
 )
-_USERS_BY_NAME = (
-    select(_users)
-    .where(_users.c.user_name_ci == bindparam("name"))
-    .order_by(_users.c.id)
-    .limit(bindparam("limit"))
-    .offset(bindparam("offset"))
-)
-_COUNT_BY_NAME = select(func.count()).where(_users.c.user_name_ci == bindparam("name"))
 
 
 def _user_docs(
-    conn: Connection,
-    users: Sequence[Any],
-    base_url: str,
-    projection: proj.Projection,
-    links: dict[str, Any] | None = None,
+    conn: Connection, users: Sequence[Any], base_url: str, projection: proj.Projection
 ) -> list[dict[str, Any]]:
-    """Render a page of users (rows with the users columns as attributes) with one query per
-    related table, never one per user, in the transaction of `conn`. `links`: the users'
-    sync state when the caller read it already."""
+    """Render a page of users (UserRows) with one query per related table, never one per
+    user, in the transaction of `conn`."""
     ids = [u.id for u in users]
     values: dict[str, list[Any]] = {i: [] for i in ids}
     groups: dict[str, list[tuple[str, str]]] = {i: [] for i in ids}
@@ -161,12 +249,11 @@ def _user_docs(
     for chunk in _chunks(ids):
         params = {"ids": chunk}
         for row in conn.execute(_VALUES_OF, params):
-            values[row[0]].append(row)
+            values[row[0]].append(ValueRow._make(row))
         if want_groups:
             for member_id, gid, gname in conn.execute(_GROUPS_OF, params):
                 groups[member_id].append((gid, gname))
-    if links is None:
-        links = _links(conn, "User", ids) if projection.wants_any(M365_USER, _SYNC_STATE) else {}
+    links = _links(conn, "User", ids) if projection.wants_any(M365_USER, _SYNC_STATE) else {}
     manager_ids = sorted({u.manager_id for u in users if u.manager_id})
     managers: dict[str, str] = {}
     if manager_ids and projection.wants(ENTERPRISE, "manager"):
@@ -196,18 +283,6 @@ def _links(conn: Connection, resource_type: str, ids: Sequence[str]) -> dict[str
         for row in conn.execute(_LINKS_OF, {"rtype": resource_type, "ids": chunk}):
             out[row[0]] = LinkRow._make(row[1:])
     return out
-
-
-def _read_user_row(
-    conn: Connection, user_id: str, *, lock: bool = False
-) -> tuple[Any, LinkRow | None] | None:
-    """A user's row and its sync state (None without a link), in one statement."""
-    found = conn.execute(_USER_WITH_LINK_LOCKED if lock else _USER_WITH_LINK, {"id": user_id})
-    row = found.first()
-    if row is None:
-        return None
-    link = LinkRow._make(row[_N_USER + 1 :]) if row[_N_USER] is not None else None
-    return row, link
 
 
 _MEMBER_GROUP = _groups.alias("member_group")
@@ -283,18 +358,12 @@ def read_user(
 ) -> tuple[dict[str, Any], int] | None:
     """`get_user` in the caller's transaction (the sync worker's); None if there is no such
     user."""
-    if projection.wants_any(M365_USER, _SYNC_STATE):
-        found = _read_user_row(conn, user_id)
-        if found is None:
-            return None
-        user, link = found
-        links = {user.id: link} if link is not None else {}
-    else:
-        user = conn.execute(_USER_BY_ID, {"id": user_id}).first()
-        if user is None:
-            return None
-        links = {}
-    return _user_docs(conn, [user], base_url, projection, links)[0], user.version
+    synced = projection.wants_any(M365_USER, _SYNC_STATE)
+    rows = conn.execute(_USER_SYNCED if synced else _USER, {"id": user_id}).all()
+    user = _joined_user(rows, link=synced)
+    if user is None:
+        return None
+    return _render_joined(user, base_url, projection), user.row.version
 
 
 _GROUP_BY_ID = select(_groups).where(_groups.c.id == bindparam("id"))
@@ -352,7 +421,10 @@ def list_resources(
             )
         # RFC 7644 §3.4.2.4: a stable order across pages; the primary key breaks ties.
         page = page.order_by(model.id).offset(query.start_index - 1).limit(query.count)
-        rows = conn.execute(page).all()
+        found = conn.execute(page)
+        rows: Sequence[Any] = (
+            [UserRow._make(r) for r in found] if resource == "User" else found.all()
+        )
         if rows and len(rows) < query.count:
             # A partial page is the last one: the total follows without counting (the common
             # case of an IdP's `userName eq` lookup).
@@ -369,17 +441,15 @@ def _list_by_user_name(
 ) -> tuple[int, list[dict[str, Any]]]:
     """`userName eq` as filter_sql translates it (userName is caseExact=false: the indexed
     lower-cased copy equals the lower-cased value), without parsing and compiling it."""
-    name = user_name.lower()
+    synced = projection.wants_any(M365_USER, _SYNC_STATE)
     with begin(write=False) as conn:
-        rows = conn.execute(
-            _USERS_BY_NAME,
-            {"name": name, "limit": query.count, "offset": query.start_index - 1},
-        ).all()
-        if rows and len(rows) < query.count:
-            total = query.start_index - 1 + len(rows)
-        else:
-            total = int(conn.execute(_COUNT_BY_NAME, {"name": name}).scalar() or 0)
-        return total, _user_docs(conn, rows, base_url, projection)
+        stmt = _USER_NAMED_SYNCED if synced else _USER_NAMED
+        rows = conn.execute(stmt, {"name": user_name.lower()}).all()
+    # The unique index on user_name_ci: one user at most, so no count.
+    user = _joined_user(rows, link=synced)
+    found = [user] if user is not None else []
+    page = found[query.start_index - 1 : query.start_index - 1 + query.count]
+    return len(found), [_render_joined(u, base_url, projection) for u in page]
 
 
 # ---------------------------------------------------------------- users
@@ -510,15 +580,13 @@ def _snapshot(
 ) -> _Snapshot:
     # lock: FOR UPDATE holds the row on PostgreSQL; SQLite has no such clause, and a writing
     # transaction there already holds the database.
-    found = _read_user_row(conn, user_id, lock=lock)
-    if found is None:
+    rows = conn.execute(_USER_LOCKED if lock else _USER_SYNCED, {"id": user_id}).all()
+    user = _joined_user(rows, link=True)
+    if user is None:
         raise NotFound(f"User {user_id} not found.")
-    row, link = found
-    check_if_match(if_match, row.version)
-    links = {row.id: link} if link is not None else {}
-    doc = _user_docs(conn, [row], base_url, FULL_USER, links)[0]
-    groups = [(grp["value"], grp["display"]) for grp in doc.get("groups", ())]
-    return _Snapshot(dict(zip(USER_COLUMNS, row[:_N_USER], strict=True)), doc, groups)
+    check_if_match(if_match, user.row.version)
+    doc = _render_joined(user, base_url, FULL_USER)
+    return _Snapshot(user.row._asdict(), doc, user.extras.groups)
 
 
 @dataclass(frozen=True)
