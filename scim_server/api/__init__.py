@@ -11,8 +11,7 @@ from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
 from scim_server import auth, entra, throttle
-from scim_server.api.http import scim_json
-from scim_server.db import is_write_request
+from scim_server.api.http import is_write_request, scim_json
 from scim_server.errors import (
     Forbidden,
     InternalError,
@@ -96,9 +95,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(DataError)
     def _data_error(exc: DataError) -> Response:
         # A value the database refuses (a last line of defence: validation should catch it).
-        from scim_server.db import db
-
-        db.session.rollback()
+        # Its transaction (db.begin) rolled back as the error left it.
         log.warning("database refused a value, request_id=%s: %s", g.get("request_id"), exc.orig)
         return scim_json(InvalidValue("A value is not acceptable to the directory.").to_scim(), 400)
 
@@ -107,9 +104,6 @@ def register(app: Flask) -> None:
         # Never a traceback to the client: log it under the request id and answer plainly.
         rid = g.get("request_id", "-")
         log.exception("unhandled error, request_id=%s", rid)
-        from scim_server.db import db
-
-        db.session.rollback()
         err = InternalError(f"Internal server error. Request id: {rid}.")
         body: dict[str, Any] = err.to_scim()
         return scim_json(body, 500)

@@ -1,5 +1,6 @@
-"""/Bulk (RFC 7644 §3.7): operations in order, each its own transaction, with bulkId
-references resolved as the operations that define them succeed."""
+"""/Bulk (RFC 7644 §3.7): operations in order, each its own transaction (none is open
+between operations), with bulkId references resolved as the operations that define them
+succeed."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from flask import Blueprint, Response, current_app, request
 from scim_server.api import envelopes
 from scim_server.api.http import base_url, json_body, scim_json
 from scim_server.api.resources import KINDS, patch_operations, resource_body, resource_id
-from scim_server.db import db
 from scim_server.errors import Conflict, InvalidSyntax, InvalidValue, PayloadTooLarge, ScimError
 from scim_server.mapping import etag
 from scim_server.scim.schema import BULK_RESPONSE
@@ -132,12 +132,6 @@ def _run(op: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
         }
     except ScimError as exc:
         return _failure(op, exc)
-    finally:
-        # Each operation is its own transaction. A group operation reads through the ORM
-        # session after its commit, and on SQLite a write request's session transaction holds
-        # the write lock: end it, or the next user operation (db.transaction) would wait for
-        # that lock forever.
-        db.session.rollback()
 
 
 def _object(data: Any) -> dict[str, Any]:

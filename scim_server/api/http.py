@@ -12,6 +12,15 @@ from flask import Response, current_app, request
 from scim_server.errors import InvalidSyntax, InvalidValue, UnsupportedMediaType
 
 SCIM_CONTENT_TYPE = "application/scim+json"
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def is_write_request() -> bool:
+    """Whether the current request may change the directory (a read-only token may not make
+    one). POST /.search only reads: it is a POST to keep the filter out of URLs (RFC 7644
+    §3.4.3)."""
+    is_search = request.method == "POST" and request.path.rstrip("/").endswith("/.search")
+    return request.method not in READ_METHODS and not is_search
 
 
 def scim_json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
