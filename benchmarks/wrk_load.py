@@ -10,6 +10,13 @@ it, and prints one table with the ratios and the targets::
 
     .venv/bin/python benchmarks/wrk_load.py [--no-sync] [--no-access-log] [--duration 5]
         [--connections 4] [--scenarios create,get,filter,patch,page100] [--no-peer]
+        [--baseline DIR] [--rounds N]
+
+--baseline DIR also measures another checkout of the project (its own DIR/.venv, made with
+`make -C DIR .venv/bin/scim-server`) in the same run and configuration, and prints the change
+per scenario: a refactor's cost, side by side. --rounds N runs this tree and the baseline N
+times in turn and reports the median of each: single runs move by a fifth (README, "keep-alive
+connections stay with one worker"), so one run cannot show a 10% change.
 
 By default `serve` runs as `make run` starts it: sync worker on (sandbox tenant), access log
 on (to a file). The peer is installed on first use in --peer-venv (default .venv-bench-peer).
@@ -111,10 +118,14 @@ def stop(server: Server) -> None:
             server.process.wait()
 
 
-def start_ours(args: argparse.Namespace, work: Path) -> Server:
-    bindir = Path(sys.executable).parent
+def start_ours(
+    args: argparse.Namespace, work: Path, checkout: Path | None = None, label: str = "scim-server"
+) -> Server:
+    bindir = Path(sys.executable).parent if checkout is None else checkout / ".venv" / "bin"
     scim_server = str(bindir / "scim-server")
+    work = Path(tempfile.mkdtemp(prefix="server-", dir=work))  # a fresh database each time
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{work / 'bench.sqlite3'}"}
+    env["SCIM_INSTANCE_PATH"] = str(work / "instance")  # its own keys and sandbox tenant
     subprocess.run([scim_server, "db", "upgrade"], env=env, check=True, capture_output=True)
     token = subprocess.run(
         [scim_server, "token", "create", "wrk-bench"],
@@ -130,7 +141,7 @@ def start_ours(args: argparse.Namespace, work: Path) -> Server:
     command += shlex.split(args.serve_args)
     out = open(work / "serve.log", "wb")  # noqa: SIM115 (held for the server's lifetime)
     process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-    return Server("scim-server", command, f"http://127.0.0.1:{port}/scim/v2", token, process)
+    return Server(label, command, f"http://127.0.0.1:{port}/scim/v2", token, process)
 
 
 def peer_python(args: argparse.Namespace) -> Path:
@@ -268,6 +279,40 @@ def print_table(ours: list[Result], peer: list[Result] | None) -> None:
         print(row)
 
 
+def median_results(runs: list[list[Result]]) -> list[Result]:
+    """Per scenario, the run with the median requests/s (its other figures with it)."""
+    out = []
+    for results in zip(*runs, strict=True):
+        ranked = sorted(results, key=lambda r: r.rps)
+        out.append(ranked[len(ranked) // 2])
+    return out
+
+
+def checkout_version(checkout: Path) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(checkout), "log", "-1", "--format=%h %s"], capture_output=True, text=True
+    )
+    return done.stdout.strip()[:80] or "not a git checkout"
+
+
+def print_change(runs: list[list[Result]], base_runs: list[list[Result]]) -> None:
+    """This tree against the baseline, per scenario: the medians, the change, every run."""
+    print(
+        "| scenario | this tree req/s | CPU ms/req | baseline req/s | CPU ms/req | change |"
+        " runs (this tree / baseline) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---|")
+    medians = zip(median_results(runs), median_results(base_runs), strict=True)
+    for k, (ours, base) in enumerate(medians):
+        change = (ours.rps / base.rps - 1) * 100 if base.rps else math.nan
+        each = " ".join(f"{run[k].rps:.0f}" for run in runs)
+        each_base = " ".join(f"{run[k].rps:.0f}" for run in base_runs)
+        print(
+            f"| {ours.scenario} | {ours.rps:.1f} | {ours.cpu_ms:.2f} | {base.rps:.1f} "
+            f"| {base.cpu_ms:.2f} | {change:+.1f}% | {each} / {each_base} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sync", action=argparse.BooleanOptionalAction, default=True)
@@ -282,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--peer-venv", default=".venv-bench-peer")
     parser.add_argument("--json", action="store_true", help="also one JSON line at the end")
+    parser.add_argument("--baseline", type=Path, help="another checkout to measure beside")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each, medians reported")
     args = parser.parse_args(argv)
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     unknown = set(args.scenarios) - set(SCENARIOS)
@@ -290,10 +337,17 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install wrk)")
 
+    runs: list[list[Result]] = []
+    base_runs: list[list[Result]] = []
     with tempfile.TemporaryDirectory(prefix="wrk-load-") as tmp:
         work = Path(tmp)
-        ours_server = start_ours(args, work)
-        ours = measure(ours_server, args, work)
+        for _ in range(args.rounds):
+            ours_server = start_ours(args, work)
+            runs.append(measure(ours_server, args, work))
+            if args.baseline is not None:
+                base_server = start_ours(args, work, args.baseline.resolve(), "baseline")
+                base_runs.append(measure(base_server, args, work))
+        ours = median_results(runs)
         peer: list[Result] | None = None
         peer_server = None
         if args.peer:
@@ -311,7 +365,13 @@ def main(argv: list[str] | None = None) -> int:
         f"# wrk: {args.connections} keep-alive connections, {args.threads} threads, "
         f"{args.duration} s per scenario"
     )
+    if args.rounds > 1:
+        print(f"# figures: the median of {args.rounds} runs of each server, taken in turn")
     print_table(ours, peer)
+    if base_runs:
+        print()
+        print(f"# baseline: {args.baseline.resolve()} ({checkout_version(args.baseline)})")
+        print_change(runs, base_runs)
     if args.json:
         print(
             json.dumps(
