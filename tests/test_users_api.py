@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import sqlalchemy as sa
+from flask import Flask
 
 from tests.conftest import ScimClient
 
@@ -305,3 +309,55 @@ def test_attributes_keeps_a_false_boolean(scim: ScimClient) -> None:
     assert got["active"] is False
     listed = scim.get("/Users?attributes=active,userName").get_json()["Resources"]
     assert [(u["userName"], u["active"]) for u in listed] == [("inactive", False)]
+
+
+def test_a_user_is_read_in_one_statement(scim: ScimClient, app: Flask) -> None:
+    """GET, the `userName eq` lookup and an update's snapshot read the user, its values,
+    groups, manager and sync state in one statement; the update writes the row and its
+    outbox event in two."""
+    manager = scim.user("boss", displayName="The Boss")
+    user = scim.user(
+        "bjensen",
+        emails=[{"value": "b@example.com", "type": "work", "primary": True}],
+        phoneNumbers=[{"value": "555-555-8377", "type": "work"}],
+        **{ENT: {"manager": {"value": manager["id"]}}},
+    )
+    scim.group("Staff", members=[user["id"]])
+    from scim_server.db import db
+
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+
+    def directory_statements(request: Callable[[], Any]) -> list[str]:
+        statements.clear()
+        sa.event.listen(engine, "before_cursor_execute", record)
+        try:
+            response = request()
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", record)
+        assert response.status_code == 200, response.get_json()
+        # Credentials' statements (the token cache may look one up) are not the directory's.
+        return [s for s in statements if "api_tokens" not in s and "oauth_" not in s]
+
+    got = directory_statements(lambda: scim.get(f"/Users/{user['id']}"))
+    assert len(got) == 1, got
+    asked = f"/Users/{user['id']}?attributes=emails,groups,{ENT}:manager.displayName"
+    got = directory_statements(lambda: scim.get(asked))
+    assert len(got) == 1, got
+    body = scim.get(asked).get_json()
+    assert [e["value"] for e in body["emails"]] == ["b@example.com"]
+    assert [g["display"] for g in body["groups"]] == ["Staff"]
+    assert body[ENT]["manager"]["displayName"] == "The Boss"
+    got = directory_statements(lambda: scim.get('/Users?filter=userName eq "BJensen"'))
+    assert len(got) == 1, got
+    patch = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "title", "value": "Boss's report"}],
+    }
+    got = directory_statements(lambda: scim.patch(f"/Users/{user['id']}", patch))
+    assert [s.split()[0] for s in got] == ["SELECT", "UPDATE", "INSERT"], got
