@@ -117,7 +117,7 @@ _USER_LINK = _m365.alias("user_link")
 _MANAGER = _users.alias("manager")
 
 
-def _user_read(owner: Any, *, link: bool, lock: bool = False) -> Any:
+def _user_read(owner: Any, *, link: bool) -> Any:
     """One statement for everything a user's document shows: the user `owner` (an id)
     names; its manager's names (LEFT OUTER JOIN); its user_values and its groups (a row for
     each, from one UNION ALL, LEFT OUTER JOINed: a single row when it has neither); with
@@ -159,21 +159,21 @@ def _user_read(owner: Any, *, link: bool, lock: bool = False) -> Any:
         # The link's key (never null in a link) tells a user without one.
         columns.append(_USER_LINK.c.resource_id.label("link_key"))
         columns.extend(_USER_LINK.c[c].label(f"link_{c}") for c in _LINK_COLUMNS)
-    stmt = (
+    return (
         select(*columns)
         .select_from(joined)
         .where(_users.c.id == owner)
         .order_by(items.c.kind, items.c.attr, items.c.position, items.c.group_sort)
     )
-    # A write's snapshot holds the row (PostgreSQL; SQLite's writer holds the database), of
-    # users only: FOR UPDATE cannot lock the nullable side of an outer join.
-    return stmt.with_for_update(of=_users) if lock else stmt
 
 
 _NAMED = select(_users.c.id).where(_users.c.user_name_ci == bindparam("name")).scalar_subquery()
 _USER = _user_read(bindparam("id"), link=False)
 _USER_SYNCED = _user_read(bindparam("id"), link=True)  # with its sync state
-_USER_LOCKED = _user_read(bindparam("id"), link=True, lock=True)
+# A write's snapshot holds the row first (FOR UPDATE on PostgreSQL; SQLite's writer holds
+# the database), then reads it: a statement that waited for the lock would see the row as
+# it is now but its values and groups as they were when the statement began.
+_LOCK_USER = select(_users.c.id).where(_users.c.id == bindparam("id")).with_for_update()
 # userName is unique (user_name_ci's index): one user at most.
 _USER_NAMED = _user_read(_NAMED, link=False)
 _USER_NAMED_SYNCED = _user_read(_NAMED, link=True)
@@ -580,7 +580,9 @@ def _snapshot(
 ) -> _Snapshot:
     # lock: FOR UPDATE holds the row on PostgreSQL; SQLite has no such clause, and a writing
     # transaction there already holds the database.
-    rows = conn.execute(_USER_LOCKED if lock else _USER_SYNCED, {"id": user_id}).all()
+    if lock:
+        conn.execute(_LOCK_USER, {"id": user_id})
+    rows = conn.execute(_USER_SYNCED, {"id": user_id}).all()
     user = _joined_user(rows, link=True)
     if user is None:
         raise NotFound(f"User {user_id} not found.")
