@@ -17,8 +17,9 @@ from enum import StrEnum
 from typing import Any
 
 from flask import current_app
+from sqlalchemy import Connection, update
 
-from models import utcnow
+from models import ActivationToken, utcnow
 from scim_server import directory, mail, passwords
 from scim_server.auth import hash_token
 from scim_server.db import Tx, transaction
@@ -204,12 +205,17 @@ def redeem(token: str, password: str, confirm: str) -> str:
         raise LinkInvalid(_SPENT)
     user_id = str(row[0])
 
-    def spend(tx: Tx) -> None:
-        spent = tx.execute(
-            "UPDATE activation_tokens SET spent_at = ?"
-            " WHERE token_hash = ? AND spent_at IS NULL AND expires_at > ?",
-            (tx.timestamp(utcnow()), digest, tx.timestamp(utcnow())),
-        )
+    def spend(conn: Connection) -> None:
+        now = utcnow()
+        spent = conn.execute(
+            update(ActivationToken)
+            .where(
+                ActivationToken.token_hash == digest,
+                ActivationToken.spent_at.is_(None),
+                ActivationToken.expires_at > now,
+            )
+            .values(spent_at=now)
+        ).rowcount
         if spent != 1:  # used a moment ago, in another request: undo this one
             raise LinkInvalid(_SPENT)
 

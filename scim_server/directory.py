@@ -10,17 +10,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from models import Group, GroupMember, M365Link, PasswordState, User, UserValue, utcnow
 from scim_server import mapping, outbox, passwords, sealing
-from scim_server.db import Tx, connection, db, read_datetime, session_tx, transaction
+from scim_server.db import begin, db
 from scim_server.errors import Conflict, InternalError, NotFound, PreconditionFailed
 from scim_server.scim import projection as proj
 from scim_server.scim.filter_parser import parse_filter
@@ -75,71 +75,103 @@ class ListQuery:
 
 
 # ---------------------------------------------------------------- reading
+#
+# Fixed statements, built once: SQLAlchemy caches their compiled form. IN lists are
+# expanding parameters (`ids`), so one statement serves every length of list.
 
-
-USER_COLUMNS = tuple(c.name for c in User.__table__.columns)
-UserRow = namedtuple("UserRow", USER_COLUMNS)  # type: ignore[misc]
-_SELECT_USER = f"SELECT {', '.join(USER_COLUMNS)} FROM users"
-_USER_DATETIMES = tuple(USER_COLUMNS.index(c) for c in ("created", "last_modified"))
-_USER_ACTIVE = USER_COLUMNS.index("active")
-VALUE_COLUMNS = tuple(c.name for c in UserValue.__table__.columns if c.name not in ("id",))
-ValueRow = namedtuple("ValueRow", VALUE_COLUMNS)  # type: ignore[misc]
-_VALUE_PRIMARY = VALUE_COLUMNS.index("primary")
-# Quoted: "primary" is a reserved word.
-_SELECT_VALUES = "SELECT " + ", ".join(f'"{c}"' for c in VALUE_COLUMNS) + " FROM user_values"
-
-
-def _user_row(tx: Tx, row: Sequence[Any]) -> Any:
-    """A users row read by hand, typed as the ORM would type it."""
-    if tx.sqlite:
-        row = list(row)
-        for i in _USER_DATETIMES:
-            row[i] = read_datetime(row[i])
-        if row[_USER_ACTIVE] is not None:
-            row[_USER_ACTIVE] = bool(row[_USER_ACTIVE])
-    return UserRow._make(row)
-
-
-def _placeholders(n: int) -> str:
-    return ", ".join("?" * n)
+_users = cast(Table, User.__table__)
+_values = cast(Table, UserValue.__table__)
+_groups = cast(Table, Group.__table__)
+_members = cast(Table, GroupMember.__table__)
+_m365 = cast(Table, M365Link.__table__)
+USER_COLUMNS = tuple(c.name for c in _users.columns)
+_N_USER = len(USER_COLUMNS)
+# What a user's document shows of its m365_links row (mapping.sync_state).
+_LINK_COLUMNS = (
+    "object_id",
+    "state",
+    "last_synced_at",
+    "last_error",
+    "password_state",
+    "drift_found_at",
+)
+LinkRow = namedtuple("LinkRow", _LINK_COLUMNS)  # type: ignore[misc]
+_USER_LINK = _m365.alias("user_link")
+_USER_LINK_JOIN = _users.outerjoin(
+    _USER_LINK,
+    (_USER_LINK.c.resource_type == "User") & (_USER_LINK.c.resource_id == _users.c.id),
+)
+_USER_BY_ID = select(_users).where(_users.c.id == bindparam("id"))
+# The user and its sync state in one statement: the link's columns follow the user's. Its
+# key (never null in a link) tells a user without one.
+_USER_WITH_LINK = (
+    select(
+        _users,
+        _USER_LINK.c.resource_id.label("link_key"),
+        *(_USER_LINK.c[c].label(f"link_{c}") for c in _LINK_COLUMNS),
+    )
+    .select_from(_USER_LINK_JOIN)
+    .where(_users.c.id == bindparam("id"))
+)
+# A write's snapshot holds the row (PostgreSQL; SQLite's writer holds the database). Of the
+# users row only: FOR UPDATE cannot lock the nullable side of an outer join.
+_USER_WITH_LINK_LOCKED = _USER_WITH_LINK.with_for_update(of=_users)
+_VALUES_OF = (
+    select(*(c for c in _values.columns if c.name != "id"))
+    .where(_values.c.user_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_values.c.user_id, _values.c.attr, _values.c.position)
+)
+_GROUPS_OF = (
+    select(_members.c.member_id, _groups.c.id, _groups.c.display_name)
+    .select_from(_members.join(_groups, _groups.c.id == _members.c.group_id))
+    .where(_members.c.member_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_groups.c.display_name_ci)
+)
+_MANAGERS = select(_users.c.id, _users.c.display_name, _users.c.user_name).where(
+    _users.c.id.in_(bindparam("ids", expanding=True))
+)
+_LINKS_OF = select(_m365.c.resource_id, *(_m365.c[c] for c in _LINK_COLUMNS)).where(
+    _m365.c.resource_type == bindparam("rtype"),
+    _m365.c.resource_id.in_(bindparam("ids", expanding=True)),
+)
+_USERS_BY_NAME = (
+    select(_users)
+    .where(_users.c.user_name_ci == bindparam("name"))
+    .order_by(_users.c.id)
+    .limit(bindparam("limit"))
+    .offset(bindparam("offset"))
+)
+_COUNT_BY_NAME = select(func.count()).where(_users.c.user_name_ci == bindparam("name"))
 
 
 def _user_docs(
-    tx: Tx, users: Sequence[Any], base_url: str, projection: proj.Projection
+    conn: Connection,
+    users: Sequence[Any],
+    base_url: str,
+    projection: proj.Projection,
+    links: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Render a page of users (rows with the users columns as attributes) with one query per
-    related table, never one per user, in the transaction of `tx`."""
+    related table, never one per user, in the transaction of `conn`. `links`: the users'
+    sync state when the caller read it already."""
     ids = [u.id for u in users]
     values: dict[str, list[Any]] = {i: [] for i in ids}
     groups: dict[str, list[tuple[str, str]]] = {i: [] for i in ids}
     want_groups = projection.wants(USER, "groups")
     for chunk in _chunks(ids):
-        marks = _placeholders(len(chunk))
-        for row in tx.rows(
-            f"{_SELECT_VALUES} WHERE user_id IN ({marks}) ORDER BY user_id, attr, position",
-            chunk,
-        ):
-            if tx.sqlite and row[_VALUE_PRIMARY] is not None:
-                row = (*row[:_VALUE_PRIMARY], bool(row[_VALUE_PRIMARY]), *row[_VALUE_PRIMARY + 1 :])
-            values[row[0]].append(ValueRow._make(row))
+        params = {"ids": chunk}
+        for row in conn.execute(_VALUES_OF, params):
+            values[row[0]].append(row)
         if want_groups:
-            for member_id, gid, gname in tx.rows(
-                "SELECT group_members.member_id, groups.id, groups.display_name"
-                " FROM group_members JOIN groups ON groups.id = group_members.group_id"
-                f" WHERE group_members.member_id IN ({marks}) ORDER BY groups.display_name_ci",
-                chunk,
-            ):
+            for member_id, gid, gname in conn.execute(_GROUPS_OF, params):
                 groups[member_id].append((gid, gname))
-    links = _links(tx, "User", ids) if projection.wants_any(M365_USER, _SYNC_STATE) else {}
+    if links is None:
+        links = _links(conn, "User", ids) if projection.wants_any(M365_USER, _SYNC_STATE) else {}
     manager_ids = sorted({u.manager_id for u in users if u.manager_id})
     managers: dict[str, str] = {}
     if manager_ids and projection.wants(ENTERPRISE, "manager"):
         for chunk in _chunks(manager_ids):
-            for mid, name, uname in tx.rows(
-                "SELECT id, display_name, user_name FROM users"
-                f" WHERE id IN ({_placeholders(len(chunk))})",
-                chunk,
-            ):
+            for mid, name, uname in conn.execute(_MANAGERS, {"ids": chunk}):
                 managers[mid] = name or uname
     return [
         proj.apply(
@@ -157,75 +189,75 @@ def _user_docs(
     ]
 
 
-LinkRow = namedtuple(
-    "LinkRow", "object_id state last_synced_at last_error password_state drift_found_at"
-)
-
-
-def _links(tx: Tx, resource_type: str, ids: Sequence[str]) -> dict[str, Any]:
+def _links(conn: Connection, resource_type: str, ids: Sequence[str]) -> dict[str, Any]:
     """The m365_links rows of these resources: their Microsoft 365 sync state."""
     out: dict[str, Any] = {}
     for chunk in _chunks(ids):
-        for rid, object_id, state, synced_at, error, password_state, drift_at in tx.rows(
-            "SELECT resource_id, object_id, state, last_synced_at, last_error, password_state,"
-            " drift_found_at FROM m365_links"
-            f" WHERE resource_type = ? AND resource_id IN ({_placeholders(len(chunk))})",
-            [resource_type, *chunk],
-        ):
-            out[rid] = LinkRow(
-                object_id,
-                state,
-                read_datetime(synced_at),
-                error,
-                password_state,
-                read_datetime(drift_at) if drift_at is not None else None,
-            )
+        for row in conn.execute(_LINKS_OF, {"rtype": resource_type, "ids": chunk}):
+            out[row[0]] = LinkRow._make(row[1:])
     return out
 
 
-def _members_of(group_ids: Sequence[str]) -> dict[str, list[tuple[str, str, str | None]]]:
-    out: dict[str, list[tuple[str, str, str | None]]] = {g: [] for g in group_ids}
-    if not group_ids:
-        return out
-    member_group = Group.__table__.alias("member_group")
-    rows = db.session.execute(
-        select(
-            GroupMember.group_id,
-            GroupMember.member_id,
-            GroupMember.member_type,
-            # The member's current displayName; else what the client gave; else its userName.
-            func.coalesce(
-                User.display_name,
-                member_group.c.display_name,
-                GroupMember.display,
-                User.user_name,
-            ),
-        )
-        .outerjoin(User, User.id == GroupMember.member_id)
-        .outerjoin(member_group, member_group.c.id == GroupMember.member_id)
-        .where(GroupMember.group_id.in_(group_ids))
-        .order_by(GroupMember.group_id, GroupMember.member_id)
+def _read_user_row(
+    conn: Connection, user_id: str, *, lock: bool = False
+) -> tuple[Any, LinkRow | None] | None:
+    """A user's row and its sync state (None without a link), in one statement."""
+    found = conn.execute(_USER_WITH_LINK_LOCKED if lock else _USER_WITH_LINK, {"id": user_id})
+    row = found.first()
+    if row is None:
+        return None
+    link = LinkRow._make(row[_N_USER + 1 :]) if row[_N_USER] is not None else None
+    return row, link
+
+
+_MEMBER_GROUP = _groups.alias("member_group")
+_MEMBERS_OF = (
+    select(
+        _members.c.group_id,
+        _members.c.member_id,
+        _members.c.member_type,
+        # The member's current displayName; else what the client gave; else its userName.
+        func.coalesce(
+            _users.c.display_name,
+            _MEMBER_GROUP.c.display_name,
+            _members.c.display,
+            _users.c.user_name,
+        ),
     )
-    for gid, mid, mtype, display in rows:
-        out[gid].append((mid, mtype, display))
+    .select_from(
+        _members.outerjoin(_users, _users.c.id == _members.c.member_id).outerjoin(
+            _MEMBER_GROUP, _MEMBER_GROUP.c.id == _members.c.member_id
+        )
+    )
+    .where(_members.c.group_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_members.c.group_id, _members.c.member_id)
+)
+_GROUP_LINKS = select(_m365).where(
+    _m365.c.resource_type == "Group", _m365.c.resource_id.in_(bindparam("ids", expanding=True))
+)
+
+
+def _members_of(
+    conn: Connection, group_ids: Sequence[str]
+) -> dict[str, list[tuple[str, str, str | None]]]:
+    out: dict[str, list[tuple[str, str, str | None]]] = {g: [] for g in group_ids}
+    for chunk in _chunks(group_ids):
+        for gid, mid, mtype, display in conn.execute(_MEMBERS_OF, {"ids": chunk}):
+            out[gid].append((mid, mtype, display))
     return out
 
 
 def _group_docs(
-    groups: Sequence[Any], base_url: str, projection: proj.Projection
+    conn: Connection, groups: Sequence[Any], base_url: str, projection: proj.Projection
 ) -> list[dict[str, Any]]:
-    members = _members_of([g.id for g in groups]) if projection.wants(GROUP, "members") else {}
+    ids = [g.id for g in groups]
+    members = _members_of(conn, ids) if projection.wants(GROUP, "members") else {}
     links: dict[str, Any] = {}
     if groups and projection.wants_any(M365_GROUP, _GROUP_SYNC_STATE):
-        links = {
-            row.resource_id: row
-            for row in db.session.scalars(
-                select(M365Link).where(
-                    M365Link.resource_type == "Group",
-                    M365Link.resource_id.in_([g.id for g in groups]),
-                )
+        for chunk in _chunks(ids):
+            links.update(
+                (row.resource_id, row) for row in conn.execute(_GROUP_LINKS, {"ids": chunk})
             )
-        }
     return [
         proj.apply(
             mapping.group_to_doc(g, members.get(g.id), base_url, links.get(g.id)),
@@ -239,43 +271,48 @@ def _group_docs(
 def get_user(
     user_id: str, base_url: str, projection: proj.Projection
 ) -> tuple[dict[str, Any], int]:
-    with transaction(write=False) as tx:
-        found = read_user(tx, user_id, base_url, projection)
+    with begin(write=False) as conn:
+        found = read_user(conn, user_id, base_url, projection)
     if found is None:
         raise NotFound(f"User {user_id} not found.")
     return found
 
 
 def read_user(
-    tx: Tx, user_id: str, base_url: str, projection: proj.Projection
+    conn: Connection, user_id: str, base_url: str, projection: proj.Projection
 ) -> tuple[dict[str, Any], int] | None:
-    """`get_user` in the caller's transaction (the sync worker's own session's); None if
-    there is no such user."""
-    row = tx.first(f"{_SELECT_USER} WHERE id = ?", (user_id,))
-    if row is None:
-        return None
-    user = _user_row(tx, row)
-    return _user_docs(tx, [user], base_url, projection)[0], user.version
+    """`get_user` in the caller's transaction (the sync worker's); None if there is no such
+    user."""
+    if projection.wants_any(M365_USER, _SYNC_STATE):
+        found = _read_user_row(conn, user_id)
+        if found is None:
+            return None
+        user, link = found
+        links = {user.id: link} if link is not None else {}
+    else:
+        user = conn.execute(_USER_BY_ID, {"id": user_id}).first()
+        if user is None:
+            return None
+        links = {}
+    return _user_docs(conn, [user], base_url, projection, links)[0], user.version
+
+
+_GROUP_BY_ID = select(_groups).where(_groups.c.id == bindparam("id"))
+_GROUP_BY_ID_LOCKED = _GROUP_BY_ID.with_for_update()
 
 
 def get_group(
     group_id: str, base_url: str, projection: proj.Projection
 ) -> tuple[dict[str, Any], int]:
-    group = _load_group(group_id)
-    return _group_docs([group], base_url, projection)[0], group.version
+    with begin(write=False) as conn:
+        group = _load_group(conn, group_id)
+        return _group_docs(conn, [group], base_url, projection)[0], group.version
 
 
-def _load_user(user_id: str) -> User:
-    user = db.session.get(User, user_id)
-    if user is None:
-        raise NotFound(f"User {user_id} not found.")
-    return user
-
-
-def _load_group(group_id: str, *, lock: bool = False) -> Group:
+def _load_group(conn: Connection, group_id: str, *, lock: bool = False) -> Any:
     # lock: a read-modify-write holds the row (SELECT … FOR UPDATE on PostgreSQL; SQLite's
-    # write requests already hold the database lock).
-    group = db.session.get(Group, group_id, with_for_update=lock or None)
+    # write transactions already hold the database lock).
+    group = conn.execute(_GROUP_BY_ID_LOCKED if lock else _GROUP_BY_ID, {"id": group_id}).first()
     if group is None:
         raise NotFound(f"Group {group_id} not found.")
     return group
@@ -297,32 +334,34 @@ def list_resources(
     model: type[User] | type[Group] = User if resource == "User" else Group
     rtype = USER_TYPE if resource == "User" else GROUP_TYPE
     where = to_sql(parse_filter(query.filter), rtype) if query.filter else None
-    count_q = select(func.count()).select_from(model)
+    count_q = select(func.count()).select_from(model.__table__)
     if where is not None:
         count_q = count_q.where(where)
-    if query.count == 0:
-        return int(db.session.scalar(count_q) or 0), []
-    page = select(model.__table__)
-    if where is not None:
-        page = page.where(where)
-    if query.sort_by:
-        column = sort_column(rtype, query.sort_by)
-        # RFC 7644 §3.4.2.3: resources without a value sort last ascending, first descending.
-        page = page.order_by(
-            column.desc().nulls_first() if query.descending else column.asc().nulls_last()
-        )
-    # RFC 7644 §3.4.2.4: a stable order across pages; the primary key breaks ties.
-    page = page.order_by(model.id).offset(query.start_index - 1).limit(query.count)
-    rows = list(db.session.execute(page))
-    if rows and len(rows) < query.count:
-        # A partial page is the last one: the total follows without counting (the common
-        # case of an IdP's `userName eq` lookup).
-        total = query.start_index - 1 + len(rows)
-    else:
-        total = int(db.session.scalar(count_q) or 0)
-    if resource == "User":
-        return total, _user_docs(session_tx(), rows, base_url, projection)
-    return total, _group_docs(rows, base_url, projection)
+    with begin(write=False) as conn:
+        if query.count == 0:
+            return int(conn.execute(count_q).scalar() or 0), []
+        page = select(model.__table__)
+        if where is not None:
+            page = page.where(where)
+        if query.sort_by:
+            column = sort_column(rtype, query.sort_by)
+            # RFC 7644 §3.4.2.3: resources without a value sort last ascending, first
+            # descending.
+            page = page.order_by(
+                column.desc().nulls_first() if query.descending else column.asc().nulls_last()
+            )
+        # RFC 7644 §3.4.2.4: a stable order across pages; the primary key breaks ties.
+        page = page.order_by(model.id).offset(query.start_index - 1).limit(query.count)
+        rows = conn.execute(page).all()
+        if rows and len(rows) < query.count:
+            # A partial page is the last one: the total follows without counting (the common
+            # case of an IdP's `userName eq` lookup).
+            total = query.start_index - 1 + len(rows)
+        else:
+            total = int(conn.execute(count_q).scalar() or 0)
+        if resource == "User":
+            return total, _user_docs(conn, rows, base_url, projection)
+        return total, _group_docs(conn, rows, base_url, projection)
 
 
 def _list_by_user_name(
@@ -330,29 +369,28 @@ def _list_by_user_name(
 ) -> tuple[int, list[dict[str, Any]]]:
     """`userName eq` as filter_sql translates it (userName is caseExact=false: the indexed
     lower-cased copy equals the lower-cased value), without parsing and compiling it."""
-    with transaction(write=False) as tx:
-        found = tx.rows(
-            f"{_SELECT_USER} WHERE user_name_ci = ? ORDER BY id LIMIT ? OFFSET ?",
-            (user_name.lower(), query.count, query.start_index - 1),
-        )
-        rows = [_user_row(tx, row) for row in found]
+    name = user_name.lower()
+    with begin(write=False) as conn:
+        rows = conn.execute(
+            _USERS_BY_NAME,
+            {"name": name, "limit": query.count, "offset": query.start_index - 1},
+        ).all()
         if rows and len(rows) < query.count:
             total = query.start_index - 1 + len(rows)
         else:
-            counted = tx.first(
-                "SELECT count(*) FROM users WHERE user_name_ci = ?", (user_name.lower(),)
-            )
-            total = int(counted[0])
-        return total, _user_docs(tx, rows, base_url, projection)
+            total = int(conn.execute(_COUNT_BY_NAME, {"name": name}).scalar() or 0)
+        return total, _user_docs(conn, rows, base_url, projection)
 
 
 # ---------------------------------------------------------------- users
 
+_NAME_TAKEN = select(_users.c.id).where(
+    _users.c.user_name_ci == bindparam("name"), _users.c.id != bindparam("id")
+)
 
-def _ensure_unique_user_name(tx: Tx, user_name: str, user_id: str) -> None:
-    taken = tx.first(
-        "SELECT id FROM users WHERE user_name_ci = ? AND id != ?", (user_name.lower(), user_id)
-    )
+
+def _ensure_unique_user_name(conn: Connection, user_name: str, user_id: str) -> None:
+    taken = conn.execute(_NAME_TAKEN, {"name": user_name.lower(), "id": user_id}).first()
     if taken is not None:
         raise Conflict(f"A user with userName {user_name!r} already exists.")
 
@@ -396,7 +434,6 @@ def _unique(conflict: str) -> Iterator[None]:
     try:
         yield
     except IntegrityError as exc:
-        db.session.rollback()
         raise Conflict(conflict) from exc
 
 
@@ -408,22 +445,21 @@ def _render_written_user(
     return mapping.user_to_doc(user, mapping.UserExtras(values, groups, None), base_url)
 
 
-def _insert(tx: Tx, table: str, rows: Sequence[dict[str, Any]]) -> None:
-    """INSERT rows in one executemany. Rows may differ in keys (an address row has columns an
-    email row has not): every row gets every column, None where it has none."""
+_INSERT_USER = insert(_users)
+_INSERT_VALUES = insert(_values)
+_DELETE_VALUES = delete(_values).where(_values.c.user_id == bindparam("user_id"))
+# The SET clause is the columns the parameters name besides these two (a Core UPDATE
+# without .values() sets what it is given): one cached statement per set of columns.
+_UPDATE_USER = update(_users).where(
+    _users.c.id == bindparam("b_id"), _users.c.version == bindparam("b_version")
+)
+
+
+def _insert_values(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """INSERT user_values rows in one executemany. Rows may differ in keys (an address row
+    has columns an email row has not): every row gets every column, None where it has none."""
     names = list(dict.fromkeys(n for row in rows for n in row))
-    tx.executemany(
-        "INSERT INTO " + table + " (" + ", ".join(f'"{n}"' for n in names) + ")"
-        f" VALUES ({_placeholders(len(names))})",
-        [[row.get(n) for n in names] for row in rows],
-    )
-
-
-def _user_params(tx: Tx, columns: dict[str, Any]) -> dict[str, Any]:
-    """Column values as the driver takes them (datetimes as text on SQLite)."""
-    return {
-        c: tx.timestamp(v) if c in ("created", "last_modified") else v for c, v in columns.items()
-    }
+    conn.execute(_INSERT_VALUES, [{n: row.get(n) for n in names} for row in rows])
 
 
 def new_user_id() -> str:
@@ -450,13 +486,13 @@ def create_user(
     rows = _value_rows(columns["id"], doc)
     conflict = f"A user with userName {doc['userName']!r} already exists."
     # The unique index on user_name_ci decides uniqueness, race-free.
-    with _unique(conflict), transaction(write=True) as tx:
-        _insert(tx, "users", [_user_params(tx, columns)])
+    with _unique(conflict), begin(write=True) as conn:
+        conn.execute(_INSERT_USER, columns)
         if rows:
-            _insert(tx, "user_values", rows)
-        outbox.record_sql(tx, "User", columns["id"], "created", {"version": 1})
+            _insert_values(conn, rows)
+        outbox.record(conn, "User", columns["id"], "created", {"version": 1})
         if sealed is not None:
-            outbox.queue_password_sql(tx, columns["id"], {"sealed": sealed})
+            outbox.queue_password(conn, columns["id"], {"sealed": sealed})
     return _render_written_user(SimpleNamespace(**columns), rows, [], base_url), 1
 
 
@@ -469,18 +505,20 @@ class _Snapshot:
     groups: list[tuple[str, str]]
 
 
-def _snapshot(tx: Tx, user_id: str, if_match: str | None, base_url: str) -> _Snapshot:
-    # FOR UPDATE holds the row on PostgreSQL; SQLite has no such clause, and a writing
+def _snapshot(
+    conn: Connection, user_id: str, if_match: str | None, base_url: str, *, lock: bool = False
+) -> _Snapshot:
+    # lock: FOR UPDATE holds the row on PostgreSQL; SQLite has no such clause, and a writing
     # transaction there already holds the database.
-    lock = "" if tx.sqlite or not tx.writing else " FOR UPDATE"
-    found = tx.first(f"{_SELECT_USER} WHERE id = ?{lock}", (user_id,))
+    found = _read_user_row(conn, user_id, lock=lock)
     if found is None:
         raise NotFound(f"User {user_id} not found.")
-    row = _user_row(tx, found)
+    row, link = found
     check_if_match(if_match, row.version)
-    doc = _user_docs(tx, [row], base_url, FULL_USER)[0]
+    links = {row.id: link} if link is not None else {}
+    doc = _user_docs(conn, [row], base_url, FULL_USER, links)[0]
     groups = [(grp["value"], grp["display"]) for grp in doc.get("groups", ())]
-    return _Snapshot(row._asdict(), doc, groups)
+    return _Snapshot(dict(zip(USER_COLUMNS, row[:_N_USER], strict=True)), doc, groups)
 
 
 @dataclass(frozen=True)
@@ -496,7 +534,7 @@ class _UserWrite:
     sealed_password: str | None  # the new password, sealed for the outbox (sealing.py)
     force_change: bool = False  # a temporary password: M365 asks for a new one at sign-in
     # More to do in the same transaction (spending an activation link): raises to undo all.
-    also: Callable[[Tx], None] | None = None
+    also: Callable[[Connection], None] | None = None
 
     @property
     def changes_nothing(self) -> bool:
@@ -524,7 +562,7 @@ def _prepare_user_write(
     password: str | None,
     *,
     force_change: bool = False,
-    also: Callable[[Tx], None] | None = None,
+    also: Callable[[Connection], None] | None = None,
 ) -> _UserWrite:
     """Everything a user update needs that is not the database (the password hash is slow):
     computed before the write lock is taken."""
@@ -568,7 +606,7 @@ def _sealed_password(password: str | None) -> str | None:
     return sealing.seal(current_app.instance_path, password)
 
 
-def _save_user(tx: Tx, write: _UserWrite, event: str) -> bool:
+def _save_user(conn: Connection, write: _UserWrite, event: str) -> bool:
     """Write a user's new document if the row is still at the snapshot's version.
 
     Optimistic: the update names the version it read, so a concurrent writer makes it match
@@ -577,31 +615,27 @@ def _save_user(tx: Tx, write: _UserWrite, event: str) -> bool:
     snap, changes = write.snap, write.changes
     user_id, version = snap.columns["id"], snap.columns["version"]
     if "user_name_ci" in changes:
-        _ensure_unique_user_name(tx, write.user_name, user_id)
-    params = _user_params(tx, changes)
-    updated = tx.execute(
-        f"UPDATE users SET {', '.join(f'{c} = ?' for c in params)} WHERE id = ? AND version = ?",
-        [*params.values(), user_id, version],
-    )
-    if updated != 1:
+        _ensure_unique_user_name(conn, write.user_name, user_id)
+    updated = conn.execute(_UPDATE_USER, {**changes, "b_id": user_id, "b_version": version})
+    if updated.rowcount != 1:
         return False
     if write.rewrite_values:
-        tx.execute("DELETE FROM user_values WHERE user_id = ?", (user_id,))
+        conn.execute(_DELETE_VALUES, {"user_id": user_id})
         if write.rows:
-            _insert(tx, "user_values", write.rows)
-    outbox.record_sql(
-        tx,
+            _insert_values(conn, write.rows)
+    outbox.record(
+        conn,
         "User",
         user_id,
         event,
         {"version": version + 1, "password_changed": write.password_changed},
     )
     if write.sealed_password is not None:
-        outbox.queue_password_sql(
-            tx, user_id, {"sealed": write.sealed_password, "force_change": write.force_change}
+        outbox.queue_password(
+            conn, user_id, {"sealed": write.sealed_password, "force_change": write.force_change}
         )
     if write.also is not None:
-        write.also(tx)
+        write.also(conn)
     return True
 
 
@@ -612,7 +646,7 @@ def _written(write: _UserWrite, base_url: str) -> tuple[dict[str, Any], int]:
     doc = _render_written_user(user, write.rows, write.snap.groups, base_url)
     before = write.snap.doc.get(M365_USER.id) or {}
     state = {k: before[k] for k in _SYNC_STATE if k in before}
-    if state and write.sealed_password is not None:  # as outbox.queue_password_sql marked it
+    if state and write.sealed_password is not None:  # as outbox.queue_password marked it
         state["passwordState"] = PasswordState.PENDING.value
     if state:
         extension = doc.setdefault(M365_USER.id, {"schemas": [M365_USER.id]})
@@ -632,24 +666,22 @@ def _update_user(
     """Read, change, write. First optimistically: the snapshot is read without the write lock
     and the change computed outside it; if another writer got there first, again holding the
     lock from the read on, which cannot lose. All on one pooled connection."""
-    with connection() as conn:
-        with transaction(write=False, on=conn) as tx:
-            snap = _snapshot(tx, user_id, if_match, base_url)
+    with db.engine.connect() as conn:
+        with begin(write=False, on=conn):
+            snap = _snapshot(conn, user_id, if_match, base_url)
         write = change(snap)
         if write.changes_nothing:
             return snap.doc, int(snap.columns["version"])
-        with _unique(_user_name_taken(write)), transaction(write=True, on=conn) as tx:
-            saved = _save_user(tx, write, event)
-            if not saved:
-                tx.rollback_only = True
+        # A miss (another writer's version) wrote nothing: its commit is an empty one.
+        with _unique(_user_name_taken(write)), begin(write=True, on=conn):
+            saved = _save_user(conn, write, event)
         if not saved:
-            with transaction(write=True, on=conn) as tx:
-                snap = _snapshot(tx, user_id, if_match, base_url)
+            with _unique(_user_name_taken(write)), begin(write=True, on=conn):
+                snap = _snapshot(conn, user_id, if_match, base_url, lock=True)
                 write = change(snap)
                 if write.changes_nothing:
                     return snap.doc, int(snap.columns["version"])
-                with _unique(_user_name_taken(write)):
-                    saved = _save_user(tx, write, event)
+                saved = _save_user(conn, write, event)
     if not saved:  # the locked attempt holds the row: this would be a bug
         raise InternalError("A locked update found its row changed.")
     return _written(write, base_url)
@@ -664,7 +696,7 @@ def set_password(
     password: str,
     *,
     force_change: bool,
-    also: Callable[[Tx], None] | None = None,
+    also: Callable[[Connection], None] | None = None,
     unless: Callable[[dict[str, Any]], None] | None = None,
 ) -> int:
     """Set a user's password outside SCIM (a temporary one from `scim-server users
@@ -682,11 +714,15 @@ def set_password(
     return _update_user(user_id, None, "", change, "password_set")[1]
 
 
+_FIND_USER = select(_users.c.id).where(
+    (_users.c.id == bindparam("id")) | (_users.c.user_name_ci == bindparam("name"))
+)
+
+
 def find_user_id(ident: str) -> str | None:
     """A user's id, from its id or its userName (in any case)."""
-    found: str | None = db.session.scalar(
-        select(User.id).where((User.id == ident) | (User.user_name_ci == ident.lower()))
-    )
+    with begin(write=False) as conn:
+        found: str | None = conn.execute(_FIND_USER, {"id": ident, "name": ident.lower()}).scalar()
     return found
 
 
@@ -712,75 +748,101 @@ def patch_user(
     return _update_user(user_id, if_match, base_url, change, "patched")
 
 
+_USER_FOR_DELETE = (
+    select(_users.c.version, _users.c.user_name)
+    .where(_users.c.id == bindparam("id"))
+    .with_for_update()
+)
+_DELETE_USER_MEMBERSHIPS = delete(_members).where(_members.c.member_id == bindparam("id"))
+_DELETE_USER_VALUES = delete(_values).where(_values.c.user_id == bindparam("id"))
+_DELETE_USER = delete(_users).where(_users.c.id == bindparam("id"))
+
+
 def delete_user(user_id: str, if_match: str | None) -> None:
-    user = _load_user(user_id)
-    check_if_match(if_match, user.version)
-    db.session.execute(delete(GroupMember).where(GroupMember.member_id == user_id))
-    db.session.execute(delete(UserValue).where(UserValue.user_id == user_id))
-    db.session.delete(user)
-    outbox.record(db.session, "User", user_id, "deleted", {"userName": user.user_name})
-    db.session.commit()
+    params = {"id": user_id}
+    with begin(write=True) as conn:
+        user = conn.execute(_USER_FOR_DELETE, params).first()
+        if user is None:
+            raise NotFound(f"User {user_id} not found.")
+        check_if_match(if_match, user.version)
+        conn.execute(_DELETE_USER_MEMBERSHIPS, params)
+        conn.execute(_DELETE_USER_VALUES, params)
+        conn.execute(_DELETE_USER, params)
+        outbox.record(conn, "User", user_id, "deleted", {"userName": user.user_name})
 
 
 # ---------------------------------------------------------------- groups
 
+_GROUP_NAME_TAKEN = select(_groups.c.id).where(_groups.c.display_name_ci == bindparam("name"))
+_GROUP_NAME_TAKEN_BY_OTHER = _GROUP_NAME_TAKEN.where(_groups.c.id != bindparam("id"))
+_USERS_AMONG = select(_users.c.id).where(_users.c.id.in_(bindparam("ids", expanding=True)))
+_GROUPS_AMONG = select(_groups.c.id).where(_groups.c.id.in_(bindparam("ids", expanding=True)))
+_MEMBERS = select(_members.c.member_id, _members.c.display).where(
+    _members.c.group_id == bindparam("group_id")
+)
+_PRESENT = select(_members.c.member_id).where(
+    _members.c.group_id == bindparam("group_id"),
+    _members.c.member_id.in_(bindparam("ids", expanding=True)),
+)
+_DELETE_MEMBERS = delete(_members).where(_members.c.group_id == bindparam("group_id"))
+_DELETE_SOME_MEMBERS = delete(_members).where(
+    _members.c.group_id == bindparam("group_id"),
+    _members.c.member_id.in_(bindparam("ids", expanding=True)),
+)
+_INSERT_MEMBERS = insert(_members)
+_INSERT_GROUP = insert(_groups)
+# One UPDATE statement, so concurrent member adds never lose a version bump.
+_UPDATE_GROUP = (
+    update(_groups).where(_groups.c.id == bindparam("b_id")).values(version=_groups.c.version + 1)
+)
+_DELETE_GROUP_MEMBERS = delete(_members).where(
+    (_members.c.group_id == bindparam("id")) | (_members.c.member_id == bindparam("id"))
+)
+_DELETE_GROUP = delete(_groups).where(_groups.c.id == bindparam("id"))
 
-def _ensure_unique_group_name(name: str, group_id: str | None) -> None:
-    q = select(Group.id).where(Group.display_name_ci == name.lower())
+
+def _ensure_unique_group_name(conn: Connection, name: str, group_id: str | None) -> None:
     if group_id:
-        q = q.where(Group.id != group_id)
-    if db.session.scalar(q) is not None:
+        taken = conn.execute(_GROUP_NAME_TAKEN_BY_OTHER, {"name": name.lower(), "id": group_id})
+    else:
+        taken = conn.execute(_GROUP_NAME_TAKEN, {"name": name.lower()})
+    if taken.first() is not None:
         raise Conflict(f"A group named {name!r} already exists.")
 
 
-def _existing_members(ids: Sequence[str], group_id: str) -> dict[str, str]:
+def _existing_members(conn: Connection, ids: Sequence[str], group_id: str) -> dict[str, str]:
     """Member id → "User" | "Group" for the ids that exist; unknown ids are dropped
     (adding a member that does not exist is a no-op, as Entra and Okta expect)."""
     found: dict[str, str] = {}
     wanted = [i for i in dict.fromkeys(ids) if i != group_id]
     for chunk in _chunks(wanted):
-        found.update(
-            {i: "User" for i in db.session.scalars(select(User.id).where(User.id.in_(chunk)))}
-        )
-        found.update(
-            {i: "Group" for i in db.session.scalars(select(Group.id).where(Group.id.in_(chunk)))}
-        )
+        found.update({i: "User" for i in conn.execute(_USERS_AMONG, {"ids": chunk}).scalars()})
+        found.update({i: "Group" for i in conn.execute(_GROUPS_AMONG, {"ids": chunk}).scalars()})
     return found
 
 
-def _apply_members(group_id: str, change: MemberChange) -> dict[str, Any] | None:
+def _apply_members(conn: Connection, group_id: str, change: MemberChange) -> dict[str, Any] | None:
     """Apply a membership change with set-based SQL. Returns what it did (the outbox
     event's members), or None when it changed nothing: a remove of a member who is not
     there, an add of one who is, a replace with the same members."""
-    existing = _existing_members(list(change.add), group_id)
+    existing = _existing_members(conn, list(change.add), group_id)
     if change.replace_all:
-        current = {
-            mid: display
-            for mid, display in db.session.execute(
-                select(GroupMember.member_id, GroupMember.display).where(
-                    GroupMember.group_id == group_id
-                )
-            )
-        }
+        current = {mid: display for mid, display in conn.execute(_MEMBERS, {"group_id": group_id})}
         if current == {i: change.display.get(i) for i in existing}:
             return None
-        db.session.execute(delete(GroupMember).where(GroupMember.group_id == group_id))
+        conn.execute(_DELETE_MEMBERS, {"group_id": group_id})
         to_add, removed = list(existing), []
     else:
-        removed = sorted(_present(group_id, sorted(change.remove)))
+        removed = sorted(_present(conn, group_id, sorted(change.remove)))
         for chunk in _chunks(removed):
-            db.session.execute(
-                delete(GroupMember).where(
-                    GroupMember.group_id == group_id, GroupMember.member_id.in_(chunk)
-                )
-            )
-        present = _present(group_id, list(existing))
+            conn.execute(_DELETE_SOME_MEMBERS, {"group_id": group_id, "ids": chunk})
+        present = _present(conn, group_id, list(existing))
         to_add = [i for i in existing if i not in present]
         if not to_add and not removed:
             return None
     if to_add:
-        db.session.execute(
-            insert(GroupMember),
+        conn.execute(
+            _INSERT_MEMBERS,
             [
                 {
                     "group_id": group_id,
@@ -794,46 +856,44 @@ def _apply_members(group_id: str, change: MemberChange) -> dict[str, Any] | None
     return {"replace_all": change.replace_all, "added": to_add, "removed": removed}
 
 
-def _present(group_id: str, ids: Sequence[str]) -> set[str]:
+def _present(conn: Connection, group_id: str, ids: Sequence[str]) -> set[str]:
     """Which of these ids are members of the group: an indexed lookup of those ids only."""
     present: set[str] = set()
     for chunk in _chunks(ids):
-        present.update(
-            db.session.scalars(
-                select(GroupMember.member_id).where(
-                    GroupMember.group_id == group_id, GroupMember.member_id.in_(chunk)
-                )
-            )
-        )
+        present.update(conn.execute(_PRESENT, {"group_id": group_id, "ids": chunk}).scalars())
     return present
 
 
 def create_group(body: dict[str, Any], base_url: str) -> tuple[dict[str, Any], int]:
     doc = canonicalize(body, GROUP_TYPE)
     _check_group_columns(doc)
-    _ensure_unique_group_name(doc["displayName"], None)
     now = utcnow()
-    group = Group(
-        id=str(uuid.uuid4()),
-        display_name=doc["displayName"],
-        display_name_ci=doc["displayName"].lower(),
-        external_id=doc.get("externalId"),
-        mail_nickname=mapping.group_mail_nickname(doc),
-        created=now,
-        last_modified=now,
-        version=1,
-    )
-    with _unique(f"A group named {doc['displayName']!r} already exists."):
-        db.session.add(group)
-        db.session.flush()
-        members = _apply_members(group.id, _member_change(doc)) or {
+    group_id = str(uuid.uuid4())
+    with (
+        _unique(f"A group named {doc['displayName']!r} already exists."),
+        begin(write=True) as conn,
+    ):
+        _ensure_unique_group_name(conn, doc["displayName"], None)
+        conn.execute(
+            _INSERT_GROUP,
+            {
+                "id": group_id,
+                "display_name": doc["displayName"],
+                "display_name_ci": doc["displayName"].lower(),
+                "external_id": doc.get("externalId"),
+                "mail_nickname": mapping.group_mail_nickname(doc),
+                "created": now,
+                "last_modified": now,
+                "version": 1,
+            },
+        )
+        members = _apply_members(conn, group_id, _member_change(doc)) or {
             "replace_all": True,
             "added": [],
             "removed": [],
         }
-        outbox.record(db.session, "Group", group.id, "created", {"version": 1, **members})
-        db.session.commit()
-    return get_group(group.id, base_url, FULL_GROUP)[0], 1
+        outbox.record(conn, "Group", group_id, "created", {"version": 1, **members})
+    return get_group(group_id, base_url, FULL_GROUP)[0], 1
 
 
 def _member_change(doc: dict[str, Any]) -> MemberChange:
@@ -843,35 +903,33 @@ def _member_change(doc: dict[str, Any]) -> MemberChange:
     return change
 
 
-def _save_group(group: Group, doc: dict[str, Any], change: MemberChange | None, event: str) -> int:
-    """Write a group's new document and members; returns its version, which stays as it
-    was when nothing changes (no write, no outbox event)."""
+def _save_group(
+    conn: Connection, group: Any, doc: dict[str, Any], change: MemberChange | None, event: str
+) -> int:
+    """Write a group's new document and members, in the caller's write transaction, which
+    holds the row; returns its version, which stays as it was when nothing changes (no
+    write, no outbox event)."""
     if doc["displayName"].lower() != group.display_name_ci:
-        _ensure_unique_group_name(doc["displayName"], group.id)
+        _ensure_unique_group_name(conn, doc["displayName"], group.id)
     values = {
         "display_name": doc["displayName"],
         "external_id": doc.get("externalId"),
         "mail_nickname": mapping.group_mail_nickname(doc),
     }
-    with _unique(f"A group named {doc['displayName']!r} already exists."):
-        members = _apply_members(group.id, change) if change else None
-        if members is None and all(getattr(group, c) == v for c, v in values.items()):
-            db.session.rollback()  # releases the row lock; nothing was written
-            return group.version
-        # One UPDATE statement, so concurrent member adds never lose a version bump.
-        db.session.execute(
-            update(Group)
-            .where(Group.id == group.id)
-            .values(
-                **values,
-                display_name_ci=doc["displayName"].lower(),
-                version=Group.version + 1,
-                last_modified=utcnow(),
-            )
-        )
-        version = group.version + 1
-        outbox.record(db.session, "Group", group.id, event, {"version": version, **(members or {})})
-        db.session.commit()
+    members = _apply_members(conn, group.id, change) if change else None
+    if members is None and all(getattr(group, c) == v for c, v in values.items()):
+        return int(group.version)  # nothing was written: the commit is an empty one
+    conn.execute(
+        _UPDATE_GROUP,
+        {
+            **values,
+            "display_name_ci": doc["displayName"].lower(),
+            "last_modified": utcnow(),
+            "b_id": group.id,
+        },
+    )
+    version = int(group.version) + 1
+    outbox.record(conn, "Group", group.id, event, {"version": version, **(members or {})})
     return version
 
 
@@ -880,9 +938,13 @@ def replace_group(
 ) -> tuple[dict[str, Any], int]:
     doc = canonicalize(body, GROUP_TYPE)
     _check_group_columns(doc)
-    group = _load_group(group_id, lock=True)
-    check_if_match(if_match, group.version)
-    _save_group(group, doc, _member_change(doc), "replaced")
+    with (
+        _unique(f"A group named {doc['displayName']!r} already exists."),
+        begin(write=True) as conn,
+    ):
+        group = _load_group(conn, group_id, lock=True)
+        check_if_match(if_match, group.version)
+        _save_group(conn, group, doc, _member_change(doc), "replaced")
     return get_group(group_id, base_url, FULL_GROUP)
 
 
@@ -891,22 +953,23 @@ def patch_group(
 ) -> tuple[None, int]:
     """Membership changes are applied as set-based SQL; the members are never loaded, and
     the caller renders the group only when the client asked for a body."""
-    group = _load_group(group_id, lock=True)
-    check_if_match(if_match, group.version)
-    current = mapping.group_to_doc(group, None, base_url)
-    result = apply_patch(current, operations, GROUP_TYPE)
-    _check_group_columns(result.doc)
-    if result.members:
-        _check_members((i, result.members.display.get(i)) for i in result.members.add)
-    # The row is locked: nobody else bumps its version meanwhile.
-    return None, _save_group(group, result.doc, result.members, "patched")
+    with begin(write=True) as conn:
+        group = _load_group(conn, group_id, lock=True)
+        check_if_match(if_match, group.version)
+        current = mapping.group_to_doc(group, None, base_url)
+        result = apply_patch(current, operations, GROUP_TYPE)
+        _check_group_columns(result.doc)
+        if result.members:
+            _check_members((i, result.members.display.get(i)) for i in result.members.add)
+        # The row is locked: nobody else bumps its version meanwhile.
+        with _unique(f"A group named {result.doc['displayName']!r} already exists."):
+            return None, _save_group(conn, group, result.doc, result.members, "patched")
 
 
 def delete_group(group_id: str, if_match: str | None) -> None:
-    group = _load_group(group_id)
-    check_if_match(if_match, group.version)
-    db.session.execute(delete(GroupMember).where(GroupMember.group_id == group_id))
-    db.session.execute(delete(GroupMember).where(GroupMember.member_id == group_id))
-    db.session.delete(group)
-    outbox.record(db.session, "Group", group_id, "deleted", {"displayName": group.display_name})
-    db.session.commit()
+    with begin(write=True) as conn:
+        group = _load_group(conn, group_id, lock=True)
+        check_if_match(if_match, group.version)
+        conn.execute(_DELETE_GROUP_MEMBERS, {"id": group_id})
+        conn.execute(_DELETE_GROUP, {"id": group_id})
+        outbox.record(conn, "Group", group_id, "deleted", {"displayName": group.display_name})

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import EventKind, Group, GroupMember, M365Link, User, utcnow
 from scim_server import directory, outbox
-from scim_server.db import db, read_phase, session_tx
+from scim_server.db import db, read_phase
 from scim_server.drift.repair import count_delivered
 from scim_server.scim import projection as proj
 from scim_server.scim.schema import USER_TYPE
@@ -177,7 +177,7 @@ class Store:
     def user_doc(self, user_id: str) -> dict[str, Any] | None:
         """The user's canonical SCIM document (groups included), or None once deleted."""
         with self.reading() as session:
-            found = directory.read_user(session_tx(session), user_id, "", _FULL)
+            found = directory.read_user(session.connection(), user_id, "", _FULL)
             return found[0] if found is not None else None
 
     def group_names(self, group_id: str) -> tuple[str, str | None] | None:
