@@ -17,12 +17,13 @@ from enum import StrEnum
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, and_, bindparam, case, func, insert, select, update
+from sqlalchemy.sql.elements import ColumnElement
 
-from models import ActivationToken, utcnow
+from models import ActivationToken, M365Link, User, utcnow
 from scim_server import directory, mail, passwords
 from scim_server.auth import hash_token
-from scim_server.db import Tx, transaction
+from scim_server.db import begin
 from scim_server.errors import InvalidValue
 
 TOKEN_BYTES = 32
@@ -42,20 +43,26 @@ class Sent:
     expires_at: datetime
 
 
-def _user(tx: Tx, ident: str) -> tuple[str, str, str | None, str | None, str | None] | None:
+_USER = select(
+    User.id, User.user_name, User.password_hash, User.alternate_email, User.display_name
+).where((User.id == bindparam("ident")) | (User.user_name_ci == bindparam("name")))
+
+
+def _user(
+    conn: Connection, ident: str
+) -> tuple[str, str, str | None, str | None, str | None] | None:
     """(id, userName, password hash, alternate email, displayName) by id or userName."""
-    row = tx.first(
-        "SELECT id, user_name, password_hash, alternate_email, display_name FROM users"
-        " WHERE id = ? OR user_name_ci = ?",
-        (ident, ident.lower()),
-    )
-    return tuple(row) if row is not None else None
+    row = conn.execute(_USER, {"ident": ident, "name": ident.lower()}).first()
+    if row is None:
+        return None
+    uid, user_name, password_hash, alternate, display = row
+    return uid, user_name, password_hash, alternate, display
 
 
 def send(ident: str, to: str | None, transport: mail.Transport) -> Sent:
     """Email USER a new activation link at `to`, or at their alternateEmail."""
-    with transaction(write=False) as tx:
-        user = _user(tx, ident)
+    with begin(write=False) as conn:
+        user = _user(conn, ident)
     if user is None:
         raise ActivationError(f"No user {ident!r}.")
     user_id, user_name, password_hash, alternate, display = user
@@ -86,6 +93,42 @@ class _Issued:
 IN_FLIGHT = timedelta(minutes=10)
 
 
+def _link_state(user_id: ColumnElement[str]) -> ColumnElement[Any]:
+    """2 when the user has a working link that was sent, 1 when one is on its way (made
+    since `in_flight_since`), 0 for one whose process died before it was sent, NULL for
+    none: see _LINK_SKIPS."""
+    return (
+        select(
+            func.max(
+                case(
+                    (ActivationToken.sent_at.is_not(None), 2),
+                    (ActivationToken.created_at > bindparam("in_flight_since"), 1),
+                    else_=0,
+                )
+            )
+        )
+        .where(
+            ActivationToken.user_id == user_id,
+            ActivationToken.spent_at.is_(None),
+            ActivationToken.expires_at > bindparam("now"),
+        )
+        .scalar_subquery()
+    )
+
+
+# On PostgreSQL, the user's row lock makes two runs take turns; SQLite's dialect leaves FOR
+# UPDATE out: a writer holds the whole database already.
+_LOCK_USER = select(User.id).where(User.id == bindparam("user")).with_for_update()
+_LIVE_LINK = select(_link_state(bindparam("user")))
+# Only the newest link works: resending spends the ones sent before.
+_SPEND_EARLIER = (
+    update(ActivationToken)
+    .where(ActivationToken.user_id == bindparam("user"), ActivationToken.spent_at.is_(None))
+    .values(spent_at=bindparam("now"))
+)
+_ADD_LINK = insert(ActivationToken)
+
+
 def _issue(user_id: str, *, resend: bool) -> _Issued | None:
     """A new link for the user, in one write transaction that also spends the earlier ones;
     None, and nothing written, when `resend` is false and a link still works and was sent,
@@ -94,37 +137,42 @@ def _issue(user_id: str, *, resend: bool) -> _Issued | None:
     token = secrets.token_urlsafe(TOKEN_BYTES)
     now = utcnow()
     expires = now + timedelta(hours=current_app.config["ACTIVATION_TTL_HOURS"])
-    with transaction(write=True) as tx:
-        tx.first(
-            "SELECT id FROM users WHERE id = ?" + ("" if tx.sqlite else " FOR UPDATE"),
-            (user_id,),
-        )
-        if not resend and _live_link(tx, user_id, now) is not None:
-            tx.rollback_only = True
+    with begin(write=True) as conn:
+        conn.execute(_LOCK_USER, {"user": user_id})
+        if not resend and _live_link(conn, user_id, now) is not None:
             return None
-        # Only the newest link works: resending spends the ones sent before.
-        tx.execute(
-            "UPDATE activation_tokens SET spent_at = ? WHERE user_id = ? AND spent_at IS NULL",
-            (tx.timestamp(now), user_id),
-        )
-        tx.execute(
-            "INSERT INTO activation_tokens (token_hash, user_id, created_at, expires_at)"
-            " VALUES (?, ?, ?, ?)",
-            (hash_token(token), user_id, tx.timestamp(now), tx.timestamp(expires)),
+        conn.execute(_SPEND_EARLIER, {"user": user_id, "now": now})
+        conn.execute(
+            _ADD_LINK,
+            {
+                "token_hash": hash_token(token),
+                "user_id": user_id,
+                "created_at": now,
+                "expires_at": expires,
+            },
         )
     return _Issued(token, expires)
 
 
-def _live_link(tx: Tx, user_id: str, now: datetime) -> Skip | None:
+def _live_link(conn: Connection, user_id: str, now: datetime) -> Skip | None:
     """ALREADY_SENT for a working link that was sent, SENDING for one on its way, else None
     (none, or one whose process died before it was sent: a new one should go)."""
-    row = tx.first(
-        "SELECT max(CASE WHEN sent_at IS NOT NULL THEN 2 WHEN created_at > ? THEN 1 ELSE 0 END)"
-        " FROM activation_tokens WHERE user_id = ? AND spent_at IS NULL AND expires_at > ?",
-        (tx.timestamp(now - IN_FLIGHT), user_id, tx.timestamp(now)),
-    )
-    found = row[0] if row is not None else None
+    found = conn.execute(
+        _LIVE_LINK, {"user": user_id, "in_flight_since": now - IN_FLIGHT, "now": now}
+    ).scalar()
     return _LINK_SKIPS.get(int(found)) if found is not None else None
+
+
+_SPEND_LINK = (
+    update(ActivationToken)
+    .where(ActivationToken.token_hash == bindparam("digest"))
+    .values(spent_at=bindparam("now"))
+)
+_LINK_SENT = (
+    update(ActivationToken)
+    .where(ActivationToken.token_hash == bindparam("digest"))
+    .values(sent_at=bindparam("now"))
+)
 
 
 def _deliver(
@@ -144,17 +192,11 @@ def _deliver(
     try:
         transport.send(message)
     except mail.MailError:
-        with transaction(write=True) as tx:  # never delivered: it must not work either
-            tx.execute(
-                "UPDATE activation_tokens SET spent_at = ? WHERE token_hash = ?",
-                (tx.timestamp(utcnow()), hash_token(token)),
-            )
+        with begin(write=True) as conn:  # never delivered: it must not work either
+            conn.execute(_SPEND_LINK, {"digest": hash_token(token), "now": utcnow()})
         raise
-    with transaction(write=True) as tx:
-        tx.execute(
-            "UPDATE activation_tokens SET sent_at = ? WHERE token_hash = ?",
-            (tx.timestamp(utcnow()), hash_token(token)),
-        )
+    with begin(write=True) as conn:
+        conn.execute(_LINK_SENT, {"digest": hash_token(token), "now": utcnow()})
     return Sent(recipient, expires)
 
 
@@ -169,14 +211,27 @@ def _body(name: str, user_name: str, link: str, expires: datetime) -> str:
     )
 
 
+_WORKS = and_(
+    ActivationToken.token_hash == bindparam("digest"),
+    ActivationToken.spent_at.is_(None),
+    ActivationToken.expires_at > bindparam("now"),
+)
+_HOLDER = (
+    select(User.user_name)
+    .select_from(ActivationToken)
+    .join(User, User.id == ActivationToken.user_id)
+    .where(_WORKS)
+)
+_LINK_USER = select(ActivationToken.user_id).where(_WORKS)
+# The link is spent once: the second of two redeems at once changes no row, and undoes its
+# password change.
+_SPEND_IF_WORKS = update(ActivationToken).where(_WORKS).values(spent_at=bindparam("spent_at_now"))
+
+
 def holder(token: str) -> str:
     """The userName a valid link is for; LinkInvalid otherwise. Changes nothing."""
-    with transaction(write=False) as tx:
-        row = tx.first(
-            "SELECT u.user_name FROM activation_tokens t JOIN users u ON u.id = t.user_id"
-            " WHERE t.token_hash = ? AND t.spent_at IS NULL AND t.expires_at > ?",
-            (hash_token(token), tx.timestamp(utcnow())),
-        )
+    with begin(write=False) as conn:
+        row = conn.execute(_HOLDER, {"digest": hash_token(token), "now": utcnow()}).first()
     if row is None:
         raise LinkInvalid(_SPENT)
     return str(row[0])
@@ -195,27 +250,16 @@ def redeem(token: str, password: str, confirm: str) -> str:
         raise InvalidValue("The two passwords differ.")
     passwords.check(password)
     digest = hash_token(token)
-    with transaction(write=False) as tx:
-        row = tx.first(
-            "SELECT user_id FROM activation_tokens"
-            " WHERE token_hash = ? AND spent_at IS NULL AND expires_at > ?",
-            (digest, tx.timestamp(utcnow())),
-        )
+    with begin(write=False) as conn:
+        row = conn.execute(_LINK_USER, {"digest": digest, "now": utcnow()}).first()
     if row is None:
         raise LinkInvalid(_SPENT)
     user_id = str(row[0])
 
     def spend(conn: Connection) -> None:
         now = utcnow()
-        spent = conn.execute(
-            update(ActivationToken)
-            .where(
-                ActivationToken.token_hash == digest,
-                ActivationToken.spent_at.is_(None),
-                ActivationToken.expires_at > now,
-            )
-            .values(spent_at=now)
-        ).rowcount
+        params = {"digest": digest, "now": now, "spent_at_now": now}
+        spent = conn.execute(_SPEND_IF_WORKS, params).rowcount
         if spent != 1:  # used a moment ago, in another request: undo this one
             raise LinkInvalid(_SPENT)
 
@@ -310,24 +354,30 @@ def _classify(row: Any) -> Candidate:
     return Candidate(str(user_id), str(user_name), display, to, skip, detail)
 
 
+_CANDIDATES = (
+    select(
+        User.id,
+        User.user_name,
+        User.alternate_email,
+        User.display_name,
+        User.active,
+        M365Link.state,
+        M365Link.password_state,
+        _link_state(User.__table__.c.id),  # as _live_link's, per user
+    )
+    .outerjoin(M365Link, and_(M365Link.resource_type == "User", M365Link.resource_id == User.id))
+    .where(User.password_hash.is_(None))
+    .order_by(User.user_name_ci)
+)
+
+
 def candidates(*, resend: bool) -> list[Candidate]:
     """Every user without a password, each with its skip reason or none, by userName.
     With `resend`, a link that still works is no reason to skip."""
     now = utcnow()
-    with transaction(write=False) as tx:
-        rows = tx.rows(
-            "SELECT u.id, u.user_name, u.alternate_email, u.display_name, u.active,"
-            " l.state, l.password_state,"
-            # As _live_link's query, per user.
-            " (SELECT max(CASE WHEN t.sent_at IS NOT NULL THEN 2 WHEN t.created_at > ? THEN 1"
-            "  ELSE 0 END) FROM activation_tokens t WHERE t.user_id = u.id"
-            "  AND t.spent_at IS NULL AND t.expires_at > ?)"
-            " FROM users u LEFT JOIN m365_links l"
-            "  ON l.resource_type = 'User' AND l.resource_id = u.id"
-            " WHERE u.password_hash IS NULL ORDER BY u.user_name_ci",
-            (tx.timestamp(now - IN_FLIGHT), tx.timestamp(now)),
-        )
-    found = [_classify(r) for r in rows]
+    with begin(write=False) as conn:
+        rows = conn.execute(_CANDIDATES, {"in_flight_since": now - IN_FLIGHT, "now": now})
+        found = [_classify(r) for r in rows]
     if resend:
         found = [
             Candidate(c.user_id, c.user_name, c.display, c.to, None)

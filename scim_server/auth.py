@@ -37,15 +37,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Connection, Row, bindparam, insert, select, update
 
-from models import ApiToken, utcnow
+from models import ApiToken, LoginThrottle, OAuthAccessToken, OAuthClient, utcnow
 from scim_server import throttle
-from scim_server.db import db, read_datetime, transaction
+from scim_server.db import begin
 
 TOKEN_PREFIX = "scim_"
 ACCESS_TOKEN_PREFIX = "scimat_"  # oauth.py's access tokens; not a TOKEN_PREFIX: no "scim_"
 THROTTLE_NAMESPACE = "api"
+# A row of a Core statement, its columns by name or position (what the CLI shows of a token).
+TableRow = Row[*tuple[Any, ...]]
 LAST_USE_EVERY_SECONDS = 60.0
 
 
@@ -155,6 +157,14 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
+_TOKEN = ApiToken.__table__
+_TOKEN_COLUMNS = tuple(_TOKEN.c)
+_LIVE_BASIC_USER = select(ApiToken.id).where(
+    ApiToken.basic_user == bindparam("user"), ApiToken.revoked_at.is_(None)
+)
+_ADD_TOKEN = insert(ApiToken).returning(*_TOKEN_COLUMNS)
+
+
 def create_token(
     name: str,
     *,
@@ -162,96 +172,117 @@ def create_token(
     expires_in: timedelta | None = None,
     header_auth: bool = False,
     basic: bool = False,
-) -> tuple[ApiToken, str]:
-    """A new credential and its secret (shown once). With `basic`, its HTTP Basic user name
-    is `name` and the secret is the password."""
+) -> tuple[TableRow, str]:
+    """A new credential (its api_tokens row) and its secret (shown once). With `basic`, its
+    HTTP Basic user name is `name` and the secret is the password."""
     if basic and header_auth:
         raise ValueError("a Basic credential is sent as Basic only: --header-auth is for tokens")
     if basic and (":" in name or not name.strip()):
         raise ValueError("a Basic user name cannot hold a colon (RFC 7617 §2)")
-    if basic:
-        taken = db.session.scalars(
-            select(ApiToken.id).where(ApiToken.basic_user == name, ApiToken.revoked_at.is_(None))
-        ).first()
-        if taken is not None:
-            raise ValueError(f"a Basic credential named {name!r} exists: rotate or revoke it")
     token = new_secret()
-    row = ApiToken(
-        name=name,
-        token_hash=hash_token(token),
-        prefix=token[:12],
-        read_only=read_only,
-        scheme="basic" if basic else "bearer",
-        header_auth=header_auth,
-        basic_user=name if basic else None,
-        expires_at=utcnow() + expires_in if expires_in else None,
-    )
-    db.session.add(row)
-    db.session.commit()
+    with begin(write=True) as conn:
+        if basic and conn.execute(_LIVE_BASIC_USER, {"user": name}).first() is not None:
+            raise ValueError(f"a Basic credential named {name!r} exists: rotate or revoke it")
+        row = conn.execute(
+            _ADD_TOKEN,
+            {
+                "name": name,
+                "token_hash": hash_token(token),
+                "prefix": token[:12],
+                "read_only": read_only,
+                "scheme": "basic" if basic else "bearer",
+                "header_auth": header_auth,
+                "basic_user": name if basic else None,
+                "expires_at": utcnow() + expires_in if expires_in else None,
+            },
+        ).one()
     return row, token
+
+
+_SET_EXPIRY = (
+    update(ApiToken).where(ApiToken.id == bindparam("row_id")).values(expires_at=bindparam("end"))
+)
 
 
 def rotate_token(
     ident: str, grace: timedelta, expires_in: timedelta | None = None
-) -> tuple[ApiToken, str] | None:
+) -> tuple[TableRow, str] | None:
     """A new secret for the token `ident` (id or name), with its scheme, flags and lifetime;
     the old secret stays valid for `grace` (0: it stops now). None when nothing matched."""
     now = utcnow()
-    rows = [r for r in _active(ident) if r.expires_at is None or r.expires_at > now]
-    if not rows:
-        return None
-    newest = max(rows, key=lambda r: r.id)
-    if expires_in is None and newest.expires_at is not None:
-        expires_in = newest.expires_at - newest.created_at  # the same lifetime again
-    end = now + grace
-    for row in rows:  # an earlier rotation still in its grace period ends no later
-        row.expires_at = min(row.expires_at, end) if row.expires_at else end
     token = new_secret()
-    fresh = ApiToken(
-        name=newest.name,
-        token_hash=hash_token(token),
-        prefix=token[:12],
-        read_only=newest.read_only,
-        scheme=newest.scheme,
-        header_auth=newest.header_auth,
-        basic_user=newest.basic_user,
-        expires_at=now + expires_in if expires_in else None,
-        created_at=now,
-    )
-    db.session.add(fresh)
-    db.session.commit()
+    with begin(write=True) as conn:
+        rows = [r for r in _active(conn, ident) if r.expires_at is None or r.expires_at > now]
+        if not rows:
+            return None
+        newest = max(rows, key=lambda r: r.id)
+        if expires_in is None and newest.expires_at is not None:
+            expires_in = newest.expires_at - newest.created_at  # the same lifetime again
+        end = now + grace
+        # An earlier rotation still in its grace period ends no later.
+        conn.execute(
+            _SET_EXPIRY,
+            [
+                {"row_id": r.id, "end": min(r.expires_at, end) if r.expires_at else end}
+                for r in rows
+            ],
+        )
+        fresh = conn.execute(
+            _ADD_TOKEN,
+            {
+                "name": newest.name,
+                "token_hash": hash_token(token),
+                "prefix": token[:12],
+                "read_only": newest.read_only,
+                "scheme": newest.scheme,
+                "header_auth": newest.header_auth,
+                "basic_user": newest.basic_user,
+                "expires_at": now + expires_in if expires_in else None,
+                "created_at": now,
+            },
+        ).one()
     _cache.clear()
     return fresh, token
 
 
-def list_tokens() -> list[ApiToken]:
-    return list(db.session.scalars(select(ApiToken).order_by(ApiToken.id)))
+_ALL_TOKENS = select(*_TOKEN_COLUMNS).order_by(ApiToken.id)
 
 
-def _active(ident: str) -> list[ApiToken]:
-    query = select(ApiToken).where(ApiToken.revoked_at.is_(None))
-    query = (
-        query.where(ApiToken.id == int(ident))
-        if ident.isdigit()
-        else query.where(ApiToken.name == ident)
-    )
-    return list(db.session.scalars(query))
+def list_tokens() -> list[TableRow]:
+    """Every credential's api_tokens row, by id."""
+    with begin(write=False) as conn:
+        return list(conn.execute(_ALL_TOKENS))
 
 
-def revoke_token(ident: str) -> ApiToken | None:
+def _which(ident: str) -> ColumnElement[bool]:
+    """The live credentials `ident` names: by numeric id, or every one of that name."""
+    named = ApiToken.id == int(ident) if ident.isdigit() else ApiToken.name == ident
+    return ApiToken.revoked_at.is_(None) & named
+
+
+def _active(conn: Connection, ident: str) -> list[TableRow]:
+    return list(conn.execute(select(*_TOKEN_COLUMNS).where(_which(ident)).order_by(ApiToken.id)))
+
+
+def revoke_token(ident: str) -> TableRow | None:
     """Revoke by numeric id or by name (every secret of that name: a rotation's old one
-    too); returns None when nothing matched."""
-    rows = _active(ident)
+    too); returns the first one's row, None when nothing matched."""
+    with begin(write=True) as conn:
+        rows = list(
+            conn.execute(
+                update(ApiToken)
+                .where(_which(ident))
+                .values(revoked_at=utcnow())
+                .returning(*_TOKEN_COLUMNS)
+            )
+        )
     if not rows:
         return None
-    for row in rows:
-        row.revoked_at = utcnow()
-    db.session.commit()
     _cache.clear()
-    return rows[0]
+    return min(rows, key=lambda r: r.id)
 
 
-def token_state(row: ApiToken, now: datetime | None = None) -> str:
+def token_state(row: Any, now: datetime | None = None) -> str:
     now = now or utcnow()
     if row.revoked_at is not None:
         return "revoked"
@@ -437,12 +468,56 @@ def authenticate(
 
 def _count_failure(throttle_key: str, address: str, brake: Brake) -> None:
     now = utcnow()
-    with transaction(write=True) as tx:
-        throttle.count(tx, [(throttle_key, brake.failures)], brake.window, now)
-        wait = throttle.retry_after(tx, [throttle_key], now)
+    with begin(write=True) as conn:
+        throttle.count(conn, [(throttle_key, brake.failures)], brake.window, now)
+        wait = throttle.retry_after(conn, [throttle_key], now)
     if wait:
         _locked.put(address, wait)
         raise Locked(wait)
+
+
+# A credential is checked with one statement: the address's lock (NULL when `key` is NULL:
+# no brake) as a one-row table, outer-joined to the credential's row when there is one.
+_LOCK = select(
+    select(LoginThrottle.locked_until)
+    .where(LoginThrottle.key == bindparam("key"))
+    .scalar_subquery()
+    .label("locked_until")
+).subquery("address_lock")
+_STATIC_TOKEN = select(
+    _LOCK.c.locked_until,
+    ApiToken.id,
+    ApiToken.name,
+    ApiToken.read_only,
+    ApiToken.token_hash,
+    ApiToken.scheme,
+    ApiToken.header_auth,
+    ApiToken.basic_user,
+    ApiToken.expires_at,
+    ApiToken.revoked_at,
+).select_from(_LOCK.outerjoin(ApiToken, ApiToken.token_hash == bindparam("digest")))
+_ACCESS_TOKEN = select(
+    _LOCK.c.locked_until,
+    OAuthAccessToken.token_hash,
+    OAuthAccessToken.read_only,
+    OAuthAccessToken.expires_at,
+    OAuthClient.name,
+    OAuthClient.revoked_at,
+).select_from(
+    _LOCK.outerjoin(OAuthAccessToken, OAuthAccessToken.token_hash == bindparam("digest")).outerjoin(
+        OAuthClient, OAuthClient.id == OAuthAccessToken.client_id
+    )
+)
+_ADDRESS_LOCK = select(_LOCK.c.locked_until)
+
+
+def _lookup(statement: Any, digest: str, throttle_key: str | None) -> TableRow:
+    """The credential's row (its columns None when there is none), after Locked if the
+    address is locked."""
+    with begin(write=False) as conn:
+        row = conn.execute(statement, {"key": throttle_key, "digest": digest}).one()
+    _check_lock(row[0])
+    return row
 
 
 def _check(
@@ -452,24 +527,20 @@ def _check(
     if presented.mode == "bearer" and _looks_like_jwt(secret):
         if jwt_verifier is None:
             raise BadCredentials("The access token is not valid.")
-        _check_lock(throttle_key)
+        if throttle_key is not None:
+            with begin(write=False) as conn:
+                _check_lock(conn.execute(_ADDRESS_LOCK, {"key": throttle_key}).scalar())
         # A JWT's signature is checked outside any transaction: it may fetch keys.
         return jwt_verifier.verify(secret)
     digest = hash_token(secret)
     if presented.mode == "bearer" and secret.startswith(ACCESS_TOKEN_PREFIX):
         return _access_token(digest, throttle_key)
-    with transaction(write=False) as tx:
-        _check_lock(throttle_key, tx)
-        row = tx.first(
-            "SELECT id, name, read_only, token_hash, scheme, header_auth, basic_user,"
-            " expires_at, revoked_at FROM api_tokens WHERE token_hash = ?",
-            (digest,),
-        )
+    row = _lookup(_STATIC_TOKEN, digest, throttle_key)
     challenge = "Basic" if presented.mode == "basic" else "Bearer"
     # The lookup is by digest; compare again in constant time so no timing leaks from the index.
-    if row is None or not hmac.compare_digest(row[3], digest):
+    if row[4] is None or not hmac.compare_digest(row[4], digest):
         raise BadCredentials("The credentials are not valid.", challenge)
-    token_id, name, read_only, _, scheme, header_auth, basic_user, expires_raw, revoked = row
+    _, token_id, name, read_only, _, scheme, header_auth, basic_user, expires_at, revoked = row
     if presented.mode == "basic":
         user = (presented.user or "").encode("utf-8", "surrogatepass")
         if scheme != "basic" or not hmac.compare_digest((basic_user or "").encode(), user):
@@ -480,7 +551,6 @@ def _check(
         raise WrongScheme("This token is not enabled for header authentication: send Bearer.")
     if revoked is not None:
         raise Revoked("The token has been revoked.", challenge)
-    expires_at = read_datetime(expires_raw)
     if expires_at is not None and expires_at <= utcnow():
         raise Expired("The token has expired.", challenge)
     return Principal(
@@ -489,34 +559,20 @@ def _check(
 
 
 def _access_token(digest: str, throttle_key: str | None) -> Principal:
-    with transaction(write=False) as tx:
-        _check_lock(throttle_key, tx)
-        row = tx.first(
-            "SELECT t.token_hash, t.read_only, t.expires_at, c.name, c.revoked_at"
-            " FROM oauth_access_tokens t JOIN oauth_clients c ON c.id = t.client_id"
-            " WHERE t.token_hash = ?",
-            (digest,),
-        )
-    if row is None or not hmac.compare_digest(row[0], digest):
+    row = _lookup(_ACCESS_TOKEN, digest, throttle_key)
+    _, stored, read_only, expires_at, name, revoked = row
+    if stored is None or not hmac.compare_digest(stored, digest):
         raise BadCredentials("The access token is not valid.")
-    _, read_only, expires_raw, name, revoked = row
     if revoked is not None:
         raise Revoked("The access token's client has been revoked.")
-    expires_at = read_datetime(expires_raw)
     if expires_at <= utcnow():
         raise Expired("The access token has expired.")
     return Principal(None, name, bool(read_only), "oauth", _epoch(expires_at))
 
 
-def _check_lock(throttle_key: str | None, tx: Any = None) -> None:
-    if throttle_key is None:
-        return
-    if tx is None:
-        with transaction(write=False) as own:
-            wait = throttle.retry_after(own, [throttle_key], utcnow())
-    else:
-        wait = throttle.retry_after(tx, [throttle_key], utcnow())
-    if wait:
+def _check_lock(locked_until: datetime | None) -> None:
+    """Locked while the address's lock is ahead."""
+    if locked_until is not None and (wait := throttle.wait_for([locked_until], utcnow())):
         raise Locked(wait)
 
 
@@ -526,14 +582,18 @@ def _epoch(naive_utc: datetime) -> float:
     return naive_utc.replace(tzinfo=UTC).timestamp()
 
 
+_LAST_USED = (
+    update(ApiToken)
+    .where(ApiToken.id == bindparam("token_id"))
+    .values(last_used_at=bindparam("used_at"))
+)
+
+
 def _touch(principal: Principal) -> None:
     """Record the token's last use, at most once a minute per process."""
     if principal.kind != "token" or principal.token_id is None:
         return
     if not _last_use.due(principal.token_id):
         return
-    with transaction(write=True) as tx:
-        tx.execute(
-            "UPDATE api_tokens SET last_used_at = ? WHERE id = ?",
-            (tx.timestamp(utcnow()), principal.token_id),
-        )
+    with begin(write=True) as conn:
+        conn.execute(_LAST_USED, {"token_id": principal.token_id, "used_at": utcnow()})

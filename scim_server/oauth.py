@@ -28,11 +28,11 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, delete, insert, select, update
 
-from models import OAuthClient, utcnow
+from models import OAuthAccessToken, OAuthClient, utcnow
 from scim_server import auth, throttle
-from scim_server.db import db, transaction
+from scim_server.db import begin
 
 CLIENT_ID_PREFIX = "scimc_"
 CLIENT_SECRET_PREFIX = "scimcs_"
@@ -95,41 +95,65 @@ class Issued:
 # ---------------------------------------------------------------- clients (the CLI)
 
 
-def create_client(name: str, *, read_only: bool = False) -> tuple[OAuthClient, str]:
-    """A new client and its secret (shown once; only its SHA-256 is kept)."""
-    secret = auth.new_secret(CLIENT_SECRET_PREFIX)
-    row = OAuthClient(
-        name=name,
-        client_id=CLIENT_ID_PREFIX + secrets.token_hex(10),
-        secret_hash=auth.hash_token(secret),
-        read_only=read_only,
+_CLIENT_COLUMNS = tuple(OAuthClient.__table__.c)
+_ADD_CLIENT = insert(OAuthClient).returning(*_CLIENT_COLUMNS)
+_ALL_CLIENTS = select(*_CLIENT_COLUMNS).order_by(OAuthClient.id)
+_REVOKE_CLIENTS = (
+    update(OAuthClient)
+    .where(
+        OAuthClient.revoked_at.is_(None),
+        (OAuthClient.client_id == bindparam("ident")) | (OAuthClient.name == bindparam("ident")),
     )
-    db.session.add(row)
-    db.session.commit()
+    .values(revoked_at=bindparam("now"))
+    .returning(*_CLIENT_COLUMNS)
+)
+
+
+def create_client(name: str, *, read_only: bool = False) -> tuple[auth.TableRow, str]:
+    """A new client (its oauth_clients row) and its secret (shown once; only its SHA-256 is
+    kept)."""
+    secret = auth.new_secret(CLIENT_SECRET_PREFIX)
+    with begin(write=True) as conn:
+        row = conn.execute(
+            _ADD_CLIENT,
+            {
+                "name": name,
+                "client_id": CLIENT_ID_PREFIX + secrets.token_hex(10),
+                "secret_hash": auth.hash_token(secret),
+                "read_only": read_only,
+            },
+        ).one()
     return row, secret
 
 
-def list_clients() -> list[OAuthClient]:
-    return list(db.session.scalars(select(OAuthClient).order_by(OAuthClient.id)))
+def list_clients() -> list[auth.TableRow]:
+    with begin(write=False) as conn:
+        return list(conn.execute(_ALL_CLIENTS))
 
 
-def revoke_client(ident: str) -> OAuthClient | None:
+def revoke_client(ident: str) -> auth.TableRow | None:
     """Revoke by client id or name; its access tokens stop working with it."""
-    query = select(OAuthClient).where(
-        OAuthClient.revoked_at.is_(None),
-        (OAuthClient.client_id == ident) | (OAuthClient.name == ident),
-    )
-    rows = list(db.session.scalars(query))
+    with begin(write=True) as conn:
+        rows = list(conn.execute(_REVOKE_CLIENTS, {"ident": ident, "now": utcnow()}))
     if not rows:
         return None
-    for row in rows:
-        row.revoked_at = utcnow()
-    db.session.commit()
     auth.reset_memory()  # the cached access tokens of this process
-    return rows[0]
+    return min(rows, key=lambda r: r.id)
 
 
 # ---------------------------------------------------------------- the grant
+
+_CLIENT = select(
+    OAuthClient.id, OAuthClient.secret_hash, OAuthClient.read_only, OAuthClient.revoked_at
+).where(OAuthClient.client_id == bindparam("client_id"))
+# Expired tokens say nothing any more (found through the index on expires_at).
+_PRUNE_TOKENS = delete(OAuthAccessToken).where(OAuthAccessToken.expires_at < bindparam("now"))
+_ADD_ACCESS_TOKEN = insert(OAuthAccessToken)
+_CLIENT_USED = (
+    update(OAuthClient)
+    .where(OAuthClient.id == bindparam("pk"))
+    .values(last_used_at=bindparam("now"))
+)
 
 
 def issue(
@@ -145,26 +169,18 @@ def issue(
     """Authenticate the client and issue it an access token, or raise an OAuthError."""
     throttle_key = throttle.address_key(auth.THROTTLE_NAMESPACE, address)
     now = utcnow()
-    with transaction(write=False) as tx:
-        wait = throttle.retry_after(tx, [throttle_key], now)
-        row = (
-            None
-            if wait
-            else tx.first(
-                "SELECT id, secret_hash, read_only, revoked_at FROM oauth_clients"
-                " WHERE client_id = ?",
-                (client_id,),
-            )
-        )
+    with begin(write=False) as conn:
+        wait = throttle.retry_after(conn, [throttle_key], now)
+        row = None if wait else conn.execute(_CLIENT, {"client_id": client_id}).first()
     if wait:
         raise SlowDown(wait)
     digest = auth.hash_token(client_secret)
     # Compare even when there is no such client, so the answer takes the same time.
     right = hmac.compare_digest(row[1] if row else _DUMMY_DIGEST, digest) and row is not None
     if not right:
-        with transaction(write=True) as tx:
-            throttle.count(tx, [(throttle_key, brake.failures)], brake.window, now)
-            wait = throttle.retry_after(tx, [throttle_key], now)
+        with begin(write=True) as conn:
+            throttle.count(conn, [(throttle_key, brake.failures)], brake.window, now)
+            wait = throttle.retry_after(conn, [throttle_key], now)
         if wait:
             raise SlowDown(wait)
         raise InvalidClient("Client authentication failed.", basic)
@@ -184,15 +200,17 @@ def issue(
             read_only, granted = True, SCOPE_READ
     token = auth.new_secret(auth.ACCESS_TOKEN_PREFIX)
     expires = now + timedelta(seconds=lifetime)
-    with transaction(write=True) as tx:
-        # Expired tokens say nothing any more (found through the index on expires_at).
-        tx.execute("DELETE FROM oauth_access_tokens WHERE expires_at < ?", (tx.timestamp(now),))
-        tx.execute(
-            "INSERT INTO oauth_access_tokens (token_hash, client_id, read_only, created_at,"
-            " expires_at) VALUES (?, ?, ?, ?, ?)",
-            (auth.hash_token(token), pk, read_only, tx.timestamp(now), tx.timestamp(expires)),
+    with begin(write=True) as conn:
+        conn.execute(_PRUNE_TOKENS, {"now": now})
+        conn.execute(
+            _ADD_ACCESS_TOKEN,
+            {
+                "token_hash": auth.hash_token(token),
+                "client_id": pk,
+                "read_only": read_only,
+                "created_at": now,
+                "expires_at": expires,
+            },
         )
-        tx.execute(
-            "UPDATE oauth_clients SET last_used_at = ? WHERE id = ?", (tx.timestamp(now), pk)
-        )
+        conn.execute(_CLIENT_USED, {"pk": pk, "now": now})
     return Issued(token, lifetime, granted)

@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import request
+from sqlalchemy import Connection, bindparam, delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
 
-from scim_server.db import Tx, read_datetime
+from models import LoginThrottle
 
 PRUNE_EVERY_SECONDS = 60.0
 _pruned_at = -math.inf
@@ -61,41 +64,77 @@ class Keys:
         return cls(f"user:{digest}", address_key("addr", address))
 
 
-def retry_after(tx: Tx, keys: Keys | Sequence[str], now: datetime) -> int:
+_LOCK_OF_ONE = select(LoginThrottle.locked_until).where(LoginThrottle.key == bindparam("key"))
+_LOCKS_OF_TWO = select(LoginThrottle.locked_until).where(
+    LoginThrottle.key.in_([bindparam("key"), bindparam("other")])
+)
+_PRUNE = delete(LoginThrottle).where(
+    LoginThrottle.window_started_at < bindparam("window_start"),
+    or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < bindparam("now")),
+)
+# A row to count in, unless the key has one already (ON CONFLICT DO NOTHING), per dialect.
+_NEW_ROW: dict[str, Insert] = {
+    "sqlite": sqlite.insert(LoginThrottle).on_conflict_do_nothing(
+        index_elements=[LoginThrottle.key]
+    ),
+    "postgresql": postgresql.insert(LoginThrottle).on_conflict_do_nothing(
+        index_elements=[LoginThrottle.key]
+    ),
+}
+# FOR UPDATE on PostgreSQL; SQLite's dialect leaves it out (a SQLite writer holds the database).
+_COUNTED = (
+    select(LoginThrottle.failures, LoginThrottle.window_started_at, LoginThrottle.locked_until)
+    .where(LoginThrottle.key == bindparam("key"))
+    .with_for_update()
+)
+_SET_COUNT = (
+    update(LoginThrottle)
+    .where(LoginThrottle.key == bindparam("row_key"))
+    .values(
+        failures=bindparam("count"),
+        window_started_at=bindparam("started"),
+        locked_until=bindparam("until"),
+    )
+)
+_FORGET = delete(LoginThrottle).where(LoginThrottle.key == bindparam("key"))
+
+
+def retry_after(conn: Connection, keys: Keys | Sequence[str], now: datetime) -> int:
     """Seconds until none of the keys is locked (0: not locked)."""
     names = [keys.user, keys.address] if isinstance(keys, Keys) else list(keys)
     if len(names) == 1:
-        rows = tx.rows("SELECT locked_until FROM login_throttle WHERE key = ?", names)
+        rows = conn.execute(_LOCK_OF_ONE, {"key": names[0]})
     else:
-        rows = tx.rows(
-            "SELECT locked_until FROM login_throttle WHERE key IN (?, ?)", (names[0], names[1])
-        )
-    waits = [
-        (until - now).total_seconds()
-        for (raw,) in rows
-        if (until := read_datetime(raw)) is not None and until > now
-    ]
+        rows = conn.execute(_LOCKS_OF_TWO, {"key": names[0], "other": names[1]})
+    return wait_for([until for (until,) in rows], now)
+
+
+def wait_for(locks: Sequence[datetime | None], now: datetime) -> int:
+    """Seconds until none of the `locked_until` values is ahead of `now` (0: none is)."""
+    waits = [(until - now).total_seconds() for until in locks if until is not None and until > now]
     return math.ceil(max(waits)) if waits else 0
 
 
-def failed(tx: Tx, keys: Keys, limits: Limits, now: datetime) -> None:
+def failed(conn: Connection, keys: Keys, limits: Limits, now: datetime) -> None:
     """Count a failed portal sign-in against both of its keys."""
     count(
-        tx,
+        conn,
         [(keys.user, limits.user_failures), (keys.address, limits.address_failures)],
         limits.window,
         now,
     )
 
 
-def count(tx: Tx, limits: Sequence[tuple[str, int]], window: timedelta, now: datetime) -> None:
-    """Count a failed attempt against each (key, limit)."""
-    _prune(tx, window, now)
+def count(
+    conn: Connection, limits: Sequence[tuple[str, int]], window: timedelta, now: datetime
+) -> None:
+    """Count a failed attempt against each (key, limit), in the caller's write transaction."""
+    _prune(conn, window, now)
     for key, limit in limits:
-        _count(tx, key, limit, window, now)
+        _count(conn, key, limit, window, now)
 
 
-def _prune(tx: Tx, window: timedelta, now: datetime) -> None:
+def _prune(conn: Connection, window: timedelta, now: datetime) -> None:
     """Rows whose window and lock are over say nothing any more: delete them, at most once a
     minute in this process (the index on window_started_at finds them)."""
     global _pruned_at
@@ -103,37 +142,22 @@ def _prune(tx: Tx, window: timedelta, now: datetime) -> None:
         if time.monotonic() - _pruned_at < PRUNE_EVERY_SECONDS:
             return
         _pruned_at = time.monotonic()
-    tx.execute(
-        "DELETE FROM login_throttle WHERE window_started_at < ?"
-        " AND (locked_until IS NULL OR locked_until < ?)",
-        (tx.timestamp(now - window), tx.timestamp(now)),
-    )
+    conn.execute(_PRUNE, {"window_start": now - window, "now": now})
 
 
-def _count(tx: Tx, key: str, limit: int, window: timedelta, now: datetime) -> None:
-    tx.execute(
-        "INSERT INTO login_throttle (key, failures, window_started_at) VALUES (?, 0, ?)"
-        " ON CONFLICT (key) DO NOTHING",
-        (key, tx.timestamp(now)),
-    )
-    lock = "" if tx.sqlite else " FOR UPDATE"  # a SQLite writer holds the database already
-    failures, started_raw, locked_raw = tx.first(
-        f"SELECT failures, window_started_at, locked_until FROM login_throttle WHERE key = ?{lock}",
-        (key,),
-    )
-    started, locked = read_datetime(started_raw), read_datetime(locked_raw)
+def _count(conn: Connection, key: str, limit: int, window: timedelta, now: datetime) -> None:
+    conn.execute(_NEW_ROW[conn.dialect.name], {"key": key, "failures": 0, "window_started_at": now})
+    failures, started, locked = conn.execute(_COUNTED, {"key": key}).one()
     if started + window <= now or (locked is not None and locked <= now):
         failures, started = 0, now  # a new window
     failures += 1
     until = now + window if failures >= limit else None
-    tx.execute(
-        "UPDATE login_throttle SET failures = ?, window_started_at = ?, locked_until = ?"
-        " WHERE key = ?",
-        (failures, tx.timestamp(started), tx.timestamp(until), key),
+    conn.execute(
+        _SET_COUNT, {"row_key": key, "count": failures, "started": started, "until": until}
     )
 
 
-def succeeded(tx: Tx, keys: Keys) -> None:
+def succeeded(conn: Connection, keys: Keys) -> None:
     """A right password clears the user's count; the address's stays (one address may try
     many names)."""
-    tx.execute("DELETE FROM login_throttle WHERE key = ?", (keys.user,))
+    conn.execute(_FORGET, {"key": keys.user})

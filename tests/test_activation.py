@@ -4,6 +4,8 @@ same policy, and M365 takes it (the emulator's password grant is the oracle)."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
+from scim_server import activation
 from scim_server.db import db
 from scim_server.sync.worker import Worker
 from tests.conftest import ScimClient
@@ -177,3 +180,41 @@ def test_an_imported_account_takes_the_password_chosen_through_activation(
     assert worker.drain()
     assert sign_in(graph_emulator, "adele@example.com", CHOSEN).status_code == 200
     assert sign_in(graph_emulator, "adele@example.com", STRONG_PASSWORD).status_code == 400
+
+
+def test_two_runs_at_once_issue_one_link_and_two_redeems_at_once_spend_it_once(
+    scim: ScimClient, app: Flask
+) -> None:
+    """The check for a live link and the new link are one write transaction (the user's row
+    lock on PostgreSQL, the write lock on SQLite), and the link is spent in the password's."""
+    user = scim.user("twice@example.com")
+    start = threading.Barrier(2)
+
+    def issue(_: int) -> activation._Issued | None:
+        with app.app_context():
+            start.wait()
+            return activation._issue(user["id"], resend=False)
+
+    with ThreadPoolExecutor(2) as pool:
+        issued = [i for i in pool.map(issue, range(2)) if i is not None]
+    assert len(issued) == 1  # the other run found it being sent
+    token = issued[0].token
+
+    def redeem(_: int) -> str:
+        with app.test_request_context():
+            start.wait()
+            try:
+                activation.redeem(token, CHOSEN, CHOSEN)
+            except activation.LinkInvalid:
+                return "refused"
+            return "set"
+
+    with ThreadPoolExecutor(2) as pool:
+        assert sorted(pool.map(redeem, range(2))) == ["refused", "set"]
+    with app.app_context():
+        rows = db.session.execute(
+            text("SELECT spent_at IS NOT NULL FROM activation_tokens WHERE user_id = :u"),
+            {"u": user["id"]},
+        ).all()
+        db.session.remove()
+    assert [bool(spent) for (spent,) in rows] == [True]

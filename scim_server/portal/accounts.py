@@ -17,10 +17,11 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
+from sqlalchemy import Connection, and_, bindparam, select
 
-from models import EventKind, LinkState, PasswordState, utcnow
+from models import EventKind, LinkState, M365Link, PasswordState, User, utcnow
 from scim_server import directory, outbox, passwords, sealing, throttle
-from scim_server.db import Tx, read_datetime, transaction
+from scim_server.db import begin
 from scim_server.errors import InvalidValue
 
 _hasher = PasswordHasher()
@@ -92,26 +93,29 @@ def _verify(stored: str | None, password: str) -> bool:
         return False
 
 
-def _authenticate(user_name: str, password: str, address: str) -> tuple[Any, Outcome | None]:
-    """The user's row if the password is right; else the outcome to answer with."""
+def _authenticate(
+    user_name: str, password: str, address: str
+) -> tuple[Any, dict[str, Any] | None, Outcome | None]:
+    """The user's row and its M365 link if the password is right; else the outcome to
+    answer with."""
     keys = throttle.Keys.of(user_name, address)
-    with transaction(write=False) as tx:
-        wait = throttle.retry_after(tx, keys, utcnow())
-        row = None if wait else _user_row(tx, user_name)
+    with begin(write=False) as conn:
+        wait = throttle.retry_after(conn, keys, utcnow())
+        row, link = (None, None) if wait else _user_row(conn, user_name)
     if wait:
-        return None, Locked(wait)
+        return None, None, Locked(wait)
     # argon2 takes tens of milliseconds: outside any transaction, so no lock is held.
     if not _verify(row.password_hash if row is not None else None, password):
-        with transaction(write=True) as tx:
-            throttle.failed(tx, keys, _limits(), utcnow())
-            wait = throttle.retry_after(tx, keys, utcnow())
-        return None, Refused(wait)
+        with begin(write=True) as conn:
+            throttle.failed(conn, keys, _limits(), utcnow())
+            wait = throttle.retry_after(conn, keys, utcnow())
+        return None, None, Refused(wait)
     assert row is not None
-    with transaction(write=True) as tx:
-        throttle.succeeded(tx, keys)
+    with begin(write=True) as conn:
+        throttle.succeeded(conn, keys)
     if row.active is False:
-        return None, Disabled()
-    return row, None
+        return None, None, Disabled()
+    return row, link, None
 
 
 @dataclass(frozen=True)
@@ -124,45 +128,62 @@ class _UserRow:
     active: bool | None
 
 
-def _user_row(tx: Tx, user_name: str) -> _UserRow | None:
+_LINK_COLUMNS = (
+    M365Link.state,
+    M365Link.object_id,
+    M365Link.password_state,
+    M365Link.password_synced_at,
+    M365Link.last_error,
+)
+_LINK_KEYS = tuple(c.key for c in _LINK_COLUMNS)
+_OF_USER = and_(M365Link.resource_type == "User", M365Link.resource_id == User.id)
+# The user and its link, if any, in one read.
+_USER_BY_NAME = (
+    select(
+        User.id,
+        User.user_name,
+        User.display_name,
+        User.password_hash,
+        User.password_temporary,
+        User.active,
+        M365Link.resource_id,
+        *_LINK_COLUMNS,
+    )
+    .outerjoin(M365Link, _OF_USER)
+    .where(User.user_name_ci == bindparam("name"))
+)
+
+
+def _user_row(conn: Connection, user_name: str) -> tuple[_UserRow | None, dict[str, Any] | None]:
     if "\x00" in user_name:
         # No userName holds NUL (SCIM refuses it), and PostgreSQL would refuse the query.
-        return None
-    found = tx.first(
-        "SELECT id, user_name, display_name, password_hash, password_temporary, active"
-        " FROM users WHERE user_name_ci = ?",
-        (user_name.strip().lower(),),
-    )
+        return None, None
+    found = conn.execute(_USER_BY_NAME, {"name": user_name.strip().lower()}).first()
     if found is None:
-        return None
-    uid, name, display, stored, temporary, active = found
-    return _UserRow(
-        uid, name, display, stored, bool(temporary), None if active is None else bool(active)
-    )
+        return None, None
+    uid, name, display, stored, temporary, active, linked, *link = found
+    row = _UserRow(uid, name, display, stored, bool(temporary), active)
+    return row, (dict(zip(_LINK_KEYS, link, strict=True)) if linked is not None else None)
 
 
 def sign_in(user_name: str, password: str, address: str) -> Outcome:
-    row, outcome = _authenticate(user_name, password, address)
+    row, link, outcome = _authenticate(user_name, password, address)
     if outcome is not None:
         return outcome
     if row.password_temporary:
         return MustChange(row.user_name)
-    with transaction(write=False) as tx:
-        link = _link(tx, row.id)
     queued = False
     if _wants_check(link):
         sealed = sealing.seal(current_app.instance_path, password)
-        with transaction(write=True) as tx:
+        with begin(write=True) as conn:
             # Decided again beside the event, in its transaction: an unbind or a new password
             # since the read above must not leave a check queued for a state that has gone.
-            link = _link(tx, row.id, lock=True)
+            link = _link(conn, row.id, lock=True)
             queued = _wants_check(link)
             if queued:
-                outbox.record_sql(
-                    tx, "User", row.id, EventKind.PASSWORD, {"sealed": sealed, "check": True}
+                outbox.record(
+                    conn, "User", row.id, EventKind.PASSWORD, {"sealed": sealed, "check": True}
                 )
-            else:
-                tx.rollback_only = True
     return SignedIn(_status(row, link, queued))
 
 
@@ -184,7 +205,7 @@ def change_password(user_name: str, current: str, new: str, confirm: str, addres
     passwords.check(new)
     if new == current:
         raise InvalidValue("The new password must differ from the current one.")
-    row, outcome = _authenticate(user_name, current, address)
+    row, _, outcome = _authenticate(user_name, current, address)
     if outcome is not None:
         return outcome
     stored = row.password_hash
@@ -194,24 +215,22 @@ def change_password(user_name: str, current: str, new: str, confirm: str, addres
             raise InvalidValue("The password changed meanwhile; sign in again.")
 
     directory.set_password(row.id, new, force_change=False, unless=unchanged)
-    with transaction(write=False) as tx:
-        link = _link(tx, row.id)
+    with begin(write=False) as conn:
+        link = _link(conn, row.id)
     return SignedIn(_status(row, link, False))
 
 
-def _link(tx: Tx, user_id: str, *, lock: bool = False) -> dict[str, Any] | None:
-    """`lock`: hold the row until the transaction ends (PostgreSQL; a writing transaction on
-    SQLite holds the whole database already)."""
-    found = tx.first(
-        "SELECT state, object_id, password_state, password_synced_at, last_error"
-        " FROM m365_links WHERE resource_type = 'User' AND resource_id = ?"
-        + (" FOR UPDATE" if lock and not tx.sqlite else ""),
-        (user_id,),
-    )
-    if found is None:
-        return None
-    keys = ("state", "object_id", "password_state", "password_synced_at", "last_error")
-    return dict(zip(keys, found, strict=True))
+_LINK = select(*_LINK_COLUMNS).where(
+    M365Link.resource_type == "User", M365Link.resource_id == bindparam("user_id")
+)
+# SQLite's dialect leaves FOR UPDATE out: a writing transaction holds the whole database.
+_LOCKED_LINK = _LINK.with_for_update()
+
+
+def _link(conn: Connection, user_id: str, *, lock: bool = False) -> dict[str, Any] | None:
+    """`lock`: hold the row until the transaction ends."""
+    found = conn.execute(_LOCKED_LINK if lock else _LINK, {"user_id": user_id}).first()
+    return dict(zip(_LINK_KEYS, found, strict=True)) if found is not None else None
 
 
 def _bound(link: dict[str, Any] | None) -> bool:
@@ -220,14 +239,13 @@ def _bound(link: dict[str, Any] | None) -> bool:
 
 def _status(row: _UserRow, link: dict[str, Any] | None, queued: bool) -> Status:
     link = link or {}
-    synced_at = read_datetime(link.get("password_synced_at"))
     return Status(
         row.user_name,
         row.display_name,
         link.get("state"),
         link.get("object_id"),
         link.get("password_state"),
-        synced_at,
+        link.get("password_synced_at"),
         link.get("last_error"),
         queued,
     )
