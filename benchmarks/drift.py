@@ -35,12 +35,11 @@ from typing import Any
 
 import requests
 from sqlalchemy import insert
-from sqlalchemy.orm import sessionmaker
 
 from models import Group, GroupMember, M365Link, User, utcnow
 from scim_server import create_app
 from scim_server import mapping as scim_mapping
-from scim_server.db import db
+from scim_server.db import begin, db
 from scim_server.dbschema import upgrade
 from scim_server.drift import state
 from scim_server.drift.rounds import Drift
@@ -260,7 +259,7 @@ def main() -> None:
     )
     tokens = TokenProvider(settings, GraphSession(settings.verify, settings.timeout))
     drift = Drift(
-        sessionmaker(bind=engine),
+        engine,
         GraphClient(settings, tokens=tokens),
         "bench",
         DriftSettings(mode=Mode.REPAIR, read_rate=args.read_rate),
@@ -320,8 +319,8 @@ def main() -> None:
     _, writes, log = _writes(info, log_start)
     reads = sum(1 for r in log if r["method"] == "GET")
     http = sum(1 for r in log if not r.get("batch_request_id"))
-    with sessionmaker(bind=engine)() as session:
-        counts = state.counts(session)
+    with begin(write=False, engine=engine) as conn:
+        counts = state.counts(conn)
     repaired = sum(counts["repaired"].values())
     changes = USER_CHANGES + MEMBER_CHANGES
     print(

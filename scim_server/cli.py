@@ -340,7 +340,7 @@ def set_temp_password(user: str) -> None:
 
     require_head()
     user_id = directory.find_user_id(user)
-    db.session.remove()
+    db.session.remove()  # MERGE: goes once find_user_id reads through db.begin (users-core)
     if user_id is None:
         click.echo(f"No user {user!r}.", err=True)
         sys.exit(1)
@@ -577,7 +577,7 @@ def m365_plan(as_json: bool) -> None:
     """Everything the directory would change in Microsoft 365 now (a dry run: creates,
     updates with M365's value and the directory's, disables, restores, member changes,
     totals). Reads the tenant and the directory; writes nothing."""
-    from scim_server.db import db, read_phase
+    from scim_server.db import db
     from scim_server.drift import plan
     from scim_server.drift.settings import from_env as drift_from_env
     from scim_server.graph.errors import GraphError
@@ -601,19 +601,15 @@ def m365_plan(as_json: bool) -> None:
         read[0] += 1
         pages("the tenant", read[0])
 
-    # On SQLite, a reading transaction: writers go on meanwhile (db.py).
-    reading = read_phase.set(True)
     try:
         made = plan.make(
-            db.session(), client, found.domains, sync_from_env().usage_location, pace=pace
+            db.engine, client, found.domains, sync_from_env().usage_location, pace=pace
         )
     except GraphError as exc:
         pages.done()
         click.echo(f"scim-server m365 plan: {exc}", err=True)
         sys.exit(2)
     finally:
-        db.session.rollback()  # it only read
-        read_phase.reset(reading)
         if where.emulator is not None:
             where.emulator.stop()
     pages.done()
@@ -630,8 +626,6 @@ def m365_reconcile() -> None:
     """Run one drift round now (M365_DRIFT decides: repair or report): what changed in
     Microsoft 365 since the last round, compared with what the directory sent; repairs go
     to the outbox, for the sync workers to deliver."""
-    from sqlalchemy.orm import sessionmaker
-
     from scim_server.db import db
     from scim_server.drift.rounds import Drift
     from scim_server.drift.settings import Mode
@@ -654,7 +648,7 @@ def m365_reconcile() -> None:
         sys.exit(2)
     pages = _Pages()
     drift = Drift(
-        sessionmaker(bind=db.engine),
+        db.engine,
         client,
         "sandbox" if where.sandbox else where.settings.tenant_id,
         settings,
@@ -694,16 +688,17 @@ def m365_unbind(user: str, suspend: bool) -> None:
     """Release USER's M365 account (id or userName): the directory stops managing it."""
     from models import EventKind
     from scim_server import directory, outbox
-    from scim_server.db import db
+    from scim_server.db import begin, db
 
     require_head()
     user_id = directory.find_user_id(user)
+    db.session.remove()  # MERGE: goes once find_user_id reads through db.begin (users-core)
     if user_id is None:
         click.echo(f"No user {user!r}.", err=True)
         sys.exit(1)
     # Through the outbox, in order with the user's other changes; the worker carries it out.
-    outbox.record(db.session, "User", user_id, EventKind.UNBIND, {"suspend": suspend})
-    db.session.commit()
+    with begin(write=True) as conn:
+        outbox.record(conn, "User", user_id, EventKind.UNBIND, {"suspend": suspend})
     what = "disables and releases" if suspend else "releases"
     click.echo(f"Queued: the sync worker {what} the M365 account of {user}.")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import current_app
-from sqlalchemy import make_url, text
+from sqlalchemy import bindparam, func, make_url, select
 
 from scim_server.config import ConfigError
 
@@ -42,11 +42,11 @@ class Revisions:
 
 def revisions() -> Revisions:
     """Where the database's schema stands, against this release's newest revision."""
-    from scim_server.db import db
+    from scim_server.db import begin
 
     head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
     assert head is not None, "the migrations have a head"
-    with db.engine.connect() as conn:
+    with begin(write=False) as conn:
         current = MigrationContext.configure(conn).get_current_revision()
     return Revisions(current, head)
 
@@ -72,6 +72,10 @@ def upgrade() -> Revisions:
     return revisions()
 
 
+_ADVISORY_LOCK = select(func.pg_advisory_lock(bindparam("key")))
+_ADVISORY_UNLOCK = select(func.pg_advisory_unlock(bindparam("key")))
+
+
 @contextmanager
 def _upgrade_lock() -> Iterator[None]:
     from scim_server.db import db
@@ -79,11 +83,11 @@ def _upgrade_lock() -> Iterator[None]:
     url = make_url(current_app.config["SQLALCHEMY_DATABASE_URI"])
     if url.get_backend_name() == "postgresql":
         with db.engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+            conn.execute(_ADVISORY_LOCK, {"key": ADVISORY_LOCK_KEY})
             try:
                 yield
             finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY})
+                conn.execute(_ADVISORY_UNLOCK, {"key": ADVISORY_LOCK_KEY})
         return
     database = url.database
     if not database or database == ":memory:":

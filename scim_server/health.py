@@ -17,20 +17,22 @@ error. The log has the rest.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
-from sqlalchemy import literal, select
+from sqlalchemy import Connection, literal, select
 
 from models import utcnow
 from scim_server import dbschema, outbox
-from scim_server.db import db
+from scim_server.db import begin, db
 from scim_server.sync import heartbeat
 
 log = logging.getLogger("scim_server.health")
 bp = Blueprint("health", __name__)
+_PING = select(literal(1))
 
 
 @bp.get("/healthz")
@@ -47,23 +49,31 @@ def readyz() -> Response:
 
 
 def readiness() -> dict[str, dict[str, Any]]:
-    """Each check's result: `ok`, and what it saw."""
+    """Each check's result: `ok`, and what it saw. The checks that read the database each
+    run in a reading transaction of their own, on one pooled connection."""
     config = current_app.config
     checks: dict[str, dict[str, Any]] = {}
-    try:
-        db.session.execute(select(literal(1)))
-        checks["database"] = {"ok": True}
-    except Exception as exc:
-        log.warning("readyz: the database is unreachable", exc_info=True)
-        db.session.rollback()
-        failed = {"ok": False, "error": type(exc).__name__}
-        skipped = {"ok": False, "error": "database unreachable"}
-        return {"database": failed, "schema": skipped, "sync_worker": skipped, "outbox": skipped}
-    checks["schema"] = _guarded("schema", _schema)
-    max_beat = config["SYNC_HEARTBEAT_MAX_AGE_SECONDS"]
-    checks["sync_worker"] = _guarded("sync_worker", lambda: _sync_worker(max_beat))
-    max_pending = config["READYZ_MAX_PENDING_AGE_SECONDS"]
-    checks["outbox"] = _guarded("outbox", lambda: _outbox(max_pending))
+    with contextlib.ExitStack() as stack:
+        try:
+            conn = stack.enter_context(db.engine.connect())
+            with begin(write=False, on=conn):
+                conn.execute(_PING)
+            checks["database"] = {"ok": True}
+        except Exception as exc:
+            log.warning("readyz: the database is unreachable", exc_info=True)
+            failed = {"ok": False, "error": type(exc).__name__}
+            skipped = {"ok": False, "error": "database unreachable"}
+            return {
+                "database": failed,
+                "schema": skipped,
+                "sync_worker": skipped,
+                "outbox": skipped,
+            }
+        checks["schema"] = _guarded("schema", _schema)
+        max_beat = config["SYNC_HEARTBEAT_MAX_AGE_SECONDS"]
+        checks["sync_worker"] = _guarded("sync_worker", lambda: _sync_worker(conn, max_beat))
+        max_pending = config["READYZ_MAX_PENDING_AGE_SECONDS"]
+        checks["outbox"] = _guarded("outbox", lambda: _outbox(conn, max_pending))
     return checks
 
 
@@ -73,7 +83,6 @@ def _guarded(name: str, check: Any) -> dict[str, Any]:
         return result
     except Exception as exc:
         log.warning("readyz: the %s check failed", name, exc_info=True)
-        db.session.rollback()
         return {"ok": False, "error": type(exc).__name__}
 
 
@@ -82,8 +91,9 @@ def _schema() -> dict[str, Any]:
     return {"ok": found.at_head, "current": found.current, "head": found.head}
 
 
-def _sync_worker(max_age: int) -> dict[str, Any]:
-    seen = heartbeat.summary(db.session, timedelta(seconds=max_age))
+def _sync_worker(conn: Connection, max_age: int) -> dict[str, Any]:
+    with begin(write=False, on=conn):
+        seen = heartbeat.summary(conn, timedelta(seconds=max_age))
     age = seen.age_seconds(utcnow())
     if age is None:
         return {
@@ -100,8 +110,9 @@ def _sync_worker(max_age: int) -> dict[str, Any]:
     }
 
 
-def _outbox(max_age: int) -> dict[str, Any]:
-    age = outbox.oldest_pending_seconds(db.session)
+def _outbox(conn: Connection, max_age: int) -> dict[str, Any]:
+    with begin(write=False, on=conn):
+        age = outbox.oldest_pending_seconds(conn)
     return {
         "ok": age is None or age < max_age,
         "oldest_pending_age_seconds": None if age is None else round(age, 1),

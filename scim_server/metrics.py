@@ -46,7 +46,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from sqlalchemy import func, select
 
 from models import EventStatus, OutboxEvent, utcnow
-from scim_server.db import db
+from scim_server.db import begin
 
 log = logging.getLogger("scim_server.metrics")
 bp = Blueprint("metrics", __name__)
@@ -208,6 +208,14 @@ def _authorised(header: str | None, expected_sha256: str) -> bool:
     return hmac.compare_digest(digest, expected_sha256)
 
 
+# Pending and dead only: an index range each, not a count of the delivered events.
+_BY_STATE = (
+    select(OutboxEvent.status, func.count())
+    .where(OutboxEvent.status.in_(OUTBOX_STATES))
+    .group_by(OutboxEvent.status)
+)
+
+
 class DatabaseCollector:
     """The series read from the database at each scrape, with queries whose cost follows
     the pending and dead events (an index range each), not the size of the outbox. When the
@@ -224,23 +232,16 @@ class DatabaseCollector:
         from scim_server.outbox import oldest_pending_seconds
         from scim_server.sync import heartbeat
 
+        max_age = timedelta(seconds=current_app.config["SYNC_HEARTBEAT_MAX_AGE_SECONDS"])
         try:
-            by_state: dict[str, int] = dict.fromkeys(OUTBOX_STATES, 0)
-            by_state.update(
-                db.session.execute(
-                    select(OutboxEvent.status, func.count())
-                    .where(OutboxEvent.status.in_(OUTBOX_STATES))
-                    .group_by(OutboxEvent.status)
-                ).all()
-            )
-            oldest = oldest_pending_seconds(db.session)
-            workers = heartbeat.summary(
-                db.session, timedelta(seconds=current_app.config["SYNC_HEARTBEAT_MAX_AGE_SECONDS"])
-            )
-            drift = drift_state.counts(db.session)
+            with begin(write=False) as conn:
+                by_state: dict[str, int] = dict.fromkeys(OUTBOX_STATES, 0)
+                by_state.update(conn.execute(_BY_STATE).all())
+                oldest = oldest_pending_seconds(conn)
+                workers = heartbeat.summary(conn, max_age)
+                drift = drift_state.counts(conn)
         except Exception:
             log.warning("metrics: the database did not answer", exc_info=True)
-            db.session.rollback()
             return
         events = GaugeMetricFamily(
             "scim_outbox_events", "Outbox events by state (pending, dead).", labels=["state"]

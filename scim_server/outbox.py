@@ -18,8 +18,8 @@ Payloads are typed by kind (the TypedDicts below): `record` refuses one that doe
 its kind, and loading checks them again, so a row written by hand cannot reach the worker
 malformed. A password event's payload is scrubbed (emptied) once it is delivered or dead.
 
-The functions take a session and leave committing to the caller, except those that say
-they commit (`claim`, `heartbeat`, `release`, `complete`, `prune`).
+The functions take a Core connection (`db.begin`) and run in the caller's transaction,
+except `prune`, which commits a batch at a time.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import Session, aliased, scoped_session
+from sqlalchemy.orm import aliased
 
 from models import (
     EventKind,
@@ -56,11 +56,8 @@ from models import (
     User,
     utcnow,
 )
-from scim_server.db import Tx, read_datetime
+from scim_server.db import Tx, begin
 
-AnySession = Session | scoped_session[Any]
-# What runs a Core statement: a session, or a Core connection (db.begin).
-Executor = AnySession | Connection
 Clock = Callable[[], datetime]
 log = logging.getLogger("scim_server.sync")
 
@@ -237,8 +234,11 @@ def current_request_id() -> str | None:
     return found if isinstance(found, str) else None
 
 
+_RECORD = insert(OutboxEvent)
+
+
 def record(
-    session: Executor,
+    conn: Connection,
     resource_type: str,
     resource_id: str,
     event: str,
@@ -249,9 +249,8 @@ def record(
     """Queue an event (pending). `request_id`: the request that made the change; by
     default the one being served. PayloadError for a payload that is not its kind's."""
     checked = check_payload(resource_type, event, payload)
-    # A Core insert: no unit-of-work bookkeeping on every write's hot path.
-    session.execute(
-        insert(OutboxEvent),
+    conn.execute(
+        _RECORD,
         [
             {
                 "resource_type": resource_type,
@@ -267,7 +266,7 @@ def record(
     )
 
 
-def queue_password(conn: Executor, user_id: str, payload: PasswordPayload) -> None:
+def queue_password(conn: Connection, user_id: str, payload: PasswordPayload) -> None:
     """Queue a sealed password for M365, and say so at once in the user's sync state, if the
     sync has seen the user (a user it has not seen shows no sync state yet)."""
     record(conn, "User", user_id, EventKind.PASSWORD, payload)
@@ -317,24 +316,23 @@ def queue_password_sql(tx: Tx, user_id: str, payload: PasswordPayload) -> None:
     )
 
 
-def bind(session: AnySession, user_id: str, object_id: str, *, now: datetime | None = None) -> None:
+def bind(conn: Connection, user_id: str, object_id: str, *, now: datetime | None = None) -> None:
     """Bind the directory user to an existing M365 account (`m365 import --bind`) and queue
     the takeover, in the caller's one transaction: a link without its event would never be
     delivered. M365 keeps its password until the directory sets its own: on the user's next
     portal sign-in, or when one is set (SCIM, a temporary one, an activation link)."""
-    has_password = session.scalar(select(User.password_hash).where(User.id == user_id)) is not None
     save_link(
-        session,
+        conn,
         "User",
         user_id,
         now=now,
         object_id=object_id,
         state=LinkState.PENDING,
         synced=None,
-        password_state=PasswordState.UNKNOWN if has_password else PasswordState.NONE,
+        password_state=unpushed_password_state(conn, user_id),
     )
     # The takeover: the next delivery sends the directory's whole state to the account.
-    record(session, "User", user_id, EventKind.BOUND, {"objectId": object_id})
+    record(conn, "User", user_id, EventKind.BOUND, {"objectId": object_id})
 
 
 # ---------------------------------------------------------------- claiming
@@ -342,7 +340,7 @@ def bind(session: AnySession, user_id: str, object_id: str, *, now: datetime | N
 
 @dataclass(frozen=True)
 class Claimed:
-    """A claimed event, detached from the session: reading it opens no transaction."""
+    """A claimed event, read out of its row: reading it opens no transaction."""
 
     id: int
     resource_type: str
@@ -354,44 +352,63 @@ class Claimed:
     request_id: str | None = None
 
 
+_earlier = aliased(OutboxEvent)
+# Per resource, only the oldest pending event: changes to one resource are applied in order.
+_CLAIMABLE = (
+    select(
+        OutboxEvent.id,
+        OutboxEvent.resource_type,
+        OutboxEvent.resource_id,
+        OutboxEvent.event,
+        OutboxEvent.payload,
+        OutboxEvent.attempts,
+        OutboxEvent.created_at,
+        OutboxEvent.request_id,
+    )
+    .where(
+        OutboxEvent.status == PENDING,
+        or_(OutboxEvent.locked_until.is_(None), OutboxEvent.locked_until < bindparam("now")),
+        ~exists().where(
+            and_(
+                _earlier.resource_type == OutboxEvent.resource_type,
+                _earlier.resource_id == OutboxEvent.resource_id,
+                _earlier.status == PENDING,
+                _earlier.id < OutboxEvent.id,
+            )
+        ),
+    )
+    .order_by(OutboxEvent.id)
+    .limit(bindparam("limit"))
+)
+# PostgreSQL: several workers claim at once, each skipping the rows another has locked.
+_CLAIMABLE_PG = _CLAIMABLE.with_for_update(skip_locked=True, of=OutboxEvent.__table__)
+_LEASE = (
+    update(OutboxEvent)
+    .where(OutboxEvent.id.in_(bindparam("ids", expanding=True)))
+    .values(locked_by=bindparam("worker"), locked_until=bindparam("until"))
+)
+
+
 def claim(
-    session: AnySession,
+    conn: Connection,
     worker: str,
     limit: int = 20,
     lease_seconds: int = 60,
     *,
     now: datetime | None = None,
 ) -> list[Claimed]:
-    """Claim up to `limit` events, each the head of its resource's queue. Commits. An event
-    whose payload is not its kind's (written by hand) becomes a dead letter instead."""
+    """Claim up to `limit` events, each the head of its resource's queue, in the caller's
+    write transaction (the lease holds once it commits). An event whose payload is not its
+    kind's (written by hand) becomes a dead letter instead."""
     now = now or utcnow()
-    earlier = aliased(OutboxEvent)
-    query = (
-        select(OutboxEvent)
-        .where(
-            OutboxEvent.status == PENDING,
-            or_(OutboxEvent.locked_until.is_(None), OutboxEvent.locked_until < now),
-            ~exists().where(
-                and_(
-                    earlier.resource_type == OutboxEvent.resource_type,
-                    earlier.resource_id == OutboxEvent.resource_id,
-                    earlier.status == PENDING,
-                    earlier.id < OutboxEvent.id,
-                )
-            ),
-        )
-        .order_by(OutboxEvent.id)
-        .limit(limit)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True, of=OutboxEvent)
+    query = _CLAIMABLE_PG if conn.dialect.name == "postgresql" else _CLAIMABLE
     events = []
-    for e in list(session.scalars(query)):
+    for e in conn.execute(query, {"now": now, "limit": limit}).all():
         try:
             payload = check_payload(e.resource_type, e.event, e.payload or {}, scrubbed=True)
         except PayloadError as exc:
             log.error("outbox event %d: %s; a dead letter now", e.id, exc)
-            dead(session, e.id, str(exc), now=now)
+            dead(conn, e.id, str(exc), now=now)
             continue
         events.append(
             Claimed(
@@ -406,39 +423,41 @@ def claim(
             )
         )
     if events:
-        session.execute(
-            update(OutboxEvent)
-            .where(OutboxEvent.id.in_([e.id for e in events]))
-            .values(locked_by=worker, locked_until=now + timedelta(seconds=lease_seconds))
+        conn.execute(
+            _LEASE,
+            {
+                "ids": [e.id for e in events],
+                "worker": worker,
+                "until": now + timedelta(seconds=lease_seconds),
+            },
         )
-    session.commit()
     return events
 
 
+_HEARTBEAT = (
+    update(OutboxEvent)
+    .where(OutboxEvent.locked_by == bindparam("worker"), OutboxEvent.status == PENDING)
+    .values(locked_until=bindparam("until"))
+)
+_RELEASE = (
+    update(OutboxEvent)
+    .where(OutboxEvent.locked_by == bindparam("worker"), OutboxEvent.status == PENDING)
+    .values(locked_by=None, locked_until=None)
+)
+
+
 def heartbeat(
-    session: AnySession, worker: str, lease_seconds: int = 60, *, now: datetime | None = None
+    conn: Connection, worker: str, lease_seconds: int = 60, *, now: datetime | None = None
 ) -> int:
-    """Extend the leases this worker holds; returns how many. Commits."""
-    result = session.execute(
-        update(OutboxEvent)
-        .where(OutboxEvent.locked_by == worker, OutboxEvent.status == PENDING)
-        .values(locked_until=(now or utcnow()) + timedelta(seconds=lease_seconds))
-    )
-    session.commit()
-    return int(getattr(result, "rowcount", 0) or 0)
+    """Extend the leases this worker holds; returns how many."""
+    until = (now or utcnow()) + timedelta(seconds=lease_seconds)
+    return int(conn.execute(_HEARTBEAT, {"worker": worker, "until": until}).rowcount)
 
 
-def release(session: AnySession, worker: str) -> int:
+def release(conn: Connection, worker: str) -> int:
     """Give back the leases this worker holds (it is stopping): its claimed events, not yet
-    delivered, are claimable again at once instead of after the lease. Returns how many.
-    Commits."""
-    result = session.execute(
-        update(OutboxEvent)
-        .where(OutboxEvent.locked_by == worker, OutboxEvent.status == PENDING)
-        .values(locked_by=None, locked_until=None)
-    )
-    session.commit()
-    return int(getattr(result, "rowcount", 0) or 0)
+    delivered, are claimable again at once instead of after the lease. Returns how many."""
+    return int(conn.execute(_RELEASE, {"worker": worker}).rowcount)
 
 
 # ---------------------------------------------------------------- reading
@@ -454,17 +473,20 @@ class Pending:
     request_ids: list[str]
 
 
-def pending(session: AnySession, resource_type: str, resource_id: str, head: int) -> Pending:
+_PENDING = (
+    select(OutboxEvent.id, OutboxEvent.event, OutboxEvent.payload, OutboxEvent.request_id)
+    .where(
+        OutboxEvent.resource_type == bindparam("rtype"),
+        OutboxEvent.resource_id == bindparam("rid"),
+        OutboxEvent.status == PENDING,
+    )
+    .order_by(OutboxEvent.id)
+)
+
+
+def pending(conn: Connection, resource_type: str, resource_id: str, head: int) -> Pending:
     """A resource's pending events, `head` (its claimed one) the first: one query."""
-    rows = session.execute(
-        select(OutboxEvent.id, OutboxEvent.event, OutboxEvent.payload, OutboxEvent.request_id)
-        .where(
-            OutboxEvent.resource_type == resource_type,
-            OutboxEvent.resource_id == resource_id,
-            OutboxEvent.status == PENDING,
-        )
-        .order_by(OutboxEvent.id)
-    ).all()
+    rows = conn.execute(_PENDING, {"rtype": resource_type, "rid": resource_id}).all()
     events = []
     for event_id, kind, payload, _request_id in rows:
         try:
@@ -478,43 +500,84 @@ def pending(session: AnySession, resource_type: str, resource_id: str, head: int
     return Pending(upto, events, request_ids)
 
 
-def counts(session: AnySession) -> dict[str, int]:
+_COUNTS = select(OutboxEvent.status, func.count()).group_by(OutboxEvent.status)
+# Ids grow with time, so the first pending id by the (status, id) index is the oldest.
+_OLDEST_PENDING = (
+    select(OutboxEvent.created_at)
+    .where(OutboxEvent.status == PENDING)
+    .order_by(OutboxEvent.id)
+    .limit(1)
+)
+
+
+def counts(conn: Connection) -> dict[str, int]:
     """Outbox events by status."""
-    rows = session.execute(select(OutboxEvent.status, func.count()).group_by(OutboxEvent.status))
-    return {str(status): int(n) for status, n in rows}
+    return {str(status): int(n) for status, n in conn.execute(_COUNTS)}
 
 
-def oldest_pending_seconds(session: AnySession) -> float | None:
-    """The age of the oldest pending change, or None. Ids grow with time, so the first
-    pending id by the (status, id) index is the oldest: one index seek, whatever the size
+def oldest_pending_seconds(conn: Connection) -> float | None:
+    """The age of the oldest pending change, or None: one index seek, whatever the size
     of the outbox."""
-    created = session.scalar(
-        select(OutboxEvent.created_at)
-        .where(OutboxEvent.status == PENDING)
-        .order_by(OutboxEvent.id)
-        .limit(1)
-    )
+    created = conn.scalar(_OLDEST_PENDING)
     if created is None:
         return None
-    age: float = (utcnow() - read_datetime(created)).total_seconds()
+    age: float = (utcnow() - created).total_seconds()
     return max(age, 0.0)
 
 
 # ---------------------------------------------------------------- delivering
 
+_COMPLETE = (
+    update(OutboxEvent)
+    .where(OutboxEvent.id == bindparam("event_id"))
+    .values(status=DONE, locked_by=None, locked_until=None, completed_at=bindparam("now"))
+)
 
-def complete(session: AnySession, event_id: int, *, now: datetime | None = None) -> None:
-    """One event delivered. Commits."""
-    session.execute(
+
+def complete(conn: Connection, event_id: int, *, now: datetime | None = None) -> None:
+    """One event delivered."""
+    conn.execute(_COMPLETE, {"event_id": event_id, "now": now or utcnow()})
+
+
+def _complete_through(supersede_dead: bool) -> Any:
+    covered = OutboxEvent.status == PENDING
+    if supersede_dead:
+        # Not a dead password: the new state does not carry it, so it stays undelivered.
+        covered = or_(
+            covered, and_(OutboxEvent.status == DEAD, OutboxEvent.event != EventKind.PASSWORD)
+        )
+    return (
         update(OutboxEvent)
-        .where(OutboxEvent.id == event_id)
-        .values(status=DONE, locked_by=None, locked_until=None, completed_at=now or utcnow())
+        .where(
+            OutboxEvent.resource_type == bindparam("rtype"),
+            OutboxEvent.resource_id == bindparam("rid"),
+            covered,
+            OutboxEvent.id <= bindparam("upto"),
+        )
+        .values(status=DONE, locked_by=None, locked_until=None, completed_at=bindparam("now"))
     )
-    session.commit()
+
+
+_COMPLETE_THROUGH = {True: _complete_through(True), False: _complete_through(False)}
+_SYNCED_NOW = (
+    update(M365Link)
+    .where(
+        M365Link.resource_type == bindparam("rtype"),
+        M365Link.resource_id == bindparam("rid"),
+        M365Link.state == LinkState.CREATING,
+        M365Link.object_id.is_not(None),
+    )
+    .values(
+        state=LinkState.SYNCED,
+        last_synced_at=bindparam("now"),
+        last_error=None,
+        updated_at=bindparam("now"),
+    )
+)
 
 
 def complete_through(
-    session: AnySession,
+    conn: Connection,
     resource_type: str,
     resource_id: str,
     upto: int,
@@ -528,54 +591,71 @@ def complete_through(
     deltas, so its dead letters stay), earlier dead letters are covered too; they keep their
     error. A user just created (or bound) is "creating" until what follows its create has
     landed: now it has, so it is "synced"."""
-    now = now or utcnow()
     if supersede_dead is None:
         supersede_dead = resource_type == "User"
-    covered = OutboxEvent.status == PENDING
-    if supersede_dead:
-        # Not a dead password: the new state does not carry it, so it stays undelivered.
-        covered = or_(
-            covered, and_(OutboxEvent.status == DEAD, OutboxEvent.event != EventKind.PASSWORD)
-        )
-    session.execute(
-        update(OutboxEvent)
-        .where(
-            OutboxEvent.resource_type == resource_type,
-            OutboxEvent.resource_id == resource_id,
-            covered,
-            OutboxEvent.id <= upto,
-        )
-        .values(status=DONE, locked_by=None, locked_until=None, completed_at=now)
-    )
-    scrub_secrets(session, resource_type, resource_id)
-    session.execute(
-        update(M365Link)
-        .where(
-            M365Link.resource_type == resource_type,
-            M365Link.resource_id == resource_id,
-            M365Link.state == LinkState.CREATING,
-            M365Link.object_id.is_not(None),
-        )
-        .values(state=LinkState.SYNCED, last_synced_at=now, last_error=None, updated_at=now)
-    )
+    params = {"rtype": resource_type, "rid": resource_id, "now": now or utcnow()}
+    conn.execute(_COMPLETE_THROUGH[supersede_dead], {**params, "upto": upto})
+    scrub_secrets(conn, resource_type, resource_id)
+    conn.execute(_SYNCED_NOW, params)
 
 
-def retry_later(session: AnySession, event_id: int, at: datetime, counts: bool, error: str) -> None:
+_RETRY_LATER = (
+    update(OutboxEvent)
+    .where(OutboxEvent.id == bindparam("event_id"))
+    .values(
+        locked_by=None,
+        locked_until=bindparam("at"),
+        attempts=OutboxEvent.attempts + bindparam("counted"),
+        last_error=bindparam("error"),
+    )
+)
+
+
+def retry_later(conn: Connection, event_id: int, at: datetime, counts: bool, error: str) -> None:
     """Put a claimed event back, claimable again from `at`; later events of its resource wait."""
-    session.execute(
-        update(OutboxEvent)
-        .where(OutboxEvent.id == event_id)
-        .values(
-            locked_by=None,
-            locked_until=at,
-            attempts=OutboxEvent.attempts + (1 if counts else 0),
-            last_error=error[:4000],
-        )
+    conn.execute(
+        _RETRY_LATER,
+        {"event_id": event_id, "at": at, "counted": 1 if counts else 0, "error": error[:4000]},
     )
+
+
+_EVENT_OF = select(OutboxEvent.resource_type, OutboxEvent.resource_id, OutboxEvent.event).where(
+    OutboxEvent.id == bindparam("event_id")
+)
+_DEAD = (
+    update(OutboxEvent)
+    .where(OutboxEvent.id == bindparam("event_id"))
+    .values(
+        status=DEAD,
+        locked_by=None,
+        locked_until=None,
+        completed_at=bindparam("now"),
+        attempts=OutboxEvent.attempts + 1,
+        last_error=bindparam("error"),
+    )
+)
+# The dead letter took the password with it (a later one may still be queued).
+_PASSWORD_LOST = (
+    update(M365Link)
+    .where(
+        M365Link.resource_type == bindparam("rtype"),
+        M365Link.resource_id == bindparam("rid"),
+        M365Link.password_state == PasswordState.PENDING,
+        ~select(OutboxEvent.id)
+        .where(
+            OutboxEvent.resource_type == bindparam("rtype"),
+            OutboxEvent.resource_id == bindparam("rid"),
+            OutboxEvent.event == EventKind.PASSWORD,
+            OutboxEvent.status == PENDING,
+        )
+        .exists(),
+    )
+    .values(password_state=PasswordState.ERROR)
+)
 
 
 def dead(
-    session: AnySession,
+    conn: Connection,
     event_id: int,
     error: str,
     *,
@@ -587,138 +667,120 @@ def dead(
     password in error unless another is queued. `link_error`: the resource's link says so
     too (state error)."""
     now = now or utcnow()
-    row = session.execute(
-        select(OutboxEvent.resource_type, OutboxEvent.resource_id, OutboxEvent.event).where(
-            OutboxEvent.id == event_id
-        )
-    ).first()
-    session.execute(
-        update(OutboxEvent)
-        .where(OutboxEvent.id == event_id)
-        .values(
-            status=DEAD,
-            locked_by=None,
-            locked_until=None,
-            completed_at=now,
-            attempts=OutboxEvent.attempts + 1,
-            last_error=error[:4000],
-        )
-    )
+    row = conn.execute(_EVENT_OF, {"event_id": event_id}).first()
+    conn.execute(_DEAD, {"event_id": event_id, "now": now, "error": error[:4000]})
     if row is None:
         return
     rtype, rid, kind = row
-    scrub_secrets(session, rtype, rid)
+    scrub_secrets(conn, rtype, rid)
     if kind == EventKind.PASSWORD:
-        # The dead letter took the password with it (a later one may still be queued).
-        session.execute(
-            update(M365Link)
-            .where(
-                M365Link.resource_type == rtype,
-                M365Link.resource_id == rid,
-                M365Link.password_state == PasswordState.PENDING,
-                ~select(OutboxEvent.id)
-                .where(
-                    OutboxEvent.resource_type == rtype,
-                    OutboxEvent.resource_id == rid,
-                    OutboxEvent.event == EventKind.PASSWORD,
-                    OutboxEvent.status == PENDING,
-                )
-                .exists(),
-            )
-            .values(password_state=PasswordState.ERROR)
-        )
+        conn.execute(_PASSWORD_LOST, {"rtype": rtype, "rid": rid})
     if link_error:
-        save_link(session, rtype, rid, now=now, state=LinkState.ERROR, last_error=error)
+        save_link(conn, rtype, rid, now=now, state=LinkState.ERROR, last_error=error)
+
+
+_DEAD_PASSWORDS = (
+    update(OutboxEvent)
+    .where(
+        OutboxEvent.resource_type == "User",
+        OutboxEvent.resource_id == bindparam("user_id"),
+        OutboxEvent.event == EventKind.PASSWORD,
+        OutboxEvent.status == PENDING,
+        OutboxEvent.id <= bindparam("upto"),
+    )
+    .values(status=DEAD, last_error=bindparam("error"), completed_at=bindparam("now"))
+)
+_PASSWORD_ERROR = (
+    update(M365Link)
+    .where(M365Link.resource_type == "User", M365Link.resource_id == bindparam("user_id"))
+    .values(password_state=PasswordState.ERROR, last_error=bindparam("error"))
+)
 
 
 def dead_passwords(
-    session: AnySession, user_id: str, upto: int, error: str, *, now: datetime | None = None
+    conn: Connection, user_id: str, upto: int, error: str, *, now: datetime | None = None
 ) -> None:
     """A user's pending password events that cannot be delivered (sealed under a key that
     is gone): dead, and scrubbed; the account's password is in error."""
-    session.execute(
-        update(OutboxEvent)
-        .where(
-            OutboxEvent.resource_type == "User",
-            OutboxEvent.resource_id == user_id,
-            OutboxEvent.event == EventKind.PASSWORD,
-            OutboxEvent.status == PENDING,
-            OutboxEvent.id <= upto,
-        )
-        .values(status=DEAD, last_error=error, completed_at=now or utcnow())
+    conn.execute(
+        _DEAD_PASSWORDS,
+        {"user_id": user_id, "upto": upto, "error": error, "now": now or utcnow()},
     )
-    scrub_secrets(session, "User", user_id)
-    session.execute(
-        update(M365Link)
-        .where(M365Link.resource_type == "User", M365Link.resource_id == user_id)
-        .values(password_state=PasswordState.ERROR, last_error=error)
-    )
+    scrub_secrets(conn, "User", user_id)
+    conn.execute(_PASSWORD_ERROR, {"user_id": user_id, "error": error})
 
 
 # ---------------------------------------------------------------- dead letters
 
 
-def retry_dead(session: AnySession, ids: Collection[int] = (), *, all_dead: bool = False) -> int:
+def retry_dead(conn: Connection, ids: Collection[int] = (), *, all_dead: bool = False) -> int:
     """Queue dead letters again (`sync retry`): those of `ids` that are dead, or with
-    `all_dead` every one, pending with their attempts reset. The caller commits. Returns how
-    many."""
+    `all_dead` every one, pending with their attempts reset, in the caller's transaction.
+    Returns how many."""
     query = update(OutboxEvent).where(OutboxEvent.status == DEAD)
     if not all_dead:
         if not ids:
             return 0
         query = query.where(OutboxEvent.id.in_(list(ids)))
-    result = session.execute(
+    result = conn.execute(
         query.values(
             status=PENDING, attempts=0, locked_by=None, locked_until=None, completed_at=None
         )
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return int(result.rowcount)
 
 
-def discard(session: AnySession, ids: Collection[int] = (), *, all_dead: bool = False) -> int:
+def discard(conn: Connection, ids: Collection[int] = (), *, all_dead: bool = False) -> int:
     """Give up on dead letters for good: those of `ids` that are dead, or with `all_dead`
     every one. Their rows are deleted, and with them any sealed password a dead password
     event still held (issue 6); nothing waits on a dead letter, so the resource's later
-    events are unaffected. Pending and delivered events are never touched. The caller
-    commits. Returns how many were discarded."""
+    events are unaffected. Pending and delivered events are never touched. In the caller's
+    transaction; returns how many were discarded."""
     query = delete(OutboxEvent).where(OutboxEvent.status == DEAD)
     if not all_dead:
         if not ids:
             return 0
         query = query.where(OutboxEvent.id.in_(list(ids)))
-    result = session.execute(query)
-    return int(getattr(result, "rowcount", 0) or 0)
+    return int(conn.execute(query).rowcount)
 
 
 # ---------------------------------------------------------------- secrets and retention
 
+_SCRUB = (
+    update(OutboxEvent)
+    .where(
+        OutboxEvent.resource_type == bindparam("rtype"),
+        OutboxEvent.resource_id == bindparam("rid"),
+        OutboxEvent.event == EventKind.PASSWORD,
+        OutboxEvent.status != PENDING,
+    )
+    .values(payload={})
+)
 
-def scrub_secrets(session: AnySession, resource_type: str, resource_id: str) -> None:
+
+def scrub_secrets(conn: Connection, resource_type: str, resource_id: str) -> None:
     """A sealed password leaves the outbox once delivered or dead (issue 6): its row stays,
     for the record, without it."""
-    session.execute(
-        update(OutboxEvent)
-        .where(
-            OutboxEvent.resource_type == resource_type,
-            OutboxEvent.resource_id == resource_id,
-            OutboxEvent.event == EventKind.PASSWORD,
-            OutboxEvent.status != PENDING,
-        )
-        .values(payload={})
-    )
+    conn.execute(_SCRUB, {"rtype": resource_type, "rid": resource_id})
 
 
-def reseal_passwords(session: AnySession, reseal: Callable[[str], str | None]) -> tuple[int, int]:
+_WAITING_PASSWORDS = select(OutboxEvent.id, OutboxEvent.payload).where(
+    OutboxEvent.event == EventKind.PASSWORD, OutboxEvent.status == PENDING
+)
+_RESEAL = (
+    update(OutboxEvent)
+    .where(OutboxEvent.id == bindparam("event_id"), OutboxEvent.status == PENDING)
+    .values(payload=bindparam("resealed"))
+)
+
+
+def reseal_passwords(conn: Connection, reseal: Callable[[str], str | None]) -> tuple[int, int]:
     """Seal the passwords still waiting for Microsoft 365 again with `reseal` (under the
     first encryption key; None: no key opens it): (resealed, not opened). Only pending rows
-    are touched, so a password delivered (and scrubbed) meanwhile stays gone."""
+    are touched, so a password delivered (and scrubbed) meanwhile stays gone. In the
+    caller's transaction."""
     done = broken = 0
-    rows = session.execute(
-        select(OutboxEvent.id, OutboxEvent.payload).where(
-            OutboxEvent.event == EventKind.PASSWORD, OutboxEvent.status == PENDING
-        )
-    ).all()
-    for event_id, payload in rows:
+    for event_id, payload in conn.execute(_WAITING_PASSWORDS).all():
         sealed = (payload or {}).get("sealed")
         if not sealed:
             continue
@@ -726,51 +788,47 @@ def reseal_passwords(session: AnySession, reseal: Callable[[str], str | None]) -
         if fresh is None:
             broken += 1
             continue
-        session.execute(
-            update(OutboxEvent)
-            .where(OutboxEvent.id == event_id, OutboxEvent.status == PENDING)
-            .values(payload={**payload, "sealed": fresh})
-        )
+        conn.execute(_RESEAL, {"event_id": event_id, "resealed": {**payload, "sealed": fresh}})
         done += 1
     return done, broken
 
 
 PRUNE_BATCH = 500  # ids per DELETE: each batch is a short transaction of its own
 
+_PRUNABLE = (
+    select(OutboxEvent.id)
+    .where(OutboxEvent.status == DONE, OutboxEvent.completed_at < bindparam("before"))
+    .order_by(OutboxEvent.id)
+    .limit(bindparam("batch"))
+)
+# PostgreSQL: pruners skip the rows another has locked (or a worker scrubbing a password).
+_PRUNABLE_PG = _PRUNABLE.with_for_update(skip_locked=True)
+_PRUNE = delete(OutboxEvent).where(
+    OutboxEvent.id.in_(bindparam("ids", expanding=True)), OutboxEvent.status == DONE
+)
+
 
 def prune(
-    session: AnySession,
+    conn: Connection,
     before: datetime,
     batch: int = PRUNE_BATCH,
     *,
     stop: Callable[[], bool] | None = None,
 ) -> int:
     """Delete the delivered (`done`) events completed before `before`, `batch` ids per
-    DELETE, committing after each, so no lock is held for long and deliveries go on in
-    between. Pending events and dead letters stay. On PostgreSQL the ids are taken with
-    `FOR UPDATE SKIP LOCKED`: several workers pruning at once never wait on each other (nor
-    on a worker scrubbing a delivered password), each deletes rows the others left. `stop`,
-    asked between batches, ends the prune early. Returns how many were deleted."""
-    postgres = session.get_bind().dialect.name == "postgresql"
+    DELETE, each batch a write transaction of its own on `conn` (a connection with none
+    open), so no lock is held for long and deliveries go on in between. Pending events and
+    dead letters stay. On PostgreSQL the ids are taken with `FOR UPDATE SKIP LOCKED`:
+    several workers pruning at once never wait on each other (nor on a worker scrubbing a
+    delivered password), each deletes rows the others left. `stop`, asked between batches,
+    ends the prune early. Returns how many were deleted."""
+    query = _PRUNABLE_PG if conn.dialect.name == "postgresql" else _PRUNABLE
     total = 0
     while stop is None or not stop():
-        query = (
-            select(OutboxEvent.id)
-            .where(OutboxEvent.status == DONE, OutboxEvent.completed_at < before)
-            .order_by(OutboxEvent.id)
-            .limit(batch)
-        )
-        if postgres:
-            query = query.with_for_update(skip_locked=True)
-        ids = list(session.scalars(query))
-        deleted = 0
-        if ids:
-            result = session.execute(
-                delete(OutboxEvent).where(OutboxEvent.id.in_(ids), OutboxEvent.status == DONE)
-            )
-            deleted = int(getattr(result, "rowcount", 0) or 0)
-        session.commit()
-        total += deleted
+        with begin(write=True, on=conn):
+            ids = list(conn.scalars(query, {"before": before, "batch": batch}))
+            if ids:
+                total += int(conn.execute(_PRUNE, {"ids": ids}).rowcount)
         if len(ids) < batch:
             break
     return total
@@ -780,7 +838,7 @@ def prune(
 
 
 def save_link(
-    session: AnySession,
+    conn: Connection,
     resource_type: str,
     resource_id: str,
     *,
@@ -797,13 +855,13 @@ def save_link(
     if fields.get("state") == LinkState.SYNCED:
         fields.setdefault("last_synced_at", now)
         fields.setdefault("last_error", None)
-    result = session.execute(
+    result = conn.execute(
         update(M365Link)
         .where(M365Link.resource_type == resource_type, M365Link.resource_id == resource_id)
         .values(updated_at=now, **fields)
     )
-    if not getattr(result, "rowcount", 0):
-        session.execute(
+    if not result.rowcount:
+        conn.execute(
             insert(M365Link).values(
                 resource_type=resource_type,
                 resource_id=resource_id,
@@ -814,7 +872,7 @@ def save_link(
 
 
 def drift_found(
-    session: AnySession,
+    conn: Connection,
     resource_type: str,
     resource_id: str,
     *,
@@ -827,24 +885,28 @@ def drift_found(
     its link records when (`drift_found_at`) and takes `fields` (what M365 now has, so that
     the state-based delivery sends the directory's back); `event` (a `drift` or
     `drift_restore` and its payload) queues the repair."""
-    save_link(session, resource_type, resource_id, now=now, drift_found_at=now, **fields)
+    save_link(conn, resource_type, resource_id, now=now, drift_found_at=now, **fields)
     if event is not None:
         kind, payload = event
-        record(session, resource_type, resource_id, kind, payload, request_id=request_id)
+        record(conn, resource_type, resource_id, kind, payload, request_id=request_id)
 
 
-def drop_link(session: AnySession, resource_type: str, resource_id: str) -> None:
+_DROP_LINK = delete(M365Link).where(
+    M365Link.resource_type == bindparam("rtype"), M365Link.resource_id == bindparam("rid")
+)
+
+
+def drop_link(conn: Connection, resource_type: str, resource_id: str) -> None:
     """The resource is gone from M365 and the directory (or was never created there)."""
-    session.execute(
-        delete(M365Link).where(
-            M365Link.resource_type == resource_type, M365Link.resource_id == resource_id
-        )
-    )
+    conn.execute(_DROP_LINK, {"rtype": resource_type, "rid": resource_id})
 
 
-def unpushed_password_state(session: AnySession, user_id: str) -> PasswordState:
+_PASSWORD_HASH = select(User.password_hash).where(User.id == bindparam("user_id"))
+
+
+def unpushed_password_state(conn: Connection, user_id: str) -> PasswordState:
     """The password state of an account the directory has not given its password: unknown
     if the directory has one (the user's next portal sign-in sends it), none if not (an
     activation email gives the user one)."""
-    stored = session.scalar(select(User.password_hash).where(User.id == user_id))
+    stored = conn.scalar(_PASSWORD_HASH, {"user_id": user_id})
     return PasswordState.UNKNOWN if stored is not None else PasswordState.NONE

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 from flask import Flask
-from sqlalchemy import make_url, text
+from sqlalchemy import literal, make_url, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from scim_server import config, mail, sealing
@@ -119,12 +119,12 @@ def check_mail() -> None:
 
 def check_database(url: str, app: Flask) -> None:
     """The database answers. Its address is named without the password."""
-    from scim_server.db import db
+    from scim_server.db import begin
 
     where = make_url(url).render_as_string(hide_password=True)
     try:
-        with app.app_context(), db.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        with app.app_context(), begin(write=False) as conn:
+            conn.execute(select(literal(1)))
     except DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
         raise ConfigError(f"DATABASE_URL: cannot reach the database {where}: {reason}") from None

@@ -17,11 +17,10 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, select
 
 from models import M365Link
-from scim_server.db import db
+from scim_server.db import begin, db
 from scim_server.drift import rounds, state
 from scim_server.drift.rounds import Drift
 from scim_server.drift.settings import DriftSettings, Mode
@@ -35,21 +34,21 @@ PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 
 @pytest.fixture
-def sessions(app: Flask) -> Iterator[Callable[[], Session]]:
+def database(app: Flask) -> Iterator[Engine]:
     with app.app_context():
         engine = db.engine
-    yield sessionmaker(bind=engine)
+    yield engine
 
 
 MakeDrift = Callable[..., Drift]
 
 
 @pytest.fixture
-def make_drift(sessions: Callable[[], Session], graph_emulator: RunningEmulator) -> MakeDrift:
+def make_drift(database: Engine, graph_emulator: RunningEmulator) -> MakeDrift:
     def make(mode: Mode = Mode.REPAIR, **kw: Any) -> Drift:
         settings = DriftSettings(mode=mode, read_rate=1000.0, page_size=50)
         return Drift(
-            sessions,
+            database,
             GraphClient(settings_for(graph_emulator)),
             "sandbox",
             settings,
@@ -116,13 +115,13 @@ def tenant(scim: ScimClient, worker: Worker, graph_emulator: RunningEmulator, ap
     return Tenant(scim, worker, graph_emulator, app)
 
 
-def _counts(sessions: Callable[[], Session]) -> dict[str, dict[str, int]]:
-    with sessions() as session:
-        return state.counts(session)
+def _counts(database: Engine) -> dict[str, dict[str, int]]:
+    with begin(write=False, engine=database) as conn:
+        return state.counts(conn)
 
 
 def test_a_synced_directory_has_no_drift_and_a_quiet_round_costs_two_requests(
-    tenant: Tenant, make_drift: MakeDrift, sessions: Callable[[], Session]
+    tenant: Tenant, make_drift: MakeDrift, database: Engine
 ) -> None:
     drift = make_drift()
     first = drift.run_if_due(force=True)
@@ -146,7 +145,7 @@ def test_a_synced_directory_has_no_drift_and_a_quiet_round_costs_two_requests(
     synced = drift.run_if_due(force=True)
     assert synced is not None and synced.users_read == 1 and synced.groups_read == 1
     assert synced.findings == []
-    assert _counts(sessions) == {"detected": {}, "repaired": {}}
+    assert _counts(database) == {"detected": {}, "repaired": {}}
 
 
 # Each case: what an M365 admin does, what repair leaves in M365, what report leaves.
@@ -259,7 +258,7 @@ def test_drift_is_found_and_repaired_or_only_reported(
     mode: Mode,
     tenant: Tenant,
     make_drift: MakeDrift,
-    sessions: Callable[[], Session],
+    database: Engine,
 ) -> None:
     change, check, kinds = CASES[case]
     drift = make_drift(mode)
@@ -269,7 +268,7 @@ def test_drift_is_found_and_repaired_or_only_reported(
     assert result is not None and result.found() == kinds, result.findings
     assert tenant.worker.drain()
     check(tenant, mode is Mode.REPAIR)
-    counts = _counts(sessions)
+    counts = _counts(database)
     assert counts["detected"] == kinds
     assert counts["repaired"] == (kinds if mode is Mode.REPAIR else {})
     # Once repaired, or once reported, the same drift is not found again.
@@ -290,7 +289,7 @@ def test_a_change_to_an_unmanaged_account_is_ignored(
 
 
 def test_a_change_waiting_in_the_outbox_is_not_drift(
-    tenant: Tenant, make_drift: MakeDrift, scim: ScimClient, sessions: Callable[[], Session]
+    tenant: Tenant, make_drift: MakeDrift, scim: ScimClient, database: Engine
 ) -> None:
     drift = make_drift()
     drift.run_if_due(force=True)
@@ -313,7 +312,7 @@ def test_a_change_waiting_in_the_outbox_is_not_drift(
 
 
 def test_a_round_runs_only_when_due_and_one_holder_at_a_time(
-    tenant: Tenant, make_drift: MakeDrift, sessions: Callable[[], Session]
+    tenant: Tenant, make_drift: MakeDrift, database: Engine
 ) -> None:
     now = [1_000_000.0]
     first = make_drift(clock=lambda: now[0], holder="one")
@@ -321,8 +320,8 @@ def test_a_round_runs_only_when_due_and_one_holder_at_a_time(
     # A new target's first round is due an interval after a worker first looks.
     assert first.run_if_due() is None
     now[0] += first.interval
-    assert state.try_lease(sessions, "sandbox", "one", now[0], 60, first_due=0)
-    assert not state.try_lease(sessions, "sandbox", "two", now[0], 60, first_due=0)
+    assert state.try_lease(database, "sandbox", "one", now[0], 60, first_due=0)
+    assert not state.try_lease(database, "sandbox", "two", now[0], 60, first_due=0)
     assert second.run_if_due(force=True) is None  # the lease is one's
     now[0] += 61  # one's lease ran out (a dead worker): two takes over
     assert second.run_if_due() is not None
@@ -332,13 +331,10 @@ def test_a_round_runs_only_when_due_and_one_holder_at_a_time(
 
 
 def test_two_workers_on_postgresql_never_run_a_round_at_once(
-    tenant: Tenant, make_drift: MakeDrift, sessions: Callable[[], Session], monkeypatch: Any
+    tenant: Tenant, make_drift: MakeDrift, database: Engine, monkeypatch: Any
 ) -> None:
-    with sessions() as session:
-        if session.get_bind().dialect.name != "postgresql":
-            pytest.skip(
-                "the lease's concurrency is PostgreSQL's row locks: set SCIM_TEST_DATABASE_URL"
-            )
+    if database.dialect.name != "postgresql":
+        pytest.skip("the lease's concurrency is PostgreSQL's row locks: set SCIM_TEST_DATABASE_URL")
     running: list[str] = []
     overlaps: list[tuple[str, ...]] = []
     ran: list[str] = []
@@ -419,7 +415,7 @@ def test_drift_is_visible_in_status_metrics_logs_and_the_m365_extension(
 
 
 def test_a_worker_runs_its_first_round_an_interval_after_it_starts(
-    tenant: Tenant, make_drift: MakeDrift, sessions: Callable[[], Session]
+    tenant: Tenant, make_drift: MakeDrift, database: Engine
 ) -> None:
     from scim_server.drift.schedule import Scheduler
 
@@ -430,27 +426,27 @@ def test_a_worker_runs_its_first_round_an_interval_after_it_starts(
     scheduler.start(stop)
     try:
         time.sleep(0.5)
-        assert state.links(sessions, "sandbox") == state.Links(None, None)  # nothing yet
+        assert state.links(database, "sandbox") == state.Links(None, None)  # nothing yet
         deadline = time.monotonic() + 20
-        while state.links(sessions, "sandbox").users is None and time.monotonic() < deadline:
+        while state.links(database, "sandbox").users is None and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert state.links(sessions, "sandbox").users is not None
+        assert state.links(database, "sandbox").users is not None
     finally:
         stop.set()
         scheduler.join(5)
     assert scheduler.thread is not None and not scheduler.thread.is_alive()
 
 
-def _outbox_and_links(sessions: Callable[[], Session]) -> tuple[int, list[tuple[Any, ...]]]:
+def _outbox_and_links(database: Engine) -> tuple[int, list[tuple[Any, ...]]]:
     from sqlalchemy import func
 
     from models import OutboxEvent
 
-    with sessions() as session:
-        events = session.scalar(select(func.count()).select_from(OutboxEvent)) or 0
+    with begin(write=False, engine=database) as conn:
+        events = conn.scalar(select(func.count()).select_from(OutboxEvent)) or 0
         links = [
             (r.resource_id, r.object_id, r.state, r.synced, r.updated_at)
-            for r in session.scalars(select(M365Link).order_by(M365Link.resource_id))
+            for r in conn.execute(select(M365Link.__table__).order_by(M365Link.resource_id))
         ]
     return events, links
 
@@ -460,14 +456,14 @@ def test_m365_plan_lists_what_the_directory_would_change_and_writes_nothing(
     tenant_env: RunningEmulator,
     app: Flask,
     scim: ScimClient,
-    sessions: Callable[[], Session],
+    database: Engine,
 ) -> None:
     newcomer = scim.user("newcomer@example.com")  # not delivered yet: a create
     _edit(tenant)
     _disable(tenant)
     _add_stranger(tenant)
     tenant.admin("DELETE", f"/users/{tenant.object_id(tenant.boss['id'])}")
-    before = _outbox_and_links(sessions)
+    before = _outbox_and_links(database)
     runner = app.test_cli_runner()
     printed = runner.invoke(args=["m365", "plan"])
     assert printed.exit_code == 0, printed.output
@@ -488,7 +484,7 @@ def test_m365_plan_lists_what_the_directory_would_change_and_writes_nothing(
     assert {c["resource_id"] for c in as_json["changes"] if c["action"] == "create"} == {
         newcomer["id"]
     }
-    assert _outbox_and_links(sessions) == before  # a dry run: nothing written
+    assert _outbox_and_links(database) == before  # a dry run: nothing written
 
     # The directory disables a user; M365 still has it enabled: the plan says disable.
     ops = [{"op": "replace", "path": "active", "value": False}]
@@ -504,7 +500,7 @@ def test_m365_reconcile_runs_one_round_now(
     tenant: Tenant,
     tenant_env: RunningEmulator,
     app: Flask,
-    sessions: Callable[[], Session],
+    database: Engine,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     runner = app.test_cli_runner()

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 
 from models import OutboxEvent, SyncWorker, utcnow
 from scim_server import create_app
-from scim_server.db import db
+from scim_server.db import begin, db
 from scim_server.graph.client import GraphStats
 from scim_server.graph.settings import GraphSettings
 from scim_server.sync import heartbeat
@@ -23,8 +23,7 @@ from tests.conftest import ScimClient
 
 def _beat(app: Flask, worker_id: str = "host-a:1", ago: float = 0.0, **counters: object) -> None:
     with app.app_context():
-        heartbeat.beat(db.session, worker_id, "sandbox", utcnow(), dict(counters))
-        db.session.flush()
+        heartbeat.beat(db.session.connection(), worker_id, "sandbox", utcnow(), dict(counters))
         if ago:
             db.session.execute(
                 sa.update(SyncWorker)
@@ -150,10 +149,11 @@ def test_folding_keeps_the_sums_and_the_newest_beat(app: Flask) -> None:
     _beat(app, "gone:2", ago=old + 10, delivered={"user": 1, "group": 2}, graph_throttled=1)
     _beat(app, "live:3", delivered={"user": 7}, graph_requests={"200": 1, "429": 1})
     with app.app_context():
-        before = heartbeat.summary(db.session, timedelta(seconds=60))
-        assert heartbeat.fold(db.session) == 2
-        db.session.commit()
-        after = heartbeat.summary(db.session, timedelta(seconds=60))
+        with begin(write=True) as conn:
+            before = heartbeat.summary(conn, timedelta(seconds=60))
+            assert heartbeat.fold(conn) == 2
+        with begin(write=False) as conn:
+            after = heartbeat.summary(conn, timedelta(seconds=60))
         ids = sorted(db.session.scalars(sa.select(SyncWorker.id)))
         db.session.remove()
     assert ids == ["live:3", "retired"]

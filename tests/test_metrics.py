@@ -79,7 +79,7 @@ def test_database_series(app: Flask, client: FlaskClient, scim: ScimClient) -> N
         )
         for n, row in enumerate(("x:1", "y:2")):
             heartbeat.beat(
-                db.session,
+                db.session.connection(),
                 row,
                 "sandbox",
                 utcnow(),

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from models import OutboxEvent
 from scim_server import outbox
+from scim_server.db import begin
 from tests.conftest import ScimClient
 
 
@@ -61,18 +62,21 @@ def test_claim_takes_only_the_head_of_each_resource(scim: ScimClient, app: Flask
     a = scim.user("a")
     scim.put(f"/Users/{a['id']}", {"userName": "a", "title": "t"})
     b = scim.user("b")
-    from scim_server.db import db
 
     with app.app_context():
-        first = outbox.claim(db.session, "w1")
+        with begin(write=True) as conn:
+            first = outbox.claim(conn, "w1")
         assert [(e.resource_id, e.event) for e in first] == [
             (a["id"], "created"),
             (b["id"], "created"),
         ]
         # a's second event waits until its first is done.
-        assert outbox.claim(db.session, "w2") == []
-        outbox.complete(db.session, first[0].id)
-        second = outbox.claim(db.session, "w2")
+        with begin(write=True) as conn:
+            assert outbox.claim(conn, "w2") == []
+        with begin(write=True) as conn:
+            outbox.complete(conn, first[0].id)
+        with begin(write=True) as conn:
+            second = outbox.claim(conn, "w2")
         assert [(e.resource_id, e.event) for e in second] == [(a["id"], "replaced")]
 
 
@@ -87,9 +91,14 @@ def test_concurrent_workers_skip_locked_rows(scim: ScimClient, app: Flask) -> No
 
     with app.app_context():
         engine = db.engine
+
+    def claim() -> None:
+        with begin(write=True, engine=engine) as conn:
+            result.append([e.id for e in outbox.claim(conn, "w2")])
+
     # Worker 1 holds its claim open (no commit) while worker 2 claims: SKIP LOCKED means
     # worker 2 neither blocks nor takes worker 1's rows.
-    with Session(engine) as s1, Session(engine) as s2:
+    with Session(engine) as s1:
         locked = s1.scalars(
             sa.select(OutboxEvent)
             .order_by(OutboxEvent.id)
@@ -97,7 +106,7 @@ def test_concurrent_workers_skip_locked_rows(scim: ScimClient, app: Flask) -> No
             .with_for_update(skip_locked=True)
         ).all()
         result: list[list[int]] = []
-        t = threading.Thread(target=lambda: result.append([e.id for e in outbox.claim(s2, "w2")]))
+        t = threading.Thread(target=claim)
         t.start()
         t.join(timeout=10)
         assert not t.is_alive(), "the second worker blocked on locked rows"
@@ -124,9 +133,8 @@ def test_a_payload_that_is_not_its_kinds_is_refused_and_nothing_is_written(
     from scim_server.db import db
 
     with app.app_context():
-        with pytest.raises(outbox.PayloadError):
-            outbox.record(db.session, resource_type, "r1", kind, payload)
-        db.session.commit()
+        with pytest.raises(outbox.PayloadError), begin(write=True) as conn:
+            outbox.record(conn, resource_type, "r1", kind, payload)
         assert db.session.scalar(sa.select(sa.func.count()).select_from(OutboxEvent)) == 0
 
 
@@ -136,19 +144,23 @@ def test_a_malformed_row_written_by_hand_is_a_dead_letter_not_a_delivery(app: Fl
     from scim_server.db import db
 
     with app.app_context():
-        outbox.record(db.session, "User", "u1", "patched", {"version": 2})
-        outbox.record(db.session, "User", "u1", "patched", {"version": 3})
+        with begin(write=True) as conn:
+            outbox.record(conn, "User", "u1", "patched", {"version": 2})
+            outbox.record(conn, "User", "u1", "patched", {"version": 3})
         first, second = db.session.scalars(sa.select(OutboxEvent.id).order_by(OutboxEvent.id))
         db.session.execute(
             sa.update(OutboxEvent).where(OutboxEvent.id == first).values(payload={"v": "x"})
         )
         db.session.commit()
-        claimed = outbox.claim(db.session, "w1")
+        with begin(write=True) as conn:
+            claimed = outbox.claim(conn, "w1")
         assert [e.id for e in claimed] == []  # the head is dead; its follower waited behind it
         dead = db.session.get(OutboxEvent, first)
         assert dead is not None and dead.status == "dead"
         assert "unknown v" in (dead.last_error or "") and "missing version" in dead.last_error
-        assert [e.id for e in outbox.claim(db.session, "w1")] == [second]
+        db.session.commit()
+        with begin(write=True) as conn:
+            assert [e.id for e in outbox.claim(conn, "w1")] == [second]
 
 
 def test_a_scrubbed_password_queued_again_loads(app: Flask) -> None:
@@ -157,13 +169,16 @@ def test_a_scrubbed_password_queued_again_loads(app: Flask) -> None:
     from scim_server.db import db
 
     with app.app_context():
-        outbox.record(db.session, "User", "u1", "password", {"sealed": "token"})
-        (event_id,) = db.session.scalars(sa.select(OutboxEvent.id))
-        outbox.dead(db.session, event_id, "gone")
+        with begin(write=True) as conn:
+            outbox.record(conn, "User", "u1", "password", {"sealed": "token"})
+            (event_id,) = conn.scalars(sa.select(OutboxEvent.id))
+            outbox.dead(conn, event_id, "gone")
         assert db.session.get(OutboxEvent, event_id).payload == {}  # type: ignore[union-attr]
-        assert outbox.retry_dead(db.session, [event_id]) == 1
         db.session.commit()
-        (claimed,) = outbox.claim(db.session, "w1")
+        with begin(write=True) as conn:
+            assert outbox.retry_dead(conn, [event_id]) == 1
+        with begin(write=True) as conn:
+            (claimed,) = outbox.claim(conn, "w1")
         assert (claimed.id, claimed.payload) == (event_id, {})
 
 

@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 
 from models import OutboxEvent, utcnow
 from scim_server import config, outbox
-from scim_server.db import db
+from scim_server.db import begin, db
 from scim_server.graph.client import GraphStats
 from scim_server.graph.settings import GraphSettings
 from scim_server.sync.runtime import Engine, Target
@@ -34,7 +34,7 @@ def _event(
     payload: dict[str, Any] | None = None,
 ) -> int:
     """One outbox row in `status` (inside an app context), completed at `completed`."""
-    outbox.record(db.session, "User", resource_id, event, payload or {"version": 1})
+    outbox.record(db.session.connection(), "User", resource_id, event, payload or {"version": 1})
     event_id = int(db.session.scalar(sa.select(sa.func.max(OutboxEvent.id))) or 0)
     db.session.execute(
         sa.update(OutboxEvent)
@@ -89,15 +89,15 @@ def test_prune_deletes_only_old_delivered_events_in_batches(app: Flask, deletes:
         )
         dead = _event("dead", old)
         db.session.commit()
-        assert outbox.prune(db.session, now - timedelta(days=7), batch=2) == 5
+        with db.engine.connect() as conn:
+            assert outbox.prune(conn, now - timedelta(days=7), batch=2) == 5
         db.session.remove()
     assert len(deletes) == 3  # 2 + 2 + 1 ids, each DELETE its own short transaction
     states = _states(app)
     assert states == {recent: "done", pending: "pending", dead: "dead"}
     assert not set(old_done) & set(states)
-    with app.app_context():
-        assert outbox.prune(db.session, now - timedelta(days=7)) == 0
-        db.session.remove()
+    with app.app_context(), db.engine.connect() as conn:
+        assert outbox.prune(conn, now - timedelta(days=7)) == 0
 
 
 def test_prune_skips_rows_another_pruner_holds(app: Flask) -> None:
@@ -116,9 +116,8 @@ def test_prune_skips_rows_another_pruner_holds(app: Flask) -> None:
             )
 
             def prune() -> None:
-                with app.app_context():
-                    found.append(outbox.prune(db.session, utcnow(), batch=2))
-                    db.session.remove()
+                with app.app_context(), db.engine.connect() as conn:
+                    found.append(outbox.prune(conn, utcnow(), batch=2))
 
             pruner = threading.Thread(target=prune)
             pruner.start()
@@ -243,9 +242,8 @@ def test_discard_then_status_and_metrics(app: Flask, client: FlaskClient) -> Non
     assert sample(scrape(client), "scim_dead_letters") == 0
     assert _states(app) == {later: "pending", done: "done"}
     # Nothing of the resource waits on what was discarded: its later event is claimed.
-    with app.app_context():
-        claimed = outbox.claim(db.session, "test-worker")
-        db.session.remove()
+    with app.app_context(), begin(write=True) as conn:
+        claimed = outbox.claim(conn, "test-worker")
     assert [c.id for c in claimed] == [later]
 
 

@@ -14,7 +14,7 @@ from flask import Flask
 
 from models import OutboxEvent
 from scim_server import outbox
-from scim_server.db import db
+from scim_server.db import begin, db
 from scim_server.supervisor import Backoff, GiveUp, Restart, RestartPolicy, describe_exit
 from tests.conftest import ScimClient
 from tests.serving import RunningServe, alive, descendants, serve, start_serve, stop_serve
@@ -69,17 +69,21 @@ def test_a_stopping_worker_releases_only_its_own_leases(app: Flask, scim: ScimCl
     for name in ("a@example.com", "b@example.com"):
         assert scim.post("/Users", {"userName": name}).status_code == 201
     with app.app_context():
-        mine = outbox.claim(db.session, "host:1-0", limit=1, lease_seconds=120)
-        theirs = outbox.claim(db.session, "host:2-0", limit=1, lease_seconds=120)
+        with begin(write=True) as conn:
+            mine = outbox.claim(conn, "host:1-0", limit=1, lease_seconds=120)
+        with begin(write=True) as conn:
+            theirs = outbox.claim(conn, "host:2-0", limit=1, lease_seconds=120)
         assert len(mine) == len(theirs) == 1
-        assert outbox.release(db.session, "host:1-0") == 1
+        with begin(write=True) as conn:
+            assert outbox.release(conn, "host:1-0") == 1
         rows = {e.id: e for e in db.session.scalars(db.select(OutboxEvent))}
         assert rows[mine[0].id].locked_by is None and rows[mine[0].id].locked_until is None
         assert rows[theirs[0].id].locked_by == "host:2-0"
-        # Released: claimable again at once, not after the lease.
-        again = outbox.claim(db.session, "host:3-0", limit=5, lease_seconds=120)
-        assert [e.id for e in again] == [mine[0].id]
         db.session.remove()
+        # Released: claimable again at once, not after the lease.
+        with begin(write=True) as conn:
+            again = outbox.claim(conn, "host:3-0", limit=5, lease_seconds=120)
+        assert [e.id for e in again] == [mine[0].id]
 
 
 # ------------------------------------------------------------------ real processes

@@ -12,7 +12,6 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask, has_app_context
 from sqlalchemy import func, select
-from sqlalchemy.orm import sessionmaker
 
 from models import M365Link, OutboxEvent
 from scim_server.config import normalise_database_url
@@ -719,7 +718,7 @@ def test_a_worker_stands_on_its_own_with_a_session_factory_and_a_clock(
     engine = sa.create_engine(normalise_database_url(database_url))
     sync = SyncSettings(sync_domains=("example.com",))
     alone = Worker(
-        Store(sessionmaker(bind=engine), clock=lambda: moment),
+        Store(engine, clock=lambda: moment),
         GraphClient(settings_for(graph_emulator)),
         sync,
         sync.sync_domains,

@@ -1,6 +1,6 @@
 """What drift detection reads from the directory: the links (what was last sent to each M365
 object), what the directory wants now, and which resources have changes still waiting in
-the outbox. Plain SQLAlchemy on a Session the caller gives; ids are read in chunks of 500,
+the outbox. SQLAlchemy Core on a Connection the caller gives; ids are read in chunks of 500,
 so a round's cost follows what changed, not the size of the directory."""
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, select
 
 from models import (
     EventKind,
@@ -28,6 +27,7 @@ from models import (
 from scim_server import mapping as scim_mapping
 from scim_server.sync import mapping
 
+_LINKS = M365Link.__table__
 CHUNK = 500
 # Links the directory manages: created or bound by it, not being created right now.
 MANAGED_STATES = (LinkState.SYNCED, LinkState.PENDING, LinkState.ERROR)
@@ -56,7 +56,8 @@ class Link:
         return self.state in MANAGED_STATES
 
 
-def link_of(row: M365Link) -> Link:
+def link_of(row: Any) -> Link:
+    """A row of the m365_links table as a Link."""
     return Link(
         row.resource_type,
         row.resource_id,
@@ -70,21 +71,21 @@ def link_of(row: M365Link) -> Link:
     )
 
 
-def links_by_object(session: Session, object_ids: Iterable[str]) -> dict[str, Link]:
+def links_by_object(conn: Connection, object_ids: Iterable[str]) -> dict[str, Link]:
     """M365 object id → its link, for the objects bound to a directory resource."""
     out: dict[str, Link] = {}
     for chunk in chunks(object_ids):
-        for row in session.scalars(select(M365Link).where(M365Link.object_id.in_(chunk))):
+        for row in conn.execute(select(_LINKS).where(_LINKS.c.object_id.in_(chunk))):
             out[str(row.object_id)] = link_of(row)
     return out
 
 
-def links_by_resource(session: Session, resource_ids: Iterable[str]) -> dict[str, Link]:
+def links_by_resource(conn: Connection, resource_ids: Iterable[str]) -> dict[str, Link]:
     """Directory id → its link, for the resources bound to an M365 object."""
     out: dict[str, Link] = {}
     for chunk in chunks(resource_ids):
-        for row in session.scalars(
-            select(M365Link).where(
+        for row in conn.execute(
+            select(_LINKS).where(
                 M365Link.resource_type.in_(("User", "Group")),
                 M365Link.resource_id.in_(chunk),
                 M365Link.object_id.is_not(None),
@@ -104,15 +105,15 @@ class Wanted:
 
 
 def users_wanted(
-    session: Session, user_ids: Iterable[str], usage_location: str | None
+    conn: Connection, user_ids: Iterable[str], usage_location: str | None
 ) -> dict[str, Wanted]:
     """The Graph properties each user maps to now (sync.mapping); deleted users are absent."""
     out: dict[str, Wanted] = {}
     for chunk in chunks(user_ids):
-        users = list(session.scalars(select(User).where(User.id.in_(chunk))))
-        values: dict[str, list[UserValue]] = defaultdict(list)
-        for value in session.scalars(
-            select(UserValue)
+        users = conn.execute(select(User.__table__).where(User.id.in_(chunk))).all()
+        values: dict[str, list[Any]] = defaultdict(list)
+        for value in conn.execute(
+            select(UserValue.__table__)
             .where(UserValue.user_id.in_([u.id for u in users]))
             .order_by(UserValue.user_id, UserValue.attr, UserValue.position)
         ):
@@ -127,16 +128,16 @@ def users_wanted(
     return out
 
 
-def all_user_ids(session: Session) -> list[str]:
-    return list(session.scalars(select(User.id).order_by(User.id)))
+def all_user_ids(conn: Connection) -> list[str]:
+    return list(conn.scalars(select(User.id).order_by(User.id)))
 
 
-def groups_wanted(session: Session, group_ids: Iterable[str]) -> dict[str, dict[str, str]]:
+def groups_wanted(conn: Connection, group_ids: Iterable[str]) -> dict[str, dict[str, str]]:
     """{"displayName", "mailNickname"} of each group as the sync sends them; deleted ones
     are absent."""
     out: dict[str, dict[str, str]] = {}
     for chunk in chunks(group_ids):
-        for gid, name, nickname in session.execute(
+        for gid, name, nickname in conn.execute(
             select(Group.id, Group.display_name, Group.mail_nickname).where(Group.id.in_(chunk))
         ):
             out[gid] = {
@@ -146,15 +147,15 @@ def groups_wanted(session: Session, group_ids: Iterable[str]) -> dict[str, dict[
     return out
 
 
-def all_group_ids(session: Session) -> list[str]:
-    return list(session.scalars(select(Group.id).order_by(Group.id)))
+def all_group_ids(conn: Connection) -> list[str]:
+    return list(conn.scalars(select(Group.id).order_by(Group.id)))
 
 
-def members(session: Session, group_ids: Iterable[str]) -> dict[str, list[str]]:
+def members(conn: Connection, group_ids: Iterable[str]) -> dict[str, list[str]]:
     """Directory group id → the directory ids of its members."""
     out: dict[str, list[str]] = defaultdict(list)
     for chunk in chunks(group_ids):
-        for gid, mid in session.execute(
+        for gid, mid in conn.execute(
             select(GroupMember.group_id, GroupMember.member_id).where(
                 GroupMember.group_id.in_(chunk)
             )
@@ -174,7 +175,7 @@ class Pending:
         return key in self.resources
 
 
-def pending(session: Session, keys: Sequence[tuple[str, str]]) -> Pending:
+def pending(conn: Connection, keys: Sequence[tuple[str, str]]) -> Pending:
     found: set[tuple[str, str]] = set()
     passwords: set[str] = set()
     by_type: dict[str, list[str]] = defaultdict(list)
@@ -182,7 +183,7 @@ def pending(session: Session, keys: Sequence[tuple[str, str]]) -> Pending:
         by_type[rtype].append(rid)
     for rtype, ids in by_type.items():
         for chunk in chunks(ids):
-            for rid, event in session.execute(
+            for rid, event in conn.execute(
                 select(OutboxEvent.resource_id, OutboxEvent.event).where(
                     OutboxEvent.resource_type == rtype,
                     OutboxEvent.resource_id.in_(chunk),

@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Engine, select
 
 from models import LinkState, M365Link
+from scim_server.db import begin
 from scim_server.drift import detect, directory
 from scim_server.drift.detect import Kind
 from scim_server.graph.client import GraphClient
@@ -66,7 +66,7 @@ class Plan:
 
 
 def make(
-    session: Session,
+    database: Engine,
     client: GraphClient,
     domains: Sequence[str],
     usage_location: str | None,
@@ -81,12 +81,28 @@ def make(
     # for 30 days, are in deletedItems (directory-deleteditems-list).
     restorable = set(client.deleted_user_ids(pace=pace))
     alive_groups = {str(i["id"]): i for i in groups.items if not detect.removed(i)}
-    links = {(row.resource_type, row.resource_id): row for row in session.scalars(select(M365Link))}
+    # The directory is read once the tenant has been: a short reading transaction.
+    with begin(write=False, engine=database) as conn:
+        return _compare(conn, domains, usage_location, alive_users, restorable, alive_groups)
+
+
+def _compare(
+    conn: Connection,
+    domains: Sequence[str],
+    usage_location: str | None,
+    alive_users: dict[str, dict[str, Any]],
+    restorable: set[str],
+    alive_groups: dict[str, dict[str, Any]],
+) -> Plan:
+    links = {
+        (row.resource_type, row.resource_id): row
+        for row in conn.execute(select(M365Link.__table__))
+    }
     objects = {rid: str(row.object_id) for (_t, rid), row in links.items() if row.object_id}
     scope = tuple(d.lower() for d in domains)
     plan = Plan()
-    for chunk in directory.chunks(directory.all_user_ids(session)):
-        for rid, wanted in directory.users_wanted(session, chunk, usage_location).items():
+    for chunk in directory.chunks(directory.all_user_ids(conn)):
+        for rid, wanted in directory.users_wanted(conn, chunk, usage_location).items():
             upn = str(wanted.properties.get("userPrincipalName") or wanted.user_name)
             if mapping.domain_of(upn) not in scope:
                 continue  # out of scope: not provisioned
@@ -111,10 +127,10 @@ def make(
                             "update", "User", rid, upn, found.attribute, found.m365, found.directory
                         )
                     )
-    group_ids = directory.all_group_ids(session)
+    group_ids = directory.all_group_ids(conn)
     for chunk in directory.chunks(group_ids):
-        wanted_groups = directory.groups_wanted(session, chunk)
-        members = directory.members(session, chunk)
+        wanted_groups = directory.groups_wanted(conn, chunk)
+        members = directory.members(conn, chunk)
         for gid, names in wanted_groups.items():
             name = names["displayName"]
             row = links.get(("Group", gid))

@@ -34,8 +34,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, select
 
 from models import EventKind, EventStatus, LinkState, M365Link, OutboxEvent, PasswordState
 from scim_server import outbox
@@ -66,7 +65,7 @@ def _log(finding: Finding, mode: Mode) -> None:
 
 
 def record(
-    session: Session,
+    conn: Connection,
     link: Link,
     items: dict[str, Any] | None,
     findings: Sequence[Finding],
@@ -79,7 +78,7 @@ def record(
     read: what was compared is stale, and the next round sees the object again.
     `items`: M365's values of the drifted properties, as Graph gave them. The link and the
     event are written by `scim_server.outbox`, which owns their transitions."""
-    row = session.execute(
+    row = conn.execute(
         select(M365Link.object_id, M365Link.updated_at, M365Link.synced)
         .where(
             M365Link.resource_type == link.resource_type,
@@ -91,7 +90,7 @@ def record(
         return False
     for finding in findings:
         _log(finding, mode)
-    state.count(session, "detected", by_kind(findings))
+    state.count(conn, "detected", by_kind(findings))
     fields: dict[str, Any] = {}
     kinds = {f.kind for f in findings}
     queued = by_kind(f for f in findings if f.kind is not Kind.PASSWORD)
@@ -99,7 +98,7 @@ def record(
     if mode is Mode.REPAIR:
         if Kind.PASSWORD in kinds:
             fields["password_state"] = PasswordState.DRIFTED
-            state.count(session, "repaired", {Kind.PASSWORD.value: 1})
+            state.count(conn, "repaired", {Kind.PASSWORD.value: 1})
         if link.resource_type == "User" and Kind.USER_DELETED in kinds:
             event = (EventKind.DRIFT_RESTORE, {"kinds": queued, "object_id": link.object_id})
         else:
@@ -126,7 +125,7 @@ def record(
                     payload["replace_all"] = True
                 event = (EventKind.DRIFT, payload)
     outbox.drift_found(
-        session,
+        conn,
         link.resource_type,
         link.resource_id,
         now=now,
@@ -137,11 +136,11 @@ def record(
     return True
 
 
-def count_delivered(session: Session, resource_type: str, resource_id: str, upto: int) -> None:
+def count_delivered(conn: Connection, resource_type: str, resource_id: str, upto: int) -> None:
     """The drift repairs a delivery carries out, counted as repaired in its transaction (the
     sync store's complete_through, before it marks them done)."""
     repaired: dict[str, int] = {}
-    for (payload,) in session.execute(
+    for (payload,) in conn.execute(
         select(OutboxEvent.payload).where(
             OutboxEvent.resource_type == resource_type,
             OutboxEvent.resource_id == resource_id,
@@ -153,4 +152,4 @@ def count_delivered(session: Session, resource_type: str, resource_id: str, upto
         for kind, n in ((payload or {}).get("kinds") or {}).items():
             repaired[kind] = repaired.get(kind, 0) + int(n)
     if repaired:
-        state.count(session, "repaired", repaired)
+        state.count(conn, "repaired", repaired)

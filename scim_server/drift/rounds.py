@@ -22,9 +22,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Engine
 
 from models import utcnow
+from scim_server.db import begin
 from scim_server.drift import detect, directory, repair, state
 from scim_server.drift.detect import Finding, Kind
 from scim_server.drift.settings import DriftSettings, Mode
@@ -35,7 +36,6 @@ from scim_server.sync.pacer import Pacer
 
 log = logging.getLogger("scim_server.drift")
 
-Sessions = Callable[[], Session]
 Progress = Callable[[str, int], None]  # (what is read, pages so far)
 USER_CHUNK = 500
 GROUP_CHUNK = 100
@@ -82,12 +82,12 @@ def _chunked(items: Sequence[dict[str, Any]], size: int) -> Iterator[Sequence[di
 
 
 class Drift:
-    """Drift rounds for one target. `sessions` makes SQLAlchemy sessions on the directory's
-    database; `clock` gives Unix seconds (the lease and the schedule)."""
+    """Drift rounds for one target, on the directory database's `engine`; `clock` gives
+    Unix seconds (the lease and the schedule)."""
 
     def __init__(
         self,
-        sessions: Sessions,
+        engine: Engine,
         client: GraphClient,
         target: str,
         settings: DriftSettings,
@@ -99,7 +99,7 @@ class Drift:
         sleep: Callable[[float], None] = time.sleep,
         progress: Progress | None = None,
     ) -> None:
-        self.sessions = sessions
+        self.engine = engine
         self.client = client
         self.target = target
         self.settings = settings
@@ -123,7 +123,7 @@ class Drift:
         failed round, too (it is logged)."""
         now = self.clock()
         if not state.try_lease(
-            self.sessions,
+            self.engine,
             self.target,
             self.holder,
             now,
@@ -136,11 +136,11 @@ class Drift:
             result = self.run_round()
         except Stopped:
             # Still due: another worker (or this one restarted) runs it at its next look.
-            state.release(self.sessions, self.target, self.holder)
+            state.release(self.engine, self.target, self.holder)
             raise
         except BaseException:
             state.release(
-                self.sessions, self.target, self.holder, next_round_at=self.clock() + self.interval
+                self.engine, self.target, self.holder, next_round_at=self.clock() + self.interval
             )
             raise
         return result
@@ -155,7 +155,7 @@ class Drift:
                 raise Stopped("stopping")
             self.pacer.acquire(1.0)
             until = self.clock() + self.settings.lease_seconds
-            if not state.renew(self.sessions, self.target, self.holder, until):
+            if not state.renew(self.engine, self.target, self.holder, until):
                 raise LeaseLost(f"the drift lease of {self.target} was taken over")
             self._requests += 1
             pages[0] += 1
@@ -184,7 +184,7 @@ class Drift:
         started = utcnow()
         began = time.monotonic()
         self._requests = 0
-        links = state.links(self.sessions, self.target)
+        links = state.links(self.engine, self.target)
         mode = self.settings.mode
         result = Result(mode)
         users, result.full = self._delta(
@@ -203,7 +203,7 @@ class Drift:
         result.graph_requests = self._requests
         result.seconds = time.monotonic() - began
         state.release(
-            self.sessions,
+            self.engine,
             self.target,
             self.holder,
             next_round_at=self.clock() + self.interval,
@@ -231,14 +231,12 @@ class Drift:
     def _users(
         self, items: Sequence[dict[str, Any]], started: Any, round_id: str, result: Result
     ) -> None:
-        with self.sessions() as session:
-            links = _managed_links(session, "User", items, started)
+        with begin(write=False, engine=self.engine) as conn:
+            links = _managed_links(conn, "User", items, started)
             wanted = directory.users_wanted(
-                session, [lk.resource_id for lk in links.values()], self.usage_location
+                conn, [lk.resource_id for lk in links.values()], self.usage_location
             )
-            pending = directory.pending(
-                session, [("User", lk.resource_id) for lk in links.values()]
-            )
+            pending = directory.pending(conn, [("User", lk.resource_id) for lk in links.values()])
             managers = [
                 m
                 for lk in links.values()
@@ -249,8 +247,7 @@ class Drift:
                 if m
             ]
             objects = {
-                rid: lk.object_id
-                for rid, lk in directory.links_by_resource(session, managers).items()
+                rid: lk.object_id for rid, lk in directory.links_by_resource(conn, managers).items()
             }
         for item in items:
             link = links.get(str(item["id"]))
@@ -291,14 +288,14 @@ class Drift:
         full: bool,
         deleted: set[str],
     ) -> None:
-        with self.sessions() as session:
-            links = _managed_links(session, "Group", items, started)
+        with begin(write=False, engine=self.engine) as conn:
+            links = _managed_links(conn, "Group", items, started)
             rids = [lk.resource_id for lk in links.values()]
-            wanted = directory.groups_wanted(session, rids)
-            pending = directory.pending(session, [("Group", rid) for rid in rids])
-            members = directory.members(session, rids)
+            wanted = directory.groups_wanted(conn, rids)
+            pending = directory.pending(conn, [("Group", rid) for rid in rids])
+            members = directory.members(conn, rids)
             member_links = directory.links_by_resource(
-                session, [m for ms in members.values() for m in ms]
+                conn, [m for ms in members.values() for m in ms]
             )
         for item in items:
             link = links.get(str(item["id"]))
@@ -346,9 +343,9 @@ class Drift:
     ) -> None:
         if not found:
             return
-        with self.sessions() as session, session.begin():
+        with begin(write=True, engine=self.engine) as conn:
             recorded = repair.record(
-                session, link, item, found, self.settings.mode, utcnow(), round_id
+                conn, link, item, found, self.settings.mode, utcnow(), round_id
             )
         if recorded:
             result.findings.extend(found)
@@ -357,12 +354,12 @@ class Drift:
 
 
 def _managed_links(
-    session: Session, resource_type: str, items: Sequence[dict[str, Any]], started: Any
+    conn: Connection, resource_type: str, items: Sequence[dict[str, Any]], started: Any
 ) -> dict[str, Any]:
     """The links, by M365 object id, of the items read that the directory manages; not
     those the sync wrote after the round began, which may be newer than what it read."""
     return {
         oid: link
-        for oid, link in directory.links_by_object(session, [str(i["id"]) for i in items]).items()
+        for oid, link in directory.links_by_object(conn, [str(i["id"]) for i in items]).items()
         if link.resource_type == resource_type and link.managed and link.updated_at < started
     }

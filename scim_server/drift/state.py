@@ -9,23 +9,20 @@ two workers never run a round at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Insert, or_, select, update
+from sqlalchemy import Connection, Engine, Insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, scoped_session
 
 from models import DriftCount, DriftState, utcnow
+from scim_server.db import begin
 
-Sessions = Callable[[], Session]
 
-
-def _insert_ignore(session: Session, table: Any, **values: Any) -> Insert:
-    dialect = session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
+def _insert_ignore(conn: Connection, table: Any, **values: Any) -> Insert:
+    module = postgresql if conn.dialect.name == "postgresql" else sqlite
     return cast(Insert, module.insert(table).values(**values).on_conflict_do_nothing())
 
 
@@ -35,14 +32,14 @@ class Links:
     groups: str | None
 
 
-def ensure(session: Session, target: str, first_due: float) -> None:
+def ensure(conn: Connection, target: str, first_due: float) -> None:
     """The target's row, unless it is there already (one statement, no race). A new row
     is due at `first_due`: a worker that starts runs no round at once."""
-    session.execute(_insert_ignore(session, DriftState, target=target, next_round_at=first_due))
+    conn.execute(_insert_ignore(conn, DriftState, target=target, next_round_at=first_due))
 
 
 def try_lease(
-    sessions: Sessions,
+    engine: Engine,
     target: str,
     holder: str,
     now: float,
@@ -53,8 +50,8 @@ def try_lease(
 ) -> bool:
     """Take the round's lease for `seconds` if it is free (or ours) and, unless `force`,
     the round is due. True when taken."""
-    with sessions() as session, session.begin():
-        ensure(session, target, first_due)
+    with begin(write=True, engine=engine) as conn:
+        ensure(conn, target, first_due)
         free = or_(
             DriftState.locked_until.is_(None),
             DriftState.locked_until < now,
@@ -65,29 +62,23 @@ def try_lease(
             query = query.where(
                 or_(DriftState.next_round_at.is_(None), DriftState.next_round_at <= now)
             )
-        taken = cast(
-            CursorResult[Any],
-            session.execute(query.values(locked_by=holder, locked_until=now + seconds)),
-        )
+        taken = conn.execute(query.values(locked_by=holder, locked_until=now + seconds))
         return bool(taken.rowcount)
 
 
-def renew(sessions: Sessions, target: str, holder: str, until: float) -> bool:
+def renew(engine: Engine, target: str, holder: str, until: float) -> bool:
     """Keep the lease; False if it was lost (it ran out and another worker took it)."""
-    with sessions() as session, session.begin():
-        kept = cast(
-            CursorResult[Any],
-            session.execute(
-                update(DriftState)
-                .where(DriftState.target == target, DriftState.locked_by == holder)
-                .values(locked_until=until)
-            ),
+    with begin(write=True, engine=engine) as conn:
+        kept = conn.execute(
+            update(DriftState)
+            .where(DriftState.target == target, DriftState.locked_by == holder)
+            .values(locked_until=until)
         )
         return bool(kept.rowcount)
 
 
 def release(
-    sessions: Sessions,
+    engine: Engine,
     target: str,
     holder: str,
     *,
@@ -108,38 +99,42 @@ def release(
             last_started_at=started_at,
             last_round=summary,
         )
-    with sessions() as session, session.begin():
-        session.execute(
+    with begin(write=True, engine=engine) as conn:
+        conn.execute(
             update(DriftState)
             .where(DriftState.target == target, DriftState.locked_by == holder)
             .values(**values)
         )
 
 
-def links(sessions: Sessions, target: str) -> Links:
-    with sessions() as session:
-        row = session.get(DriftState, target)
-        return Links(row.users_delta_link, row.groups_delta_link) if row else Links(None, None)
+def links(engine: Engine, target: str) -> Links:
+    with begin(write=False, engine=engine) as conn:
+        row = conn.execute(
+            select(DriftState.users_delta_link, DriftState.groups_delta_link).where(
+                DriftState.target == target
+            )
+        ).first()
+        return Links(row[0], row[1]) if row else Links(None, None)
 
 
-def count(session: Session, column: str, kinds: Mapping[str, int]) -> None:
+def count(conn: Connection, column: str, kinds: Mapping[str, int]) -> None:
     """Add to the `detected` or `repaired` count of each kind, in the caller's transaction.
     An UPDATE of `x = x + n`: two processes adding at once both count."""
     for kind, n in sorted(kinds.items()):
         if not n:
             continue
-        session.execute(_insert_ignore(session, DriftCount, kind=kind, detected=0, repaired=0))
-        session.execute(
+        conn.execute(_insert_ignore(conn, DriftCount, kind=kind, detected=0, repaired=0))
+        conn.execute(
             update(DriftCount)
             .where(DriftCount.kind == kind)
             .values({column: getattr(DriftCount, column) + n})
         )
 
 
-def counts(session: Session | scoped_session[Any]) -> dict[str, dict[str, int]]:
+def counts(conn: Connection) -> dict[str, dict[str, int]]:
     """{"detected": {kind: n}, "repaired": {kind: n}}."""
     out: dict[str, dict[str, int]] = {"detected": {}, "repaired": {}}
-    for kind, detected, repaired in session.execute(
+    for kind, detected, repaired in conn.execute(
         select(DriftCount.kind, DriftCount.detected, DriftCount.repaired).order_by(DriftCount.kind)
     ):
         if detected:
@@ -149,10 +144,17 @@ def counts(session: Session | scoped_session[Any]) -> dict[str, dict[str, int]]:
     return out
 
 
-def rounds(session: Session | scoped_session[Any]) -> list[dict[str, Any]]:
+def rounds(conn: Connection) -> list[dict[str, Any]]:
     """The targets' last rounds, for `sync status`."""
     out = []
-    for row in session.scalars(select(DriftState).order_by(DriftState.target)):
+    for row in conn.execute(
+        select(
+            DriftState.target,
+            DriftState.last_finished_at,
+            DriftState.locked_by,
+            DriftState.last_round,
+        ).order_by(DriftState.target)
+    ):
         out.append(
             {
                 "target": row.target,

@@ -22,6 +22,7 @@ from sqlalchemy import Engine, Insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from models import SyncBudget
+from scim_server.db import begin
 from scim_server.sync.pacer import Pacer
 
 GRANT = 20  # tokens per grant: one $batch's worth
@@ -69,7 +70,7 @@ class DatabaseBudget:
         return sqlite.insert(SyncBudget).values(**values).on_conflict_do_nothing()
 
     def take(self, need: float, want: float) -> tuple[float, float]:
-        with self.engine.begin() as conn:
+        with begin(write=True, engine=self.engine) as conn:
             conn.execute(self._insert())
             row = conn.execute(
                 select(SyncBudget.tokens, SyncBudget.refilled_at, SyncBudget.paused_until)
@@ -95,7 +96,7 @@ class DatabaseBudget:
 
     def pause(self, seconds: float) -> None:
         until = self._clock() + seconds
-        with self.engine.begin() as conn:
+        with begin(write=True, engine=self.engine) as conn:
             conn.execute(self._insert())
             current = conn.execute(
                 select(SyncBudget.paused_until)

@@ -14,7 +14,7 @@ from flask.cli import with_appcontext
 
 from models import utcnow
 from scim_server import preflight
-from scim_server.db import db
+from scim_server.db import begin, db
 from scim_server.dbschema import require_head
 
 
@@ -69,7 +69,8 @@ def status(as_json: bool) -> None:
     from scim_server.sync.status import collect, render
 
     require_head()
-    facts = collect(db.session, retention_days=current_app.config["OUTBOX_RETENTION_DAYS"])
+    with begin(write=False) as conn:
+        facts = collect(conn, retention_days=current_app.config["OUTBOX_RETENTION_DAYS"])
     if as_json:
         click.echo(json.dumps(facts, indent=2))
         return
@@ -93,8 +94,8 @@ def reseal() -> None:
         except sealing.SealBroken:
             return None
 
-    done, broken = outbox.reseal_passwords(db.session, again)
-    db.session.commit()
+    with begin(write=True) as conn:
+        done, broken = outbox.reseal_passwords(conn, again)
     click.echo(f"Re-sealed {done} waiting password(s) under the first key.")
     if broken:
         click.echo(
@@ -117,8 +118,8 @@ def retry(event_id: int | None, all_dead: bool) -> None:
     from scim_server import outbox
 
     require_head()
-    count = outbox.retry_dead(db.session, [] if event_id is None else [event_id], all_dead=all_dead)
-    db.session.commit()
+    with begin(write=True) as conn:
+        count = outbox.retry_dead(conn, [] if event_id is None else [event_id], all_dead=all_dead)
     if not count:
         click.echo("No such dead letter." if event_id is not None else "No dead letters.", err=True)
         sys.exit(1)
@@ -137,8 +138,8 @@ def discard(event_id: int | None, all_dead: bool) -> None:
     if (event_id is None) == (not all_dead):
         raise click.UsageError("Give an event ID or --all-dead.")
     require_head()
-    count = outbox.discard(db.session, [] if event_id is None else [event_id], all_dead=all_dead)
-    db.session.commit()
+    with begin(write=True) as conn:
+        count = outbox.discard(conn, [] if event_id is None else [event_id], all_dead=all_dead)
     if not count:
         click.echo("No such dead letter." if event_id is not None else "No dead letters.", err=True)
         sys.exit(1)
@@ -165,5 +166,6 @@ def prune(days: int | None) -> None:
         if days == 0:
             click.echo("OUTBOX_RETENTION_DAYS is 0: delivered events are kept; pruned 0.")
             return
-    deleted = outbox.prune(db.session, utcnow() - timedelta(days=days))
+    with db.engine.connect() as conn:
+        deleted = outbox.prune(conn, utcnow() - timedelta(days=days))
     click.echo(f"Pruned {deleted} delivered event(s) older than {days} day(s).")

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from models import SyncWorker, utcnow
-from scim_server.outbox import AnySession
 
 RETIRED = "retired"
 STALE_AFTER = timedelta(hours=1)
@@ -46,64 +45,85 @@ def merge(total: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_BEAT = (
+    update(SyncWorker)
+    .where(SyncWorker.id == bindparam("worker_id"))
+    .values(beat_at=bindparam("now"), target=bindparam("to"), counters=bindparam("totals"))
+)
+_INSERT = insert(SyncWorker)
+_ROWS = select(SyncWorker.id, SyncWorker.started_at, SyncWorker.beat_at, SyncWorker.counters).where(
+    SyncWorker.id != RETIRED
+)
+_RETIRED = select(SyncWorker.beat_at, SyncWorker.counters).where(SyncWorker.id == RETIRED)
+_FOLD_INTO_RETIRED = (
+    update(SyncWorker)
+    .where(SyncWorker.id == RETIRED)
+    .values(beat_at=bindparam("now"), counters=bindparam("totals"))
+)
+_DELETE = delete(SyncWorker).where(SyncWorker.id.in_(bindparam("ids", expanding=True)))
+
+
 def beat(
-    session: AnySession,
+    conn: Connection,
     worker_id: str,
     target: str,
     started_at: datetime,
     counters: dict[str, Any],
 ) -> None:
-    """Write this worker's heartbeat and counters (the caller commits)."""
+    """Write this worker's heartbeat and counters, in the caller's transaction."""
     now = utcnow()
-    row = session.get(SyncWorker, worker_id)
-    if row is None:
-        session.add(
-            SyncWorker(
-                id=worker_id,
-                target=target[:64],
-                started_at=started_at,
-                beat_at=now,
-                counters=counters,
-            )
+    params = {"worker_id": worker_id, "now": now, "to": target[:64], "totals": counters}
+    if not conn.execute(_BEAT, params).rowcount:
+        conn.execute(
+            _INSERT,
+            {
+                "id": worker_id,
+                "target": target[:64],
+                "started_at": started_at,
+                "beat_at": now,
+                "counters": counters,
+            },
         )
-    else:
-        row.beat_at = now
-        row.target = target[:64]
-        row.counters = counters
 
 
-def fold(session: AnySession, worker_ids: list[str] | None = None) -> int:
-    """Fold rows into `retired`: those named, else those stale for over STALE_AFTER. Returns
-    how many; the caller commits. Rows are locked first (PostgreSQL): two workers folding at
-    once fold each row once."""
-    query = select(SyncWorker).where(SyncWorker.id != RETIRED)
+def fold(conn: Connection, worker_ids: list[str] | None = None) -> int:
+    """Fold rows into `retired`: those named, else those stale for over STALE_AFTER, in the
+    caller's transaction. Returns how many. Rows are locked first (PostgreSQL): two workers
+    folding at once fold each row once."""
+    postgres = conn.dialect.name == "postgresql"
+    query = _ROWS
     if worker_ids is not None:
         query = query.where(SyncWorker.id.in_(worker_ids))
     else:
         query = query.where(SyncWorker.beat_at < utcnow() - STALE_AFTER)
-    if session.get_bind().dialect.name == "postgresql":
+    if postgres:
         query = query.with_for_update()
-    rows = list(session.scalars(query))
+    rows = conn.execute(query).all()
     if not rows:
         return 0
-    retired = session.get(SyncWorker, RETIRED, with_for_update=True)
-    if retired is None:
-        retired = SyncWorker(
-            id=RETIRED, target=None, started_at=min(r.started_at for r in rows), counters={}
-        )
-        retired.beat_at = max(r.beat_at for r in rows)
-        session.add(retired)
-    total = dict(retired.counters or {})
+    retired = conn.execute(_RETIRED.with_for_update() if postgres else _RETIRED).first()
+    total = dict(retired.counters or {}) if retired is not None else {}
+    newest = max(r.beat_at for r in rows)
     for row in rows:
         total = merge(total, row.counters or {})
-        retired.beat_at = max(retired.beat_at, row.beat_at)
-        session.delete(row)
-    retired.counters = total
-    try:
-        session.flush()
-    except IntegrityError:  # another worker made `retired` meanwhile: fold next time
-        session.rollback()
-        return 0
+    if retired is None:
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    _INSERT,
+                    {
+                        "id": RETIRED,
+                        "target": None,
+                        "started_at": min(r.started_at for r in rows),
+                        "beat_at": newest,
+                        "counters": total,
+                    },
+                )
+        except IntegrityError:  # another worker made `retired` meanwhile: fold next time
+            return 0
+    else:
+        conn.execute(_FOLD_INTO_RETIRED, {"now": max(retired.beat_at, newest), "totals": total})
+    conn.execute(_DELETE, {"ids": [r.id for r in rows]})
     return len(rows)
 
 
@@ -124,13 +144,16 @@ class Summary:
         return max((now - self.newest_beat).total_seconds(), 0.0)
 
 
-def summary(session: AnySession, fresh_within: timedelta) -> Summary:
+_SUMMARY = select(SyncWorker.id, SyncWorker.target, SyncWorker.beat_at, SyncWorker.counters)
+
+
+def summary(conn: Connection, fresh_within: timedelta) -> Summary:
     now = utcnow()
     newest: datetime | None = None
     fresh = 0
     counters: dict[str, Any] = {}
     targets: set[str] = set()
-    for row in session.scalars(select(SyncWorker)):
+    for row in conn.execute(_SUMMARY):
         counters = merge(counters, row.counters or {})
         newest = row.beat_at if newest is None else max(newest, row.beat_at)
         if row.id != RETIRED and now - row.beat_at <= fresh_within:

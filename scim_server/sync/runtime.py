@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from sqlalchemy import Engine as SAEngine
 
 from models import utcnow
 from scim_server import outbox
@@ -179,11 +180,10 @@ class Engine:
         one's, as it stops) into `retired`. A failure is logged: the workers go on."""
         assert self.store is not None and self.started_at is not None
         try:
-            with self.store.transaction() as session:
+            with self.store.transaction() as conn:
                 target = "sandbox" if self.target.sandbox else self.target.settings.tenant_id
-                heartbeat.beat(session, self.worker_id, target, self.started_at, self.counters())
-                session.flush()
-                heartbeat.fold(session, [self.worker_id] if retire else None)
+                heartbeat.beat(conn, self.worker_id, target, self.started_at, self.counters())
+                heartbeat.fold(conn, [self.worker_id] if retire else None)
         except Exception:
             log.exception("sync heartbeat of %s failed", self.worker_id)
 
@@ -199,15 +199,12 @@ class Engine:
         if days <= 0:
             return 0
         before = self.store.clock() - timedelta(days=days)
-        session = self.store.sessions()
         try:
-            deleted = outbox.prune(session, before, stop=self.stop.is_set)
+            with self.store.engine.connect() as conn:
+                deleted = outbox.prune(conn, before, stop=self.stop.is_set)
         except Exception:
             log.exception("outbox prune by %s failed", self.worker_id)
-            session.rollback()
             return 0
-        finally:
-            session.close()
         if deleted:
             log.info("outbox pruned: %d delivered events older than %d days", deleted, days)
         return deleted
@@ -236,7 +233,7 @@ def engine(app: Flask, concurrency: int = 1, name: str | None = None) -> Engine:
     # Graph's write budget is per app and tenant: every worker process shares it (budget).
     budget_key = "sandbox" if where.sandbox else where.settings.tenant_id
     store = Store.of(app)
-    budget = DatabaseBudget(_engine_of(store), budget_key, sync.write_rate)
+    budget = DatabaseBudget(store.engine, budget_key, sync.write_rate)
     pacer = SharedPacer(budget, sync.write_rate)
     prefix = name or heartbeat.process_id()[-60:]  # outbox.locked_by holds 64 characters
     workers = [
@@ -255,12 +252,12 @@ def engine(app: Flask, concurrency: int = 1, name: str | None = None) -> Engine:
     log.warning("%s; provisioning users on %s", where.describe(), ", ".join(found.domains))
     for domain in sorted(found.federated):
         log.warning("%s is federated: its users are synced without passwords", domain)
-    drift = drift_scheduler(_engine_of(store), where, tokens, stats, sync, found.domains, prefix)
+    drift = drift_scheduler(store.engine, where, tokens, stats, sync, found.domains, prefix)
     return Engine(where, workers, app=app, stats=stats, store=store, drift=drift)
 
 
 def drift_scheduler(
-    database: Any,
+    database: SAEngine,
     where: Target,
     tokens: TokenProvider,
     stats: GraphStats,
@@ -269,9 +266,7 @@ def drift_scheduler(
     holder: str,
 ) -> Any:
     """The drift rounds of this process (M365_DRIFT), on their own Graph client and
-    sessions (no app context); None when M365_DRIFT=off."""
-    from sqlalchemy.orm import sessionmaker
-
+    connections (no app context); None when M365_DRIFT=off."""
     from scim_server.drift import settings as drift_settings
     from scim_server.drift.rounds import Drift
     from scim_server.drift.schedule import Scheduler
@@ -280,7 +275,7 @@ def drift_scheduler(
     if settings.mode is drift_settings.Mode.OFF:
         return None
     drift = Drift(
-        sessionmaker(bind=database),
+        database,
         GraphClient(where.settings, tokens=tokens, stats=stats),
         "sandbox" if where.sandbox else where.settings.tenant_id,
         settings,
@@ -289,12 +284,3 @@ def drift_scheduler(
         holder=f"{holder}-drift",
     )
     return Scheduler(drift)
-
-
-def _engine_of(store: Store) -> Any:
-    """The engine the store's sessions are bound to."""
-    session = store.sessions()
-    try:
-        return session.get_bind()
-    finally:
-        session.close()

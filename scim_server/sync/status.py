@@ -6,8 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, scoped_session
+from sqlalchemy import Connection, func, select
 
 from models import EventStatus, LinkState, M365Link, OutboxEvent, utcnow
 from scim_server.graph.settings import from_env as graph_from_env
@@ -23,10 +22,9 @@ LISTED = 10  # dead letters and errors listed, newest first
 OUTBOX_STATES = tuple(EventStatus)
 
 
-def collect(
-    session: Session | scoped_session[Any], retention_days: int | None = None
-) -> dict[str, Any]:
-    """`retention_days`: OUTBOX_RETENTION_DAYS, reported beside the outbox's size."""
+def collect(conn: Connection, retention_days: int | None = None) -> dict[str, Any]:
+    """The facts, read in one transaction (`conn`). `retention_days`:
+    OUTBOX_RETENTION_DAYS, reported beside the outbox's size."""
     settings = graph_from_env()
     if settings is not None:
         target: dict[str, Any] = {"kind": "tenant", "tenant_id": settings.tenant_id}
@@ -35,21 +33,21 @@ def collect(
     else:
         target = {"kind": "none", "tenant_id": None}
     # What the workers that beat lately deliver to, whatever this process's environment says.
-    target["workers"] = list(heartbeat.summary(session, WORKERS_FRESH).targets)
+    target["workers"] = list(heartbeat.summary(conn, WORKERS_FRESH).targets)
     now = utcnow()
     by_status = dict(
-        session.execute(select(OutboxEvent.status, func.count()).group_by(OutboxEvent.status)).all()
+        conn.execute(select(OutboxEvent.status, func.count()).group_by(OutboxEvent.status)).all()
     )
-    waiting = session.scalar(
+    waiting = conn.scalar(
         select(func.count()).where(
             OutboxEvent.status == EventStatus.PENDING, OutboxEvent.locked_until > now
         )
     )
-    oldest = oldest_pending_seconds(session)
+    oldest = oldest_pending_seconds(conn)
     delivered = {}
     for minutes in RATE_WINDOWS_MINUTES:
         since = now - timedelta(minutes=minutes)
-        count = session.scalar(
+        count = conn.scalar(
             select(func.count()).where(
                 OutboxEvent.status == EventStatus.DONE, OutboxEvent.completed_at >= since
             )
@@ -59,14 +57,14 @@ def collect(
             "per_second": (count or 0) / (60 * minutes),
         }
     links: dict[str, dict[str, int]] = {}
-    for rtype, state, count in session.execute(
+    for rtype, state, count in conn.execute(
         select(M365Link.resource_type, M365Link.state, func.count())
         .group_by(M365Link.resource_type, M365Link.state)
         .order_by(M365Link.resource_type, M365Link.state)
     ):
         links.setdefault(rtype, {})[state] = count
     passwords = dict(
-        session.execute(
+        conn.execute(
             select(M365Link.password_state, func.count())
             .where(M365Link.resource_type == "User", M365Link.password_state.is_not(None))
             .group_by(M365Link.password_state)
@@ -75,7 +73,7 @@ def collect(
     )
     dead = [
         {"id": eid, "resource_type": rtype, "resource_id": rid, "error": error}
-        for eid, rtype, rid, error in session.execute(
+        for eid, rtype, rid, error in conn.execute(
             select(
                 OutboxEvent.id,
                 OutboxEvent.resource_type,
@@ -89,7 +87,7 @@ def collect(
     ]
     errors = [
         {"resource_type": rtype, "resource_id": rid, "state": state, "error": error}
-        for rtype, rid, state, error in session.execute(
+        for rtype, rid, state, error in conn.execute(
             select(
                 M365Link.resource_type, M365Link.resource_id, M365Link.state, M365Link.last_error
             )
@@ -107,8 +105,8 @@ def collect(
         drift_mode = None
     drift = {
         "mode": drift_mode,
-        **drift_state.counts(session),
-        "rounds": drift_state.rounds(session),
+        **drift_state.counts(conn),
+        "rounds": drift_state.rounds(conn),
     }
     return {
         "target": target,

@@ -13,11 +13,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Connection, bindparam, or_, select
 
 from models import LinkState, M365Link, OutboxEvent, PasswordState, User, UserValue
 from scim_server import directory, outbox
-from scim_server.db import db
 from scim_server.sync import mapping, store
 
 SELECT = ("id", "userPrincipalName", "mail", "givenName", "surname", "accountEnabled", "userType")
@@ -44,20 +43,50 @@ class Decision:
 
 
 def plan(accounts: Iterable[dict[str, Any]], domains: tuple[str, ...]) -> list[Decision]:
-    """What to do with each account; reads the directory, changes nothing. The reads end
-    their transaction: on SQLite an open one would hold the write lock the writes need."""
+    """What to do with each account; reads the directory (one reading transaction, which
+    ends before the writes begin), changes nothing."""
     out = []
     claimed: dict[str, str] = {}  # directory user id -> the account planned for it
-    with store.transaction():
+    with store.reading() as conn:
         for account in accounts:
-            decision = _decide(account, domains, claimed)
+            decision = _decide(conn, account, domains, claimed)
             if decision.action == "bind" and decision.user_id:
                 claimed[decision.user_id] = str(account["id"])
             out.append(decision)
     return out
 
 
-def _decide(account: dict[str, Any], domains: tuple[str, ...], claimed: dict[str, str]) -> Decision:
+_BOUND_TO = select(M365Link.resource_id).where(M365Link.object_id == bindparam("object_id"))
+_LINKED_OBJECT = select(M365Link.object_id).where(
+    M365Link.resource_type == "User", M365Link.resource_id == bindparam("user_id")
+)
+_USER_EXISTS = select(User.id).where(User.id == bindparam("user_id"))
+_ANY_EVENT = (
+    select(OutboxEvent.id)
+    .where(OutboxEvent.resource_type == "User", OutboxEvent.resource_id == bindparam("user_id"))
+    .limit(1)
+)
+_BY_NAME = (
+    select(User.id)
+    .where(User.user_name_ci.in_(bindparam("names", expanding=True)))
+    .order_by(User.id)
+    .limit(1)
+)
+_BY_EMAIL = (
+    select(UserValue.user_id)
+    .where(
+        UserValue.attr == "emails",
+        UserValue.value_ci.in_(bindparam("names", expanding=True)),
+        or_(UserValue.primary.is_(True), UserValue.type == "work"),
+    )
+    .order_by(UserValue.user_id)
+    .limit(1)
+)
+
+
+def _decide(
+    conn: Connection, account: dict[str, Any], domains: tuple[str, ...], claimed: dict[str, str]
+) -> Decision:
     upn = str(account.get("userPrincipalName") or "")
     if str(account.get("userType") or "Member").lower() == "guest" or "#EXT#" in upn:
         return Decision(account, "skip", reason="a guest account")
@@ -65,19 +94,17 @@ def _decide(account: dict[str, Any], domains: tuple[str, ...], claimed: dict[str
         return Decision(account, "skip", reason="disabled in Microsoft 365")
     if mapping.domain_of(upn) not in domains:
         return Decision(account, "skip", reason="out of scope (not in M365_SYNC_DOMAINS)")
-    bound_to = db.session.scalar(
-        select(M365Link.resource_id).where(M365Link.object_id == str(account["id"]))
-    )
-    if bound_to is not None and _interrupted_create(bound_to):
+    bound_to = conn.scalar(_BOUND_TO, {"object_id": str(account["id"])})
+    if bound_to is not None and _interrupted_create(conn, bound_to):
         return Decision(account, "create", user_id=bound_to)
     if bound_to is not None:
         return Decision(account, "skip", reason=f"already bound to directory user {bound_to}")
-    user_id = _match(upn, account.get("mail"))
+    user_id = _match(conn, upn, account.get("mail"))
     if user_id is None:
         return Decision(account, "create")
-    link = db.session.get(M365Link, ("User", user_id))
-    if (link is not None and link.object_id) or user_id in claimed:
-        other = link.object_id if link is not None and link.object_id else claimed[user_id]
+    linked = conn.scalar(_LINKED_OBJECT, {"user_id": user_id})
+    if linked or user_id in claimed:
+        other = linked or claimed[user_id]
         return Decision(
             account,
             "skip",
@@ -87,39 +114,21 @@ def _decide(account: dict[str, Any], domains: tuple[str, ...], claimed: dict[str
     return Decision(account, "bind", user_id=user_id)
 
 
-def _interrupted_create(user_id: str) -> bool:
+def _interrupted_create(conn: Connection, user_id: str) -> bool:
     """Whether a link is an import's create that stopped between the link and the user (see
     `apply`): its user does not exist and has never had an event. A user deleted in the
     directory also leaves its link until the worker takes the delete, but with that event."""
-    if db.session.get(User, user_id) is not None:
+    if conn.scalar(_USER_EXISTS, {"user_id": user_id}) is not None:
         return False
-    return (
-        db.session.scalar(
-            select(OutboxEvent.id)
-            .where(OutboxEvent.resource_type == "User", OutboxEvent.resource_id == user_id)
-            .limit(1)
-        )
-        is None
-    )
+    return conn.scalar(_ANY_EVENT, {"user_id": user_id}) is None
 
 
-def _match(upn: str, mail: str | None) -> str | None:
+def _match(conn: Connection, upn: str, mail: str | None) -> str | None:
     """The directory user whose userName or primary email is the account's UPN or mail."""
-    names = {n.lower() for n in (upn, mail) if n}
-    found: str | None = db.session.scalar(
-        select(User.id).where(User.user_name_ci.in_(names)).order_by(User.id).limit(1)
-    )
+    names = sorted({n.lower() for n in (upn, mail) if n})
+    found: str | None = conn.scalar(_BY_NAME, {"names": names})
     if found is None:
-        found = db.session.scalar(
-            select(UserValue.user_id)
-            .where(
-                UserValue.attr == "emails",
-                UserValue.value_ci.in_(names),
-                or_(UserValue.primary.is_(True), UserValue.type == "work"),
-            )
-            .order_by(UserValue.user_id)
-            .limit(1)
-        )
+        found = conn.scalar(_BY_EMAIL, {"names": names})
     return found
 
 
@@ -152,15 +161,15 @@ def apply(decision: Decision, bind: bool = True) -> str | None:
         user_id = decision.user_id or directory.new_user_id()
         if not bind:
             if decision.user_id is not None:
-                with store.transaction() as session:  # an interrupted --bind: not bound now
-                    outbox.drop_link(session, "User", user_id)
+                with store.transaction() as conn:  # an interrupted --bind: not bound now
+                    outbox.drop_link(conn, "User", user_id)
             directory.create_user(body, "", user_id=user_id)
             return user_id
         # The account keeps its own password until the user sets the directory's one (an
         # activation email: imported users have none).
-        with store.transaction() as session:
+        with store.transaction() as conn:
             outbox.save_link(
-                session,
+                conn,
                 "User",
                 user_id,
                 object_id=object_id,
@@ -170,8 +179,8 @@ def apply(decision: Decision, bind: bool = True) -> str | None:
         try:
             directory.create_user(body, "", user_id=user_id)
         except Exception:
-            with store.transaction() as session:
-                outbox.drop_link(session, "User", user_id)
+            with store.transaction() as conn:
+                outbox.drop_link(conn, "User", user_id)
             raise
         return user_id
     assert decision.user_id is not None
@@ -183,5 +192,5 @@ def _bind(user_id: str, object_id: str) -> None:
     """Link the account to the directory user and queue the takeover, in one transaction: a
     link without its event would never be delivered, and the next import would skip it as
     bound already."""
-    with store.transaction() as session:
-        outbox.bind(session, user_id, object_id)
+    with store.transaction() as conn:
+        outbox.bind(conn, user_id, object_id)

@@ -74,7 +74,7 @@ class Counters:
 
 class Worker:
     """Delivers the outbox to one Graph target. It needs no Flask app context: `store`
-    opens its own sessions and carries the clock. Given a Flask app instead, the worker
+    opens its own connections and carries the clock. Given a Flask app instead, the worker
     makes that store from the app's engine and takes the app's instance folder (where the
     default encryption key lives) once, here."""
 
@@ -97,7 +97,7 @@ class Worker:
             instance_path = instance_path or store.instance_path
             store = Store.of(store, clock) if clock else Store.of(store)
         elif clock is not None:
-            store = Store(store.sessions, clock)
+            store = Store(store.engine, clock)
         if instance_path is None:
             raise ValueError("the worker needs the instance folder (the encryption key file)")
         self.store = store
