@@ -1,36 +1,34 @@
-"""The SQLAlchemy handle, and what SQLite needs to serve concurrent writers well."""
+"""The data layer: the SQLAlchemy handle, `begin`, and what SQLite needs to serve
+concurrent writers well.
+
+Every table is reached one way: SQLAlchemy Core statements (on the tables that models/
+declares) executed on a connection that `begin` opens, one transaction per change. The
+statements that run on every request are built once, at import, with bound parameters, so
+SQLAlchemy compiles each once per process. There is no ORM unit of work: the server reads
+rows and writes statements, and nothing holds a second connection while it holds the
+first, so no thread can wait on its own write lock.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import fcntl
-import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
-from flask import has_request_context, request
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry, Pool
 
 from models import Base
 
 db = SQLAlchemy(model_class=Base)
 
-# Set while the sync worker's thread runs a transaction that only reads (sync.store): on
-# SQLite it begins deferred instead of queueing for the write lock. A context variable, so
-# each thread says it for itself, with or without a Flask app context.
-read_phase: contextvars.ContextVar[bool] = contextvars.ContextVar("read_phase", default=False)
-
-READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 LOCK_KEY = "scim_write_lock"
 # SQLite copies the WAL back into the database file (a checkpoint: page writes and two
 # fsyncs) inside the COMMIT that takes the WAL past wal_autocheckpoint pages, so with the
@@ -42,13 +40,6 @@ CHECKPOINT_EVERY = 64
 WAL_BACKSTOP_PAGES = 10000  # 40 MiB: a Bulk request of thousands of users
 PATH_KEY = "scim_sqlite_path"
 _writes = 0
-
-
-def is_write_request() -> bool:
-    """Whether the current request may change the directory. POST /.search only reads: it is
-    a POST to keep the filter out of URLs (RFC 7644 §3.4.3)."""
-    is_search = request.method == "POST" and request.path.rstrip("/").endswith("/.search")
-    return request.method not in READ_METHODS and not is_search
 
 
 def _is_sqlite(dbapi_connection: Any) -> bool:
@@ -97,13 +88,9 @@ def _sqlite_begin(conn: Connection) -> None:
     """
     if conn.dialect.name != "sqlite":
         return
-    # `begin` says what the transaction does. A transaction that does not say may write.
-    mode = conn.get_execution_options().get(MODE)
-    if mode is None:
-        reading = read_phase.get()
-        writing = not reading and (not has_request_context() or is_write_request())
-    else:
-        writing = mode == "write"
+    # `begin` says what the transaction does; one that does not say (a test's session) may
+    # write.
+    writing = conn.get_execution_options().get(MODE) != "read"
     pooled = conn.connection
     if writing:
         fd = pooled.info.get(LOCK_KEY)
@@ -217,162 +204,3 @@ def _close_lock(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
     fd = record.info.pop(LOCK_KEY, None)
     if fd is not None:
         os.close(fd)  # closing the descriptor also releases its lock
-
-
-# ---------------------------------------------------------------- hand-written SQL
-#
-# The hot paths (GET, filter, create and PATCH of users, and token lookups) run a handful of
-# short, fixed statements. Through the ORM session each costs 100-300 µs of Python (session
-# and transaction bookkeeping, cache keys, result processing) against a few µs in SQLite
-# itself, so they run here instead: hand-written SQL on the DBAPI connection, with `?`
-# placeholders (rewritten to `%s` for psycopg). The transaction rules stay those above:
-# on SQLite a writer takes the flock() and BEGIN IMMEDIATE, a reader a deferred BEGIN.
-
-
-def _sqlite_datetime(moment: datetime | None) -> str | None:
-    """SQLAlchemy's storage format for DateTime on SQLite (always six fraction digits), so
-    rows written here and through the ORM compare and sort alike."""
-    if moment is None:
-        return None
-    return moment.isoformat(" ", "microseconds")
-
-
-def read_datetime(value: Any) -> Any:
-    """A DateTime column read by hand: SQLite returns the text _sqlite_datetime wrote."""
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
-
-
-class Tx:
-    """A transaction on one DBAPI connection. Statements are written with `?` placeholders.
-
-    `timestamp` and `json` convert parameters that the driver does not map itself: SQLite
-    keeps datetimes as text (and booleans as integers: readers convert what they read).
-    """
-
-    __slots__ = ("_sql", "connection", "dbapi", "rollback_only", "sqlite", "writing")
-
-    def __init__(self, dbapi_connection: Any, sqlite: bool, dbapi: Any, writing: bool) -> None:
-        self.connection = dbapi_connection
-        self.sqlite = sqlite
-        self.dbapi = dbapi
-        self.writing = writing
-        # Set when a write transaction turned out to have nothing to keep: no COMMIT.
-        self.rollback_only = False
-        self._sql: dict[str, str] = _SQL_SQLITE if sqlite else _SQL_PG
-
-    def _text(self, sql: str) -> str:
-        text = self._sql.get(sql)
-        if text is None:
-            text = self._sql[sql] = sql if self.sqlite else sql.replace("?", "%s")
-        return text
-
-    def _run(self, sql: str, params: Sequence[Any], many: bool = False) -> Any:
-        cursor = self.connection.cursor()
-        try:
-            if many:
-                cursor.executemany(self._text(sql), params)
-            else:
-                cursor.execute(self._text(sql), params)
-        except self.dbapi.Error as exc:
-            # The ORM's exception classes, so the handlers for IntegrityError (409) and
-            # DataError (400) apply here too.
-            raise DBAPIError.instance(sql, params, exc, self.dbapi.Error) from exc
-        return cursor
-
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        return list(self._run(sql, params).fetchall())
-
-    def first(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self._run(sql, params).fetchone()
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Run a write; returns the number of rows it changed."""
-        return int(self._run(sql, params).rowcount)
-
-    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
-        self._run(sql, params, many=True)
-
-    def timestamp(self, moment: datetime | None) -> Any:
-        return _sqlite_datetime(moment) if self.sqlite else moment
-
-    def json(self, value: Any) -> Any:
-        if self.sqlite:
-            return json.dumps(value)  # as SQLAlchemy's JSON type stores it
-        from psycopg.types.json import Json
-
-        return Json(value)
-
-
-_SQL_SQLITE: dict[str, str] = {}
-_SQL_PG: dict[str, str] = {}
-
-
-def session_tx(session: Any = None) -> Tx:
-    """The current transaction of `session` (by default the app's) as a Tx: hand-written
-    reads beside ORM queries, in the same snapshot."""
-    connection = (session or db.session).connection()
-    dialect = connection.dialect
-    fairy = connection.connection
-    return Tx(fairy.dbapi_connection, dialect.name == "sqlite", dialect.loaded_dbapi, False)
-
-
-@contextmanager
-def connection() -> Iterator[Any]:
-    """A pooled connection kept for several transactions in a row (a read, then a write):
-    one check-out and check-in instead of one per transaction. Pass it to `transaction`."""
-    fairy = db.engine.raw_connection()
-    try:
-        yield fairy
-    finally:
-        fairy.close()
-
-
-@contextmanager
-def transaction(write: bool, on: Any = None) -> Iterator[Tx]:
-    """One transaction on a pooled connection, without the ORM session; commits a write when
-    the block ends normally, rolls back otherwise (and after every read). It runs on `on`, a
-    connection from `connection()`, or else on one checked out for it alone.
-
-    A request must not write through this and the session at once: on SQLite both would
-    queue on the write lock.
-    """
-    engine = db.engine
-    dialect = engine.dialect
-    sqlite = dialect.name == "sqlite"
-    if write and sqlite and db.session.registry.has() and db.session().in_transaction():
-        # The session may hold the write lock (a write request's session transactions take
-        # it, and outside requests every one does): waiting for the lock here would wait for
-        # ourselves for ever, so fail loudly instead.
-        raise RuntimeError("A session transaction is open; end it before db.transaction.")
-    fairy = on if on is not None else engine.raw_connection()
-    raw: Any = fairy.dbapi_connection
-    try:
-        if sqlite:
-            if write:
-                fd = fairy.info.get(LOCK_KEY)
-                if fd is not None and not fairy.info.get("locked"):
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                    fairy.info["locked"] = True  # released after COMMIT, else at check-in
-            raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-        tx = Tx(raw, sqlite, dialect.loaded_dbapi, write)
-        yield tx
-        if write and not tx.rollback_only:
-            try:
-                raw.commit()
-            except dialect.loaded_dbapi.Error as exc:
-                raise DBAPIError.instance("COMMIT", (), exc, dialect.loaded_dbapi.Error) from exc
-        else:
-            raw.rollback()
-        if sqlite and write:
-            # Now, not at check-in: the next writer need not wait for the pool's bookkeeping.
-            release_write_lock(raw, fairy.info)
-    except BaseException:
-        if on is not None:
-            # The connection outlives this transaction: end it now, as check-in would.
-            with contextlib.suppress(dialect.loaded_dbapi.Error):
-                raw.rollback()
-            release_write_lock(raw, fairy.info)
-        raise
-    finally:
-        if on is None:
-            fairy.close()  # back to the pool, which rolls back whatever is still open
