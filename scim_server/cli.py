@@ -336,11 +336,9 @@ def set_temp_password(user: str) -> None:
     The directory keeps its hash; the sync worker pushes it to the bound M365 account, which
     must change it at its next sign-in."""
     from scim_server import directory, passwords
-    from scim_server.db import db
 
     require_head()
     user_id = directory.find_user_id(user)
-    db.session.remove()  # MERGE: goes once find_user_id reads through db.begin (users-core)
     if user_id is None:
         click.echo(f"No user {user!r}.", err=True)
         sys.exit(1)
@@ -688,11 +686,10 @@ def m365_unbind(user: str, suspend: bool) -> None:
     """Release USER's M365 account (id or userName): the directory stops managing it."""
     from models import EventKind
     from scim_server import directory, outbox
-    from scim_server.db import begin, db
+    from scim_server.db import begin
 
     require_head()
     user_id = directory.find_user_id(user)
-    db.session.remove()  # MERGE: goes once find_user_id reads through db.begin (users-core)
     if user_id is None:
         click.echo(f"No user {user!r}.", err=True)
         sys.exit(1)

@@ -56,7 +56,7 @@ from models import (
     User,
     utcnow,
 )
-from scim_server.db import Tx, begin
+from scim_server.db import begin
 
 Clock = Callable[[], datetime]
 log = logging.getLogger("scim_server.sync")
@@ -278,42 +278,6 @@ _MARK_PASSWORD_PENDING = (
     .where(M365Link.resource_type == "User", M365Link.resource_id == bindparam("user_id"))
     .values(password_state=PasswordState.PENDING)
 )
-
-
-def record_sql(
-    tx: Tx,
-    resource_type: str,
-    resource_id: str,
-    event: str,
-    payload: Mapping[str, Any],
-    *,
-    request_id: str | None = None,
-) -> None:
-    """`record` for the writes that run hand-written SQL (db.transaction)."""
-    checked = check_payload(resource_type, event, payload)
-    tx.execute(
-        "INSERT INTO outbox (resource_type, resource_id, event, payload, status, attempts,"
-        " created_at, request_id) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
-        (
-            resource_type,
-            resource_id,
-            EventKind(event).value,
-            tx.json(checked),
-            PENDING.value,
-            tx.timestamp(utcnow()),
-            request_id or current_request_id(),
-        ),
-    )
-
-
-def queue_password_sql(tx: Tx, user_id: str, payload: PasswordPayload) -> None:
-    """Queue a sealed password for M365, and say so at once in the user's sync state, if the
-    sync has seen the user (a user it has not seen shows no sync state yet)."""
-    record_sql(tx, "User", user_id, EventKind.PASSWORD, payload)
-    tx.execute(
-        "UPDATE m365_links SET password_state = ? WHERE resource_type = 'User' AND resource_id = ?",
-        (PasswordState.PENDING.value, user_id),
-    )
 
 
 def bind(conn: Connection, user_id: str, object_id: str, *, now: datetime | None = None) -> None:
