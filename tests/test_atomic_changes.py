@@ -23,11 +23,12 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import insert, select, update
 
-from models import utcnow
+from models import ActivationToken, M365Link, OutboxEvent, User, utcnow
 from scim_server import activation, directory, sealing
 from scim_server.auth import hash_token
-from scim_server.db import db, transaction
+from scim_server.db import begin, db
 from scim_server.portal import accounts
 from tests.conftest import ScimClient
 from tests.graph_emulator import RunningEmulator, graph_env
@@ -59,25 +60,29 @@ def _seed(emulator: RunningEmulator, app: Flask) -> set[str]:
 
 
 def _bound_count() -> int:
-    # A reading transaction without the ORM session: on SQLite it waits for no write lock.
-    with transaction(write=False) as tx:
-        return int(tx.first("SELECT count(*) FROM m365_links WHERE object_id IS NOT NULL")[0])
+    # A reading transaction: on SQLite it waits for no write lock.
+    with begin(write=False) as conn:
+        return len(
+            conn.execute(select(M365Link.resource_id).where(M365Link.object_id.is_not(None))).all()
+        )
 
 
 def _state(app: Flask) -> tuple[dict[str, str], set[str], dict[str, list[str]]]:
     """(user id -> object id of its link, the users, user id -> its bound/created events)."""
-    with app.app_context(), transaction(write=False) as tx:
+    with app.app_context(), begin(write=False) as conn:
         links = dict(
-            tx.rows(
-                "SELECT resource_id, object_id FROM m365_links"
-                " WHERE resource_type = 'User' AND object_id IS NOT NULL"
+            conn.execute(
+                select(M365Link.resource_id, M365Link.object_id).where(
+                    M365Link.resource_type == "User", M365Link.object_id.is_not(None)
+                )
             )
         )
-        users = {r[0] for r in tx.rows("SELECT id FROM users")}
+        users = set(conn.execute(select(User.id)).scalars())
         events: dict[str, list[str]] = {}
-        for rid, event in tx.rows(
-            "SELECT resource_id, event FROM outbox WHERE resource_type = 'User'"
-            " AND event IN ('bound', 'created') ORDER BY id"
+        for rid, event in conn.execute(
+            select(OutboxEvent.resource_id, OutboxEvent.event)
+            .where(OutboxEvent.resource_type == "User", OutboxEvent.event.in_(("bound", "created")))
+            .order_by(OutboxEvent.id)
         ):
             events.setdefault(rid, []).append(event)
     return links, users, events
@@ -156,21 +161,28 @@ def test_an_import_killed_at_random_points_loses_no_event_and_finishes_on_rerun(
 
 
 def _events(app: Flask, user_id: str) -> list[tuple[str, dict[str, object]]]:
-    with app.app_context(), transaction(write=False) as tx:
+    with app.app_context(), begin(write=False) as conn:
         return [
             (e, p if isinstance(p, dict) else json.loads(p))
-            for e, p in tx.rows(
-                "SELECT event, payload FROM outbox WHERE resource_id = ? ORDER BY id", (user_id,)
+            for e, p in conn.execute(
+                select(OutboxEvent.event, OutboxEvent.payload)
+                .where(OutboxEvent.resource_id == user_id)
+                .order_by(OutboxEvent.id)
             )
         ]
 
 
 def _bind(app: Flask, user_id: str, object_id: str = "obj-1", state: str = "synced") -> None:
-    with app.app_context(), transaction(write=True) as tx:
-        tx.execute(
-            "INSERT INTO m365_links (resource_type, resource_id, object_id, state,"
-            " password_state, updated_at) VALUES ('User', ?, ?, ?, 'synced', ?)",
-            (user_id, object_id, state, tx.timestamp(utcnow())),
+    with app.app_context(), begin(write=True) as conn:
+        conn.execute(
+            insert(M365Link).values(
+                resource_type="User",
+                resource_id=user_id,
+                object_id=object_id,
+                state=state,
+                password_state="synced",
+                updated_at=utcnow(),
+            )
         )
 
 
@@ -184,9 +196,9 @@ def test_a_sign_in_queues_no_check_for_an_account_unbound_meanwhile(
 
     def unbind_meanwhile(instance_path: str, secret: str) -> str:
         # Between the sign-in's read of the link and its write: the worker releases it.
-        with transaction(write=True) as tx:
-            tx.execute(
-                "UPDATE m365_links SET state = 'unbound' WHERE resource_id = ?", (user["id"],)
+        with begin(write=True) as conn:
+            conn.execute(
+                update(M365Link).where(M365Link.resource_id == user["id"]).values(state="unbound")
             )
         return seal(instance_path, secret)
 
@@ -198,8 +210,10 @@ def test_a_sign_in_queues_no_check_for_an_account_unbound_meanwhile(
     assert len(_events(app, user["id"])) == before  # no check for an account gone
 
     monkeypatch.setattr(sealing, "seal", seal)
-    with app.app_context(), transaction(write=True) as tx:
-        tx.execute("UPDATE m365_links SET state = 'synced' WHERE resource_id = ?", (user["id"],))
+    with app.app_context(), begin(write=True) as conn:
+        conn.execute(
+            update(M365Link).where(M365Link.resource_id == user["id"]).values(state="synced")
+        )
     with app.test_request_context():
         outcome = accounts.sign_in("signer@example.com", "Portal-Pass-42!", "10.0.0.9")
     assert isinstance(outcome, accounts.SignedIn) and outcome.status.check_queued
@@ -211,26 +225,25 @@ def test_an_activation_spent_meanwhile_rolls_the_password_back_with_its_events(
 ) -> None:
     user = scim.user("hire@example.com")
     token = "a-test-activation-token"
-    with app.app_context(), transaction(write=True) as tx:
-        tx.execute(
-            "INSERT INTO activation_tokens (token_hash, user_id, created_at, expires_at)"
-            " VALUES (?, ?, ?, ?)",
-            (
-                hash_token(token),
-                user["id"],
-                tx.timestamp(utcnow()),
-                tx.timestamp(utcnow() + timedelta(hours=1)),
-            ),
+    with app.app_context(), begin(write=True) as conn:
+        conn.execute(
+            insert(ActivationToken).values(
+                token_hash=hash_token(token),
+                user_id=user["id"],
+                created_at=utcnow(),
+                expires_at=utcnow() + timedelta(hours=1),
+            )
         )
     before = _events(app, user["id"])
     seal = sealing.seal
 
     def spent_meanwhile(instance_path: str, secret: str) -> str:
         # After the link was checked, before the password is written: another tab used it.
-        with transaction(write=True) as tx:
-            tx.execute(
-                "UPDATE activation_tokens SET spent_at = expires_at WHERE user_id = ?",
-                (user["id"],),
+        with begin(write=True) as conn:
+            conn.execute(
+                update(ActivationToken)
+                .where(ActivationToken.user_id == user["id"])
+                .values(spent_at=ActivationToken.expires_at)
             )
         return seal(instance_path, secret)
 
@@ -238,17 +251,23 @@ def test_an_activation_spent_meanwhile_rolls_the_password_back_with_its_events(
     with app.test_request_context(), pytest.raises(activation.LinkInvalid):
         activation.redeem(token, "Chosen-Pass-42!", "Chosen-Pass-42!")
     assert _events(app, user["id"]) == before  # neither password_set nor password queued
-    with app.app_context(), transaction(write=False) as tx:
-        assert tx.first("SELECT password_hash FROM users WHERE id = ?", (user["id"],))[0] is None
+    with app.app_context(), begin(write=False) as conn:
+        found = conn.execute(select(User.password_hash).where(User.id == user["id"])).scalar()
+        assert found is None
 
 
 def _orphan_link(app: Flask, user_id: str, object_id: str) -> None:
     """What a create killed between its link and its user leaves behind."""
-    with app.app_context(), transaction(write=True) as tx:
-        tx.execute(
-            "INSERT INTO m365_links (resource_type, resource_id, object_id, state,"
-            " password_state, updated_at) VALUES ('User', ?, ?, 'pending', 'none', ?)",
-            (user_id, object_id, tx.timestamp(utcnow())),
+    with app.app_context(), begin(write=True) as conn:
+        conn.execute(
+            insert(M365Link).values(
+                resource_type="User",
+                resource_id=user_id,
+                object_id=object_id,
+                state="pending",
+                password_state="none",
+                updated_at=utcnow(),
+            )
         )
 
 
@@ -292,8 +311,9 @@ def test_a_bind_whose_event_fails_leaves_no_link(
     monkeypatch.setattr(takeover.outbox, "record", fails_after_the_link)
     failed = app.test_cli_runner().invoke(args=["m365", "import", "--bind", "--yes"])
     assert isinstance(failed.exception, RuntimeError)
-    with app.app_context(), transaction(write=False) as tx:
-        assert tx.rows("SELECT resource_id FROM m365_links") == []  # rolled back with it
+    with app.app_context(), begin(write=False) as conn:
+        # Rolled back with it.
+        assert conn.execute(select(M365Link.resource_id)).all() == []
     monkeypatch.setattr(takeover.outbox, "record", record)
     done = app.test_cli_runner().invoke(args=["m365", "import", "--bind", "--yes"])
     assert done.exit_code == 0, done.output
