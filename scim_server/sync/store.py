@@ -172,6 +172,8 @@ class Store:
         """Directory id → M365 object id, for the resources bound to one."""
         out: dict[str, str] = {}
         ids = list(dict.fromkeys(resource_ids))
+        if not ids:
+            return out  # no transaction at all
         with self.reading() as conn:
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
