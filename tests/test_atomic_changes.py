@@ -75,7 +75,7 @@ def _state(app: Flask) -> tuple[dict[str, str], set[str], dict[str, list[str]]]:
                 select(M365Link.resource_id, M365Link.object_id).where(
                     M365Link.resource_type == "User", M365Link.object_id.is_not(None)
                 )
-            )
+            ).all()
         )
         users = set(conn.execute(select(User.id)).scalars())
         events: dict[str, list[str]] = {}
