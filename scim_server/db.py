@@ -88,10 +88,10 @@ def _sqlite_begin(conn: Connection) -> None:
     """
     if conn.dialect.name != "sqlite":
         return
-    # `begin` says what the transaction does; one that does not say (a test's session) may
-    # write.
-    writing = conn.get_execution_options().get(MODE) != "read"
     pooled = conn.connection
+    # `begin` says what the transaction does; one that does not say (a test's session, a
+    # migration) may write.
+    writing = pooled.info.pop(MODE, "write") != "read"
     if writing:
         fd = pooled.info.get(LOCK_KEY)
         if fd is not None and not pooled.info.get("locked"):
@@ -102,7 +102,7 @@ def _sqlite_begin(conn: Connection) -> None:
     pooled.dbapi_connection.execute("BEGIN IMMEDIATE" if writing else "BEGIN")  # type: ignore[union-attr]
 
 
-MODE = "scim_transaction"  # the execution option by which `begin` tells _sqlite_begin
+MODE = "scim_transaction"  # how `begin` tells _sqlite_begin, in the pooled connection's info
 
 
 @contextmanager
@@ -117,20 +117,18 @@ def begin(
     write: one check-out from the pool), or else on one of `engine`'s (by default the app's)
     checked out for it alone.
     """
-    if on is None:
-        engine = engine if engine is not None else db.engine
-        with engine.connect() as conn, begin(write=write, on=conn) as same:
-            yield same
-        return
-    on.execution_options(**{MODE: "write" if write else "read"})
+    conn = on if on is not None else (engine if engine is not None else db.engine).connect()
+    pooled = conn.connection
+    pooled.info[MODE] = "write" if write else "read"
     try:
-        with on.begin():
-            yield on
+        with conn.begin():
+            yield conn
     finally:
         # Now, not at check-in: the next writer need not wait for the pool's bookkeeping,
         # and a connection kept for another transaction does not hold the lock meanwhile.
-        pooled = on.connection
         release_write_lock(pooled.dbapi_connection, pooled.info)
+        if on is None:
+            conn.close()
 
 
 @event.listens_for(Pool, "checkin")

@@ -29,11 +29,12 @@ import typing
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict, cast
 
 from flask import g, has_request_context
 from sqlalchemy import (
     Connection,
+    Table,
     and_,
     bindparam,
     delete,
@@ -234,7 +235,7 @@ def current_request_id() -> str | None:
     return found if isinstance(found, str) else None
 
 
-_RECORD = insert(OutboxEvent)
+_RECORD = insert(cast(Table, OutboxEvent.__table__))
 
 
 def record(
@@ -251,18 +252,16 @@ def record(
     checked = check_payload(resource_type, event, payload)
     conn.execute(
         _RECORD,
-        [
-            {
-                "resource_type": resource_type,
-                "resource_id": resource_id,
-                "event": EventKind(event),
-                "payload": checked,
-                "status": PENDING,
-                "attempts": 0,
-                "created_at": utcnow(),
-                "request_id": request_id or current_request_id(),
-            }
-        ],
+        {
+            "resource_type": resource_type,
+            "resource_id": resource_id,
+            "event": EventKind(event),
+            "payload": checked,
+            "status": PENDING,
+            "attempts": 0,
+            "created_at": utcnow(),
+            "request_id": request_id or current_request_id(),
+        },
     )
 
 
