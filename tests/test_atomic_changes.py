@@ -172,7 +172,13 @@ def _events(app: Flask, user_id: str) -> list[tuple[str, dict[str, object]]]:
         ]
 
 
-def _bind(app: Flask, user_id: str, object_id: str = "obj-1", state: str = "synced") -> None:
+def _bind(
+    app: Flask,
+    user_id: str,
+    object_id: str = "obj-1",
+    state: str = "synced",
+    password_state: str = "synced",
+) -> None:
     with app.app_context(), begin(write=True) as conn:
         conn.execute(
             insert(M365Link).values(
@@ -180,7 +186,7 @@ def _bind(app: Flask, user_id: str, object_id: str = "obj-1", state: str = "sync
                 resource_id=user_id,
                 object_id=object_id,
                 state=state,
-                password_state="synced",
+                password_state=password_state,
                 updated_at=utcnow(),
             )
         )
@@ -258,17 +264,7 @@ def test_an_activation_spent_meanwhile_rolls_the_password_back_with_its_events(
 
 def _orphan_link(app: Flask, user_id: str, object_id: str) -> None:
     """What a create killed between its link and its user leaves behind."""
-    with app.app_context(), begin(write=True) as conn:
-        conn.execute(
-            insert(M365Link).values(
-                resource_type="User",
-                resource_id=user_id,
-                object_id=object_id,
-                state="pending",
-                password_state="none",
-                updated_at=utcnow(),
-            )
-        )
+    _bind(app, user_id, object_id, state="pending", password_state="none")
 
 
 def test_an_import_resumes_a_create_interrupted_after_its_link(
