@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from flask import Flask
 
@@ -361,3 +362,22 @@ def test_a_user_is_read_in_one_statement(scim: ScimClient, app: Flask) -> None:
     }
     got = directory_statements(lambda: scim.patch(f"/Users/{user['id']}", patch))
     assert [s.split()[0] for s in got] == ["SELECT", "UPDATE", "INSERT"], got
+
+
+@pytest.mark.parametrize("resource", ["Users", "Groups"])
+@pytest.mark.parametrize("query", ["attributes=displayName", "excludedAttributes=meta"])
+def test_a_create_that_asks_for_attributes_without_meta_still_says_where(
+    scim: ScimClient, resource: str, query: str
+) -> None:
+    """RFC 7644 §3.9 lets a POST ask for some attributes only; `meta` may then be left out
+    of the body, but the 201's Location still names the new resource (it was once a 500)."""
+    schema = "User" if resource == "Users" else "Group"
+    body = {"schemas": [f"urn:ietf:params:scim:schemas:core:2.0:{schema}"], "displayName": "D"}
+    if resource == "Users":
+        body["userName"] = "located"
+    response = scim.post(f"/{resource}?{query}", body)
+    assert response.status_code == 201, response.get_json()
+    doc = response.get_json()
+    assert "meta" not in doc
+    assert response.headers["Location"].endswith(f"/scim/v2/{resource}/{doc['id']}")
+    assert scim.get(response.headers["Location"].split("/scim/v2", 1)[1]).status_code == 200

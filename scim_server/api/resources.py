@@ -65,16 +65,21 @@ def _asks_projection() -> bool:
     return bool(args.get("attributes") or args.get("excludedAttributes"))
 
 
-def _resource_response(doc: dict[str, Any], version: int, status: int = 200) -> Response:
+def _resource_response(
+    doc: dict[str, Any], version: int, created_at: str | None = None
+) -> Response:
+    """200 with the resource, or 201 with its `Location` (`created_at`: the new resource's
+    URL, taken before any projection, which may leave `meta` out)."""
     headers = {"ETag": etag(version)}
-    if status == 201:
-        headers["Location"] = doc["meta"]["location"]
-    return scim_json(doc, status, headers)
+    if created_at is None:
+        return scim_json(doc, 200, headers)
+    headers["Location"] = created_at
+    return scim_json(doc, 201, headers)
 
 
-def _render(kind: Kind, ident: str, status: int = 200) -> Response:
+def _render(kind: Kind, ident: str) -> Response:
     doc, version = kind.get(ident, base_url(), _projection(kind.rtype))
-    return _resource_response(doc, version, status)
+    return _resource_response(doc, version)
 
 
 def _list(kind_names: list[str], params: dict[str, Any]) -> Response:
@@ -172,9 +177,10 @@ def search_all() -> Response:
 def create(resource: str) -> Response:
     kind = KINDS[resource]
     doc, version = kind.create(resource_body(kind, json_body()), base_url())
+    location = doc["meta"]["location"]
     if _asks_projection():
         doc = proj.apply(doc, kind.rtype, _projection(kind.rtype))
-    return _resource_response(doc, version, 201)
+    return _resource_response(doc, version, created_at=location)
 
 
 @bp.get("/<any(Users, Groups):resource>/<ident>")
