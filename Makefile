@@ -17,7 +17,7 @@ run: $(BIN)/scim-server
 	$(BIN)/scim-server serve --sandbox --migrate --host $(HOST) --port $(PORT)
 
 test: $(BIN)/scim-server
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --maxprocesses 4
 
 lint: $(BIN)/scim-server
 	$(BIN)/ruff check .

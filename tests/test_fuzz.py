@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -845,32 +846,94 @@ class Served:
         (every request says Connection: close), or a whole response (by its Content-Length)
         has come. A request the server waits on for ever (a body shorter than it says) gets
         `timeout`; then our side closes, and whatever came is the answer."""
-        chunks: list[bytes] = []
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
-            with contextlib.suppress(OSError):  # it answered (and closed) before reading all
-                sock.sendall(raw)
-            try:
-                while not _whole_response(b"".join(chunks)):
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-            except (ConnectionResetError, TimeoutError):
-                pass
-        data = b"".join(chunks)
-        head, _, body = data.partition(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
-            return None, None, data
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
-        length = headers.get("content-length")
-        if length is not None and length.isdigit():
-            body = body[: int(length)]
-        return int(parts[1]), headers.get("content-type"), body
+        with self.send(raw, timeout) as sock:
+            return answer(sock)
+
+    def send(self, raw: bytes, timeout: float) -> socket.socket:
+        """A fresh connection with `raw` sent on it; reads on it wait `timeout` a chunk."""
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        with contextlib.suppress(OSError):  # it answered (and closed) before reading all
+            sock.sendall(raw)
+        return sock
+
+
+def answer(sock: socket.socket) -> tuple[int | None, str | None, bytes]:
+    """(status, Content-Type, body) of what the server sends on `sock`; None for a status
+    when what came is no HTTP response (or nothing came)."""
+    chunks: list[bytes] = []
+    try:
+        while not _whole_response(b"".join(chunks)):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except (ConnectionResetError, TimeoutError):
+        pass
+    data = b"".join(chunks)
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
+        return None, None, data
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+    length = headers.get("content-length")
+    if length is not None and length.isdigit():
+        body = body[: int(length)]
+    return int(parts[1]), headers.get("content-type"), body
+
+
+class Waiting:
+    """Requests the server must wait on (a body that never comes), each given WAIT seconds
+    to be answered wrongly: what the server says at once about such a request, it says in
+    milliseconds. They wait side by side, at most `limit` at a time (the server must serve
+    the others meanwhile: it does), rather than one after another."""
+
+    WAIT = 0.3
+
+    def __init__(self, served: Served, limit: int = 16) -> None:
+        self.served = served
+        self.limit = limit
+        self.queue: deque[tuple[float, str, bytes, socket.socket]] = deque()
+        self.failures: list[tuple[str, bytes, str]] = []
+
+    def add(self, fault: str, raw: bytes) -> None:
+        sock = self.served.send(raw, timeout=self.WAIT)
+        self.queue.append((time.monotonic() + self.WAIT, fault, raw, sock))
+        while len(self.queue) > self.limit or (self.queue and self.queue[0][0] <= time.monotonic()):
+            self._settle_oldest()
+
+    def settle_all(self) -> None:
+        while self.queue:
+            self._settle_oldest()
+
+    def _settle_oldest(self) -> None:
+        deadline, fault, raw, sock = self.queue.popleft()
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        with sock:
+            sock.settimeout(0.05)  # its time is up: what has come is the answer
+            status, content_type, body = answer(sock)
+        try:
+            judge(fault, status, content_type, body, raw)
+        except AssertionError as failed:
+            self.failures.append((fault, raw[:200], str(failed)))
+
+
+def judge(
+    fault: str, status: int | None, content_type: str | None, body: bytes, raw: bytes
+) -> None:
+    """What the server answered `raw`, a request made wrong by `fault`, must be."""
+    if status is None and fault in INCOMPLETE:
+        return  # nothing to answer yet: a body that never ends is the client's to finish
+    if fault in REACH_FLASK:
+        assert status is not None, (fault, raw[:200], body[:200])
+        check_scim_answer(status, content_type, body, raw.split(b" ", 1)[0].decode("latin-1"))
+    elif status is not None and status < 400:
+        pass  # a lenient parse that Flask then answered: checked below if it is an error
+    else:
+        check_refused_below_flask(status, content_type, body)
 
 
 @pytest.fixture
@@ -1085,26 +1148,24 @@ def test_fuzz_over_a_socket(target: Target, served: Served) -> None:
     """Raw HTTP to `scim-server serve`: what reaches Flask must answer the SCIM way; what the
     HTTP server refuses itself must at least be a 4xx."""
     counted = [0]
+    waiting = Waiting(served)
 
     @examples(2500)
     @given(request=http_request(served.token, target.victims.user, target.user))
     def run(request: tuple[str, bytes]) -> None:
         fault, raw = request
-        incomplete = fault in INCOMPLETE
-        # A request the server must wait on (a body that never comes) is given 0.3 s to be
-        # answered wrongly: what the server says at once about it, it says in milliseconds.
-        status, content_type, body = served.exchange(raw, timeout=0.3 if incomplete else 10)
         counted[0] += 1
-        if status is None and incomplete:
-            return  # nothing to answer yet: a body that never ends is the client's to finish
-        if fault in REACH_FLASK:
-            assert status is not None, (fault, raw[:200], body[:200])
-            check_scim_answer(status, content_type, body, raw.split(b" ", 1)[0].decode("latin-1"))
-        elif status is not None and status < 400:
-            pass  # a lenient parse that Flask then answered: checked below if it is an error
+        if fault in INCOMPLETE:
+            waiting.add(fault, raw)
         else:
-            check_refused_below_flask(status, content_type, body)
+            judge(fault, *served.exchange(raw, timeout=10), raw)
 
-    run()
+    try:
+        run()
+        waiting.settle_all()
+    finally:
+        for *_, sock in waiting.queue:
+            sock.close()
+    assert not waiting.failures, waiting.failures[:5]
     assert counted[0] >= 2500 * SCALE
     target.victims.untouched()
