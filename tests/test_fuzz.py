@@ -1135,8 +1135,11 @@ def http_request(draw: st.DrawFn, token: str, victim: str, sandbox: str) -> tupl
     elif fault == "lowercase-method":
         verb = verb.lower()
     elif fault == "binary":
-        # Ended as a request head is, so that the server has something to answer.
-        return fault, draw(st.binary(min_size=1, max_size=200)) + b"\r\n\r\n"
+        # Ended as a request head is, so that the server has something to answer; not only
+        # line ends, which are no request at all (RFC 9112 §2.2: a server ignores empty lines
+        # before a request line, and may wait for one).
+        noise = st.binary(min_size=1, max_size=200).filter(lambda b: b.strip(b"\r\n") != b"")
+        return fault, draw(noise) + b"\r\n\r\n"
     line = verb + b" " + target + (b" " + version if version else b"")
     if clean and len(line) > MAX_CLEAN_LINE:
         fault = "overlong-target"  # a long filter: over the HTTP server's request-line limit
