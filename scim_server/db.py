@@ -50,7 +50,7 @@ def _is_sqlite(dbapi_connection: Any) -> bool:
 def _sqlite_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
     if not _is_sqlite(dbapi_connection):
         return
-    # The driver's own implicit BEGIN is replaced by the one in _sqlite_begin.
+    # Autocommit while the PRAGMAs below run (journal_mode cannot change in a transaction).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # Foreign keys for ON DELETE CASCADE; WAL so readers run beside the writer.
@@ -74,35 +74,27 @@ def _sqlite_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         record.info[PATH_KEY] = path
         # One descriptor per connection: flock() then queues threads and processes alike.
         record.info[LOCK_KEY] = os.open(path + ".writelock", os.O_RDWR | os.O_CREAT, 0o600)
+    # `begin` says BEGIN itself (_sqlite_begin). A transaction that does not go through it (a
+    # test's session, a tool's engine.begin()) has the driver's own: BEGIN DEFERRED before
+    # its first write, so its writes still commit together or not at all.
+    dbapi_connection.isolation_level = "DEFERRED"
 
 
-@event.listens_for(Engine, "begin")
-def _sqlite_begin(conn: Connection) -> None:
+def _sqlite_begin(pooled: Any, write: bool) -> None:
     """On SQLite a writing transaction takes the write lock when it begins.
 
     A deferred transaction that reads and then writes fails at once with SQLITE_BUSY when
     another writer committed in between, and SQLite's busy handler waits by sleeping and
     polling, which starves writers under load. So writers first queue on an flock() (woken
-    the moment it is free, across the server's processes), then BEGIN IMMEDIATE. Reads stay
-    deferred, so WAL lets them run beside the writer.
+    the moment it is free, across the server's processes), then BEGIN IMMEDIATE. Reads begin
+    deferred: WAL lets them run beside the writer, on one snapshot for all their statements.
     """
-    if conn.dialect.name != "sqlite":
-        return
-    pooled = conn.connection
-    # `begin` says what the transaction does; one that does not say (a test's session, a
-    # migration) may write.
-    writing = pooled.info.pop(MODE, "write") != "read"
-    if writing:
+    if write:
         fd = pooled.info.get(LOCK_KEY)
         if fd is not None and not pooled.info.get("locked"):
             fcntl.flock(fd, fcntl.LOCK_EX)
             pooled.info["locked"] = True
-    # On the driver's connection: a statement through `conn` would cost a second trip
-    # through SQLAlchemy's execution machinery for every transaction.
-    pooled.dbapi_connection.execute("BEGIN IMMEDIATE" if writing else "BEGIN")  # type: ignore[union-attr]
-
-
-MODE = "scim_transaction"  # how `begin` tells _sqlite_begin, in the pooled connection's info
+    pooled.dbapi_connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 @contextmanager
@@ -116,11 +108,17 @@ def begin(
     It runs on `on`, a connection kept for several transactions in a row (a read, then a
     write: one check-out from the pool), or else on one of `engine`'s (by default the app's)
     checked out for it alone.
+
+    SQLite's BEGIN is said here, not in a "begin" event listener: a connection-event
+    listener puts every statement and transaction of the engine on SQLAlchemy's
+    event-dispatching path, which cost 9% of the instructions of a GET and 8% of a create
+    (callgrind; benchmarks/RESULTS.md, "One data layer").
     """
     conn = on if on is not None else (engine if engine is not None else db.engine).connect()
     pooled = conn.connection
-    pooled.info[MODE] = "write" if write else "read"
     try:
+        if conn.dialect.name == "sqlite":
+            _sqlite_begin(pooled, write)
         with conn.begin():
             yield conn
     finally:
@@ -129,12 +127,6 @@ def begin(
         release_write_lock(pooled.dbapi_connection, pooled.info)
         if on is None:
             conn.close()
-
-
-@event.listens_for(Pool, "checkin")
-def _unlock(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-    # The transaction has ended (committed, or rolled back on return to the pool).
-    release_write_lock(dbapi_connection, record.info)
 
 
 def release_write_lock(dbapi_connection: Any, info: dict[Any, Any]) -> None:

@@ -97,3 +97,35 @@ def test_on_sqlite_a_reader_runs_while_a_writer_holds_the_lock(engine: Engine) -
     assert wrote.wait(10)
     second.join()
     assert _keys(engine) == {"test-db:uncommitted", "test-db:queued"}
+
+
+def test_a_read_sees_one_snapshot_for_all_its_statements(engine: Engine) -> None:
+    """On SQLite a reading transaction begins at once (BEGIN, said by `begin` itself), so a
+    commit made between two of its statements is not seen by the second."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL runs READ COMMITTED: each statement sees what was committed")
+    with begin(write=False, engine=engine) as conn:
+        assert _keys(engine) == set()  # another transaction, before the commit below
+        first = set(
+            conn.execute(
+                select(LoginThrottle.key).where(LoginThrottle.key.like("test-db:%"))
+            ).scalars()
+        )
+        with begin(write=True, engine=engine) as other:
+            other.execute(insert(LoginThrottle), [_row("test-db:meanwhile")])
+        second = set(
+            conn.execute(
+                select(LoginThrottle.key).where(LoginThrottle.key.like("test-db:%"))
+            ).scalars()
+        )
+    assert first == second == set()
+    assert _keys(engine) == {"test-db:meanwhile"}
+
+
+def test_a_transaction_outside_begin_still_commits_its_writes_together(engine: Engine) -> None:
+    """A tool's engine.begin() (no `begin`): its writes commit together or not at all."""
+    with pytest.raises(RuntimeError), engine.begin() as conn:
+        conn.execute(insert(LoginThrottle), [_row("test-db:one")])
+        conn.execute(insert(LoginThrottle), [_row("test-db:two")])
+        raise RuntimeError("fails after two writes")
+    assert _keys(engine) == set()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from alembic import context
 from flask import current_app
 
+from scim_server.db import begin
+
 config = context.config
 migrate_ext = current_app.extensions["migrate"]
 target_metadata = migrate_ext.db.metadata
@@ -27,7 +29,9 @@ def run_offline() -> None:
 def run_online() -> None:
     args = dict(migrate_ext.configure_args)
     args.setdefault("process_revision_directives", process_revision_directives)
-    with migrate_ext.db.engine.connect() as connection:
+    # The whole upgrade is one transaction, begun as every writer's is (on SQLite: the write
+    # lock, then BEGIN IMMEDIATE, so the DDL is transactional too); Alembic runs inside it.
+    with migrate_ext.db.engine.connect() as connection, begin(write=True, on=connection):
         context.configure(connection=connection, target_metadata=target_metadata, **args)
         with context.begin_transaction():
             context.run_migrations()
