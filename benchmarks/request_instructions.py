@@ -12,7 +12,7 @@ SQLite directory. The count for N requests minus the count for none, over N, is 
 one request::
 
     .venv/bin/python benchmarks/request_instructions.py [--requests 300]
-        [--scenarios get,filter,patch,create] [--baseline DIR]
+        [--scenarios get,filter,patch,create,page100] [--baseline DIR]
 
 --baseline DIR counts another checkout of the project too (its own DIR/.venv, made with
 `make -C DIR .venv/bin/scim-server`) and prints the change per scenario. Needs valgrind
@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve()
-SCENARIOS = ("get", "filter", "patch", "create")
-USERS = 10
+SCENARIOS = ("get", "filter", "patch", "create", "page100")
+USERS = 100  # page100 reads them all
 CALLGRIND = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
 
 
@@ -123,6 +123,7 @@ def child(scenario: str, count: int) -> None:
             },
         ),
         "create": create,
+        "page100": lambda i: call("GET", "/scim/v2/Users", query="startIndex=1&count=100"),
     }
     # Statement caches, lazy imports: every scenario warms up in every run, so that the run of
     # none differs from the others only by the requests counted.
