@@ -18,6 +18,9 @@ class OutboxEvent(Base):
         # Claim order: oldest pending first; per resource, events are taken in id order.
         Index("ix_outbox_status_id", "status", "id"),
         Index("ix_outbox_resource", "resource_type", "resource_id", "id"),
+        # Retention: a prune's batch is the oldest delivered events, found without walking
+        # every delivered event still kept.
+        Index("ix_outbox_status_completed", "status", "completed_at"),
         CheckConstraint(check("status", EventStatus), name="status"),
         CheckConstraint(check("event", EventKind), name="event"),
     )

@@ -761,7 +761,9 @@ PRUNE_BATCH = 500  # ids per DELETE: each batch is a short transaction of its ow
 _PRUNABLE = (
     select(OutboxEvent.id)
     .where(OutboxEvent.status == DONE, OutboxEvent.completed_at < bindparam("before"))
-    .order_by(OutboxEvent.id)
+    # Oldest first, along ix_outbox_status_completed: a batch reads its own rows, however
+    # many delivered events are kept (by id, a round with nothing to prune read them all).
+    .order_by(OutboxEvent.completed_at)
     .limit(bindparam("batch"))
 )
 # PostgreSQL: pruners skip the rows another has locked (or a worker scrubbing a password).

@@ -48,7 +48,7 @@ def test_readyz_without_any_sync_worker_is_not_ready(app: Flask, client: FlaskCl
     assert body["status"] == "not_ready"
     checks = body["checks"]
     assert checks["database"] == {"ok": True}
-    assert checks["schema"]["ok"] is True and checks["schema"]["head"] == "0009"
+    assert checks["schema"]["ok"] is True and checks["schema"]["head"] == "0010"
     assert checks["sync_worker"]["ok"] is False
     assert checks["sync_worker"]["error"] == "no sync worker has ever written a heartbeat"
     assert checks["outbox"]["ok"] is True
@@ -122,7 +122,7 @@ def test_readyz_is_not_ready_when_the_schema_is_behind(
     response = client.get("/readyz")
     assert response.status_code == 503
     schema = response.get_json()["checks"]["schema"]
-    assert schema == {"ok": False, "current": "0005", "head": "0009"}
+    assert schema == {"ok": False, "current": "0005", "head": "0010"}
 
 
 def test_an_unreachable_database_is_named_only_by_the_error_type(tmp_path: Path) -> None:

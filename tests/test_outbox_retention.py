@@ -100,6 +100,42 @@ def test_prune_deletes_only_old_delivered_events_in_batches(app: Flask, deletes:
         assert outbox.prune(conn, now - timedelta(days=7)) == 0
 
 
+def test_a_prune_batch_takes_the_oldest_delivered_events_along_their_index(app: Flask) -> None:
+    """Oldest completion first, whatever the ids; on SQLite the batch is found through
+    ix_outbox_status_completed, not by walking every delivered event still kept."""
+    now = utcnow()
+    selects: list[tuple[str, Any]] = []
+
+    def listen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT OUTBOX.ID"):
+            selects.append((statement, parameters))
+
+    with app.app_context():
+        # Ids in the opposite order of completion: the last recorded completed first.
+        later = _event("done", now - timedelta(days=9), resource_id="later")
+        oldest = _event("done", now - timedelta(days=10), resource_id="oldest")
+        asked = iter([False, True])  # one batch, then stop
+        with db.engine.connect() as conn:
+            sa.event.listen(conn, "before_cursor_execute", listen)
+            before = now - timedelta(days=7)
+            assert outbox.prune(conn, before, batch=1, stop=lambda: next(asked)) == 1
+            sa.event.remove(conn, "before_cursor_execute", listen)
+            assert len(selects) == 1
+            if conn.dialect.name == "sqlite":
+                statement, parameters = selects[0]
+                plan = " ".join(
+                    str(row[-1])
+                    for row in conn.connection.driver_connection.execute(
+                        f"EXPLAIN QUERY PLAN {statement}", parameters
+                    )
+                )
+                assert "ix_outbox_status_completed" in plan, plan
+                assert "TEMP B-TREE" not in plan, plan  # the index gives the order too
+        db.session.remove()
+    assert set(_states(app)) == {later}
+    assert oldest not in _states(app)
+
+
 def test_prune_skips_rows_another_pruner_holds(app: Flask) -> None:
     """On PostgreSQL (SKIP LOCKED) a second pruner neither waits for the first nor deletes
     the rows it holds; SQLite has one writer at a time, so the case does not arise."""
