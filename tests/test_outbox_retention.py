@@ -123,12 +123,8 @@ def test_a_prune_batch_takes_the_oldest_delivered_events_along_their_index(app: 
             assert len(selects) == 1
             if conn.dialect.name == "sqlite":
                 statement, parameters = selects[0]
-                plan = " ".join(
-                    str(row[-1])
-                    for row in conn.connection.driver_connection.execute(
-                        f"EXPLAIN QUERY PLAN {statement}", parameters
-                    )
-                )
+                rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+                plan = " ".join(str(row[-1]) for row in rows)
                 assert "ix_outbox_status_completed" in plan, plan
                 assert "TEMP B-TREE" not in plan, plan  # the index gives the order too
         db.session.remove()
