@@ -61,15 +61,15 @@ def target(app: Flask, sync: SyncSettings) -> Target:
         return Target(settings, sandbox=False)
     from scim_server.graph.emulator.server import EmulatorServer
     from scim_server.graph.emulator.state import EmulatorOptions
-    from scim_server.graph.emulator.store import StateFile
+    from scim_server.graph.emulator.store import saved_tenant_id
 
     state_file = sandbox_state_file(app)
     options = EmulatorOptions(domains=sandbox_domains(sync), state_file=state_file)
     # The emulator reloads a state file only for the tenant it was saved for: the sandbox
     # takes the saved tenant's id, else each start would begin an empty tenant.
-    saved = StateFile(state_file).load() if state_file.exists() else None
-    if saved and saved.get("tenant_id"):
-        options = replace(options, tenant_id=str(saved["tenant_id"]))
+    saved = saved_tenant_id(state_file)
+    if saved:
+        options = replace(options, tenant_id=saved)
     server = EmulatorServer(options, port=0, use_tls=True).start()
     return Target(from_startup_line(server.info), sandbox=True, emulator=server)
 

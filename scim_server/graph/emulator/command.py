@@ -59,12 +59,11 @@ def graph_emulator(
     from cryptography import x509
 
     from scim_server.graph.emulator.server import EmulatorServer
-    from scim_server.graph.emulator.store import StateFile
+    from scim_server.graph.emulator.store import saved_tenant_id
 
-    if state_file is not None and tenant_id is None and state_file.exists():
+    if state_file is not None and tenant_id is None:
         # A kept tenant comes back under its own id unless --tenant-id says otherwise.
-        saved = StateFile(state_file).load()
-        tenant_id = saved["tenant_id"] if saved else None
+        tenant_id = saved_tenant_id(state_file)
     options = EmulatorOptions(
         domains=list(domains) or ["example.com"],
         federated_domains=list(federated),

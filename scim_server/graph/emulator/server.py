@@ -114,5 +114,6 @@ class EmulatorServer:
         self.server.server_close()
         if self._thread:
             self._thread.join(timeout=5)
+        self.emulator.close()
         if self._tempdir:
             shutil.rmtree(self._tempdir, ignore_errors=True)

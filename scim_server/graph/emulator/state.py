@@ -91,6 +91,13 @@ class Emulator:
                 self.tenant.load(saved)
             self.persist()
 
+    def close(self) -> None:
+        """Release the state file (the server has stopped serving)."""
+        with self.lock:
+            store, self.store = self.store, None
+        if store:
+            store.close()
+
     def now(self) -> float:
         return time.time() + self.clock_offset
 
@@ -110,9 +117,9 @@ class Emulator:
         return [d.id for d in self.tenant.domains.values()]
 
     def persist(self) -> None:
-        if self.store:
-            with self.lock:
-                self.store.save(self.tenant.to_dict())
+        with self.lock:
+            if self.store:
+                self.store.save(self.tenant.take_changes())
 
     def reset(self) -> None:
         with self.lock:

@@ -203,6 +203,40 @@ class Obj:
         return f"#microsoft.graph.{self.kind}"
 
 
+@dataclass(frozen=True)
+class TenantChanges:
+    """What a save of the tenant writes: the objects changed since the last save (live,
+    soft-deleted, or `gone` for good) and the change-log entries added since. `whole`: the
+    tenant entire, replacing whatever was saved (a new tenant, or one reset)."""
+
+    whole: bool
+    tenant_id: str
+    domains: list[dict[str, Any]]
+    seq: int
+    objects: list[dict[str, Any]]
+    deleted: list[dict[str, Any]]
+    gone: list[str]
+    changes: list[tuple[int, str]]
+    group_changes: list[tuple[int, str]]
+    member_changes: list[tuple[int, str, str]]
+
+    @classmethod
+    def everything(cls, data: dict[str, Any]) -> TenantChanges:
+        """The whole of a tenant in the shape of `Tenant.to_dict`."""
+        return cls(
+            whole=True,
+            tenant_id=data["tenant_id"],
+            domains=data.get("domains", []),
+            seq=int(data.get("seq", 0)),
+            objects=data.get("objects", []),
+            deleted=data.get("deleted", []),
+            gone=[],
+            changes=[(int(s), str(i)) for s, i in data.get("changes", [])],
+            group_changes=[(int(s), str(i)) for s, i in data.get("group_changes", [])],
+            member_changes=[(int(s), str(g), str(m)) for s, g, m in data.get("member_changes", [])],
+        )
+
+
 class Tenant:
     def __init__(
         self,
@@ -227,6 +261,11 @@ class Tenant:
         # Live users by lower-cased userPrincipalName: a UPN in a URL (/users/{upn}/…, as
         # sendMail and $ref bindings use) or a sign-in is found without a scan of the tenant.
         self._by_upn: dict[str, str] = {}
+        # Since the last take_changes: the ids of the objects changed, and how long each
+        # change log was. All of it when _whole (nothing was saved yet, or a reset).
+        self._dirty: dict[str, None] = {}  # in the order first changed
+        self._saved_logs = (0, 0, 0)
+        self._whole = True
 
     def clear(self) -> None:
         """An empty tenant (the control endpoint's reset)."""
@@ -237,6 +276,8 @@ class Tenant:
         self.member_changes.clear()
         self._by_upn.clear()
         self.seq = 0
+        self._dirty.clear()
+        self._whole = True
 
     def _index(self, obj: Obj) -> None:
         if obj.kind == "user":
@@ -278,6 +319,7 @@ class Tenant:
         return [o for o in self.objects.values() if o.kind == kind and self._visible(o)]
 
     def _record_change(self, obj: Obj) -> None:
+        self._dirty[obj.id] = None
         self.seq += 1
         if obj.kind == "user":
             self.changes.append((self.seq, obj.id))
@@ -286,6 +328,7 @@ class Tenant:
 
     def _record_members(self, group: Obj, member_ids: Iterable[str]) -> None:
         """A change to these members of `group`: groups/delta reports it in members@delta."""
+        self._dirty[group.id] = None
         for member_id in member_ids:
             self.seq += 1
             self.member_changes.append((self.seq, group.id, member_id))
@@ -421,6 +464,7 @@ class Tenant:
     def revoke_sessions(self, object_id: str) -> None:
         obj = self.find(object_id, "user")
         obj.props["signInSessionsValidFromDateTime"] = _iso(self.clock())
+        self._dirty[obj.id] = None  # not a change delta reports
 
     def delete_object(self, object_id: str) -> None:
         """DELETE a user (soft: into deletedItems) or a security group (hard, not restorable)."""
@@ -677,6 +721,43 @@ class Tenant:
             (int(s), str(g), str(m)) for s, g, m in data.get("member_changes", [])
         ]
         self.seq = int(data["seq"])
+        self._dirty.clear()
+        self._saved_logs = self._log_lengths()
+        self._whole = False
+
+    def _log_lengths(self) -> tuple[int, int, int]:
+        return len(self.changes), len(self.group_changes), len(self.member_changes)
+
+    def take_changes(self) -> TenantChanges:
+        """What changed since the last call (or load): for the state file to save."""
+        if self._whole:
+            changes = TenantChanges.everything(self.to_dict())
+        else:
+            users, groups, members = self._saved_logs
+            live, deleted, gone = [], [], []
+            for object_id in self._dirty:
+                if (obj := self.objects.get(object_id)) is not None:
+                    live.append(asdict(obj))
+                elif (obj := self.deleted.get(object_id)) is not None:
+                    deleted.append(asdict(obj))
+                else:
+                    gone.append(object_id)
+            changes = TenantChanges(
+                whole=False,
+                tenant_id=self.tenant_id,
+                domains=[asdict(d) for d in self.domains.values()],
+                seq=self.seq,
+                objects=live,
+                deleted=deleted,
+                gone=gone,
+                changes=self.changes[users:],
+                group_changes=self.group_changes[groups:],
+                member_changes=self.member_changes[members:],
+            )
+        self._dirty.clear()
+        self._saved_logs = self._log_lengths()
+        self._whole = False
+        return changes
 
 
 def ref_parts(ref: str) -> tuple[str, str]:
@@ -697,4 +778,4 @@ def ref_id(ref: str) -> str:
     return ref_parts(ref)[1]
 
 
-__all__ = ["Domain", "GraphError", "Obj", "SignInFailure", "Tenant", "ref_id"]
+__all__ = ["Domain", "GraphError", "Obj", "SignInFailure", "Tenant", "TenantChanges", "ref_id"]
