@@ -10,6 +10,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from scim_server.graph.emulator.store import StateFile, saved_tenant_id
 from scim_server.graph.emulator.tenant import Domain, Tenant
 from tests.graph_emulator import STRONG_PASSWORD, RunningEmulator, run_emulator
@@ -121,11 +123,13 @@ def test_a_save_holds_only_what_changed_since_the_last() -> None:
     tenant = Tenant(str(uuid.uuid4()), [Domain("example.com")])
     ids = [_user(tenant, f"user{i}") for i in range(50)]
     first = tenant.take_changes()
-    assert first.whole and len(first.objects) == 50 and len(first.changes) == 50
+    assert (
+        first is not None and first.whole and len(first.objects) == 50 and len(first.changes) == 50
+    )
 
     tenant.update_user(ids[7], {"jobTitle": "Buyer"})
     changes = tenant.take_changes()
-    assert not changes.whole
+    assert changes is not None and not changes.whole
     assert [o["id"] for o in changes.objects] == [ids[7]]
     assert changes.objects[0]["props"]["jobTitle"] == "Buyer"
     assert changes.deleted == [] and changes.gone == []
@@ -134,13 +138,18 @@ def test_a_save_holds_only_what_changed_since_the_last() -> None:
     tenant.delete_object(ids[3])
     tenant.purge(ids[3])
     changes = tenant.take_changes()
-    assert changes.objects == [] and changes.deleted == [] and changes.gone == [ids[3]]
+    assert (
+        changes is not None
+        and changes.objects == []
+        and changes.deleted == []
+        and changes.gone == [ids[3]]
+    )
 
-    nothing = tenant.take_changes()
-    assert (nothing.objects, nothing.deleted, nothing.gone, nothing.changes) == ([], [], [], [])
+    assert tenant.take_changes() is None  # nothing since: nothing to write
 
     tenant.clear()
-    assert tenant.take_changes().whole
+    cleared = tenant.take_changes()
+    assert cleared is not None and cleared.whole
 
 
 def test_a_state_file_of_the_earlier_format_is_converted(tmp_path: Path) -> None:
@@ -178,3 +187,31 @@ def test_a_state_file_of_the_earlier_format_is_converted(tmp_path: Path) -> None
 def test_no_file_no_tenant(tmp_path: Path) -> None:
     assert saved_tenant_id(tmp_path / "absent.sqlite3") is None
     assert not (tmp_path / "absent.sqlite3").exists()
+
+
+def test_after_a_failed_save_the_next_one_writes_the_whole_tenant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scim_server.graph.emulator.state import Emulator, EmulatorOptions
+
+    em = Emulator(EmulatorOptions(state_file=tmp_path / "tenant.sqlite3"))
+    try:
+        assert em.store is not None
+        first = _user(em.tenant, "first")
+        em.persist()
+
+        def disk_full(_changes: Any) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(em.store, "save", disk_full)
+        em.tenant.update_user(first, {"jobTitle": "Lost?"})
+        with pytest.raises(sqlite3.OperationalError):
+            em.persist()
+        monkeypatch.undo()
+
+        _user(em.tenant, "second")
+        em.persist()
+        saved = em.store.load()
+        assert json.loads(json.dumps(saved)) == json.loads(json.dumps(em.tenant.to_dict()))
+    finally:
+        em.close()

@@ -118,8 +118,16 @@ class Emulator:
 
     def persist(self) -> None:
         with self.lock:
-            if self.store:
-                self.store.save(self.tenant.take_changes())
+            if self.store is None:
+                return
+            changes = self.tenant.take_changes()
+            if changes is None:  # nothing to write (a read-only start, a no-op)
+                return
+            try:
+                self.store.save(changes)
+            except BaseException:
+                self.tenant.save_whole_next()  # the file missed these changes: all, next time
+                raise
 
     def reset(self) -> None:
         with self.lock:

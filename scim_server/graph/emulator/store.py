@@ -53,10 +53,11 @@ class StateFile:
             self._conn.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on an error."""
+    def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """BEGIN … COMMIT, or ROLLBACK on an error; IMMEDIATE (the write lock at once) to
+        write."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield self._conn
             except BaseException:
@@ -79,13 +80,13 @@ class StateFile:
         conn.execute("DROP TABLE state")
 
     def tenant_id(self) -> str | None:
-        with self._transaction() as conn:
+        with self._transaction(write=False) as conn:
             row = conn.execute("SELECT value FROM tenant WHERE key = 'tenant_id'").fetchone()
         return json.loads(row[0]) if row else None
 
     def load(self) -> dict[str, Any] | None:
         """The saved tenant, in the shape of `Tenant.to_dict`, or None if nothing was saved."""
-        with self._transaction() as conn:
+        with self._transaction(write=False) as conn:
             meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM tenant")}
             if "tenant_id" not in meta:
                 return None
@@ -109,7 +110,10 @@ class StateFile:
             "changes": logs[_USER],
             "group_changes": logs[_GROUP],
             "member_changes": logs[_MEMBER],
-            "seq": meta.get("seq", 0),
+            # The sequence goes on after the last entry saved, whatever the file says of it.
+            "seq": max(
+                [meta.get("seq", 0), *(entries[-1][0] for entries in logs.values() if entries)]
+            ),
         }
 
     def save(self, changes: TenantChanges) -> None:
@@ -155,7 +159,10 @@ def _write(conn: sqlite3.Connection, changes: TenantChanges) -> None:
                 )
     conn.executemany("DELETE FROM objects WHERE id = ?", [(i,) for i in changes.gone])
     conn.executemany(
-        "INSERT INTO log (seq, kind, object_id, member_id) VALUES (?, ?, ?, ?)",
+        # One emulator at a time keeps a file. A second one started on it while the first runs
+        # (`m365 plan` on the sandbox, beside the worker's) only reads, and saves nothing; if
+        # it wrote, its entries would take the first's numbers: those stay, these are dropped.
+        "INSERT OR IGNORE INTO log (seq, kind, object_id, member_id) VALUES (?, ?, ?, ?)",
         [
             *_log_rows(_USER, changes.changes),
             *_log_rows(_GROUP, changes.group_changes),

@@ -725,13 +725,20 @@ class Tenant:
         self._saved_logs = self._log_lengths()
         self._whole = False
 
+    def save_whole_next(self) -> None:
+        """The last changes taken were not saved: the next take is the whole tenant."""
+        self._whole = True
+
     def _log_lengths(self) -> tuple[int, int, int]:
         return len(self.changes), len(self.group_changes), len(self.member_changes)
 
-    def take_changes(self) -> TenantChanges:
-        """What changed since the last call (or load): for the state file to save."""
+    def take_changes(self) -> TenantChanges | None:
+        """What changed since the last call (or load), for the state file to save; None if
+        nothing did."""
         if self._whole:
             changes = TenantChanges.everything(self.to_dict())
+        elif not self._dirty and self._saved_logs == self._log_lengths():
+            return None
         else:
             users, groups, members = self._saved_logs
             live, deleted, gone = [], [], []
