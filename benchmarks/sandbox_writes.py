@@ -4,14 +4,16 @@
 
 Each write is a change to one user and the save of the state file that follows it, as the
 emulator does after every write request. For each size the tenant is made on a fresh file,
-then a number of users are updated one at a time; the figure is the median time of one
-update and its save, with the process's CPU time per write beside it::
+then a number of users are updated one at a time; the figures are the median time of one
+update and its save, with the process's CPU time per write beside it, and the median time of
+a lookup by UPN (`GET /users?$filter=userPrincipalName eq '…'`, which the sync sends before
+every create), through the emulator's request dispatch::
 
     .venv/bin/python benchmarks/sandbox_writes.py [--sizes 100,1000,5000] [--writes 200]
         [--baseline DIR]
 
 --baseline DIR runs the same measurement with another checkout of the project (its own
-DIR/.venv, made with `make -C DIR .venv/bin/scim-server`) and prints both side by side.
+DIR/.venv, made with `make -C DIR .venv/bin/scim-server`) and prints its rows below these.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ PASSWORD = "Corr3ct-Horse!"
 def child(sizes: list[int], writes: int) -> None:
     """In the checkout that is the working directory: one JSON line of figures per size."""
     sys.path.insert(0, str(Path.cwd()))
+    from scim_server.graph.emulator.graph_api import GraphRequest, dispatch
     from scim_server.graph.emulator.state import Emulator, EmulatorOptions
 
     for size in sizes:
@@ -64,6 +67,22 @@ def child(sizes: list[int], writes: int) -> None:
                     em.persist()
                 times.append(time.perf_counter() - started)
             cpu = time.process_time() - cpu_start
+            lookups = []
+            for i in range(writes):
+                upn = f"user{i * 7919 % size}@example.com"
+                request = GraphRequest(
+                    "GET",
+                    "/users",
+                    {"$select": "id", "$filter": f"userPrincipalName eq '{upn}'"},
+                    {},
+                    None,
+                    "benchmark",
+                )
+                started = time.perf_counter()
+                response = dispatch(em, request)
+                lookups.append(time.perf_counter() - started)
+                if response.status != 200 or len(response.body["value"]) != 1:
+                    raise SystemExit(f"lookup of {upn}: {response.status} {response.body}")
             close = getattr(em, "close", None)
             if close is not None:  # checkouts before the incremental store had none
                 close()
@@ -73,7 +92,7 @@ def child(sizes: list[int], writes: int) -> None:
                         "size": size,
                         "median_ms": statistics.median(times) * 1000,
                         "cpu_ms": cpu * 1000 / writes,
-                        "file_kib": sum(p.stat().st_size for p in Path(work).iterdir()) / 1024,
+                        "lookup_ms": statistics.median(lookups) * 1000,
                     }
                 ),
                 flush=True,
@@ -115,23 +134,20 @@ def main() -> None:
         return
     here = measure(HERE.parent.parent, sizes, args.writes)
     print(f"# python benchmarks/sandbox_writes.py --sizes {args.sizes} --writes {args.writes}")
-    if args.baseline is None:
-        print("| users | ms per write (median) | CPU ms per write | file KiB |")
-        print("|---:|---:|---:|---:|")
-        for size in sizes:
-            r = here[size]
-            print(f"| {size} | {r['median_ms']:.2f} | {r['cpu_ms']:.2f} | {r['file_kib']:.0f} |")
-        return
-    then = measure(args.baseline.resolve(), sizes, args.writes)
-    print(f"# baseline: {args.baseline}")
-    print("| users | ms per write | CPU ms per write | baseline ms per write | CPU ms per write |")
-    print("|---:|---:|---:|---:|---:|")
-    for size in sizes:
-        r, b = here[size], then[size]
-        print(
-            f"| {size} | {r['median_ms']:.2f} | {r['cpu_ms']:.2f} "
-            f"| {b['median_ms']:.2f} | {b['cpu_ms']:.2f} |"
+    runs = [("this tree", here)]
+    if args.baseline is not None:
+        runs.append(
+            (f"baseline {args.baseline}", measure(args.baseline.resolve(), sizes, args.writes))
         )
+    print("| tree | users | ms per write (median) | CPU ms per write | lookup by UPN ms |")
+    print("|---|---:|---:|---:|---:|")
+    for label, figures in runs:
+        for size in sizes:
+            r = figures[size]
+            print(
+                f"| {label} | {size} | {r['median_ms']:.2f} | {r['cpu_ms']:.2f} "
+                f"| {r['lookup_ms']:.3f} |"
+            )
 
 
 if __name__ == "__main__":

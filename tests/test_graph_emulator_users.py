@@ -268,3 +268,46 @@ def test_domains_list_default_verified_and_authentication_type(
     assert domains["unverified.example"]["isVerified"] is False
     initial = [d for d in domains.values() if d["isInitial"]]
     assert len(initial) == 1 and initial[0]["id"].endswith(".onmicrosoft.com")
+
+
+def _by_upn(em: RunningEmulator, upn: str, **filters: str) -> list[str]:
+    upn_literal = upn.replace("'", "''")
+    response = em.graph(
+        "GET", "/users", params={"$filter": f"userPrincipalName eq '{upn_literal}'", **filters}
+    )
+    assert response.status_code == 200, response.text
+    return [u["id"] for u in response.json()["value"]]
+
+
+def test_a_lookup_by_upn_answers_as_the_scan_does(graph_emulator: RunningEmulator) -> None:
+    """`userPrincipalName eq '…'` (the sync's lookup before each create) goes through the
+    tenant's UPN index: the same answers as any other filter, in any case, never a user
+    deleted, renamed away or still replicating."""
+    em = graph_emulator
+    adele = em.create_user("adele")
+    em.create_user("o'brien")
+    assert _by_upn(em, "ADELE@Example.com") == [adele["id"]]
+    assert _by_upn(em, "o'brien@example.com") != []
+    assert _by_upn(em, "nobody@example.com") == []
+    # The same user, through a filter the index does not answer: one answer, the same.
+    both = em.graph(
+        "GET",
+        "/users",
+        params={"$filter": "userPrincipalName eq 'adele@example.com' or displayName eq 'x'"},
+    )
+    assert [u["id"] for u in both.json()["value"]] == [adele["id"]]
+
+    renamed = em.graph(
+        "PATCH", f"/users/{adele['id']}", json={"userPrincipalName": "adele.v@example.com"}
+    )
+    assert renamed.status_code == 204
+    assert _by_upn(em, "adele@example.com") == []
+    assert _by_upn(em, "adele.v@example.com") == [adele["id"]]
+    assert em.graph("DELETE", f"/users/{adele['id']}").status_code == 204
+    assert _by_upn(em, "adele.v@example.com") == []
+
+    em.configure(replication_lag=600)
+    lagging = em.create_user("brian")
+    assert _by_upn(em, "brian@example.com") == []
+    em.configure(replication_lag=0)
+    assert _by_upn(em, "brian@example.com") == [lagging["id"]]

@@ -196,14 +196,21 @@ def _listing(
     """GET /users or /groups: $filter over the live objects of `kind`, then a page;
     `readable`, when given, is what $select may name."""
     advanced = odata.is_advanced(req.args, req.headers)
-    predicate = odata.parse_filter(
+    found = odata.parse_filter(
         req.args.get("$filter"), filterable, kind.capitalize(), advanced=advanced
     )
     if readable is not None:
         _check_select(odata.parse_select(req.args.get("$select")), readable, kind)
-    objects = em.tenant.listing(kind)
-    if predicate:
-        objects = [o for o in objects if predicate(o.props)]
+    if found is None:
+        objects = em.tenant.listing(kind)
+    else:
+        if kind == "user" and found.equality and found.equality[0] == "userPrincipalName":
+            # The lookup before a create (and an admin's): through the UPN index, not a scan
+            # of the tenant, as Graph's own indexes answer it.
+            objects = em.tenant.listing_by_upn(found.equality[1])
+        else:
+            objects = em.tenant.listing(kind)
+        objects = [o for o in objects if found.test(o.props)]
     return _page(em, req, objects, f"{kind}s", sortable=SORTABLE)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from scim_server.graph.emulator.errors import BadRequest, UnsupportedQuery
@@ -57,6 +58,16 @@ class FilterParser:
         if self.pos != len(self.tokens):
             raise BadRequest("Invalid filter clause: unexpected trailing tokens.")
         return predicate
+
+    def equality(self) -> tuple[str, str] | None:
+        """(property, value) when the whole filter, once parsed, is `property eq 'value'`
+        (a lookup, which an index can answer); else None."""
+        kinds = [kind for kind, _ in self.tokens]
+        if kinds != ["word", "word", "str"] or self.tokens[1][1].lower() != "eq":
+            return None
+        return self.properties[self.tokens[0][1].lower()], self.tokens[2][1][1:-1].replace(
+            "''", "'"
+        )
 
     def _peek(self) -> tuple[str, str] | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -166,10 +177,19 @@ ADVANCED_ONLY = (
 )
 
 
+@dataclass(frozen=True)
+class Filter:
+    """A parsed $filter: `test` says whether an object's properties match; `equality` is
+    (property, value) when the filter is a single `property eq 'value'`."""
+
+    test: Predicate
+    equality: tuple[str, str] | None
+
+
 def parse_filter(
     text: str | None, properties: set[str], resource: str, *, advanced: bool = True
-) -> Predicate | None:
-    """A predicate for $filter. `ne` is an advanced query (aad-advanced-queries): without
+) -> Filter | None:
+    """$filter, parsed. `ne` is an advanced query (aad-advanced-queries): without
     ConsistencyLevel: eventual and $count=true (`advanced` False) it is a 400."""
     if not text:
         return None
@@ -177,7 +197,7 @@ def parse_filter(
     predicate = parser.parse()
     if not advanced and "ne" in parser.operators:
         raise UnsupportedQuery(ADVANCED_ONLY.format(op="ne"))
-    return predicate
+    return Filter(predicate, parser.equality())
 
 
 def is_advanced(args: dict[str, str], headers: dict[str, str]) -> bool:

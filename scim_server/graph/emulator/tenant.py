@@ -318,6 +318,11 @@ class Tenant:
     def listing(self, kind: str) -> list[Obj]:
         return [o for o in self.objects.values() if o.kind == kind and self._visible(o)]
 
+    def listing_by_upn(self, upn: str) -> list[Obj]:
+        """`listing("user")` narrowed to the user with this UPN (in any case), if any."""
+        obj = self._user_by_upn(upn)
+        return [obj] if obj is not None and self._visible(obj) else []
+
     def _record_change(self, obj: Obj) -> None:
         self._dirty[obj.id] = None
         self.seq += 1
