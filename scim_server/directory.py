@@ -35,7 +35,7 @@ from scim_server import mapping, outbox, passwords, sealing
 from scim_server.db import begin, db
 from scim_server.errors import Conflict, InternalError, NotFound, PreconditionFailed
 from scim_server.scim import projection as proj
-from scim_server.scim.filter_parser import parse_filter
+from scim_server.scim.filter_parser import MAX_FILTER_LENGTH, parse_filter
 from scim_server.scim.filter_sql import sort_column, to_sql
 from scim_server.scim.patch import MemberChange, apply_patch
 from scim_server.scim.resource import canonicalize
@@ -396,7 +396,13 @@ def list_resources(
     resource: str, query: ListQuery, base_url: str, projection: proj.Projection
 ) -> tuple[int, list[dict[str, Any]]]:
     """Filter, count and page in the database: nothing loads a whole table."""
-    if resource == "User" and query.filter and not query.sort_by and query.count > 0:
+    if (
+        resource == "User"
+        and query.filter
+        and len(query.filter) <= MAX_FILTER_LENGTH  # longer: the parser's 400, as any filter
+        and not query.sort_by
+        and query.count > 0
+    ):
         match = _USER_NAME_EQ.fullmatch(query.filter)
         if match:
             return _list_by_user_name(match.group(1), query, base_url, projection)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.conftest import ScimClient
+
+SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 
 
 def _names(response) -> list[str]:  # type: ignore[no-untyped-def]
@@ -22,6 +26,25 @@ def test_bad_filter_is_400_invalid_filter(scim: ScimClient) -> None:
         response = scim.get(f"/Users?filter={bad}")
         assert response.status_code == 400, bad
         assert response.get_json()["scimType"] == "invalidFilter", bad
+
+
+def test_a_filter_over_the_length_limit_is_400_whatever_its_shape(scim: ScimClient) -> None:
+    """`userName eq "…"` has a path of its own (no parsing): it keeps the parser's limit."""
+    from scim_server.scim.filter_parser import MAX_FILTER_LENGTH
+
+    def search(text: str) -> Any:
+        # POST /.search: a filter this long does not fit in a URL (414).
+        body = {"schemas": [SEARCH], "filter": text}
+        return scim.post("/Users/.search", body)
+
+    value = "a" * MAX_FILTER_LENGTH
+    for text in (f'userName eq "{value}"', f'displayName eq "{value}"'):
+        response = search(text)
+        assert response.status_code == 400, text[:20]
+        assert response.get_json()["scimType"] == "invalidFilter"
+        assert str(MAX_FILTER_LENGTH) in response.get_json()["detail"]
+    within = "a" * (MAX_FILTER_LENGTH - len('userName eq ""'))
+    assert search(f'userName eq "{within}"').status_code == 200
 
 
 def test_escaped_quotes_in_filter(scim: ScimClient) -> None:
