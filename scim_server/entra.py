@@ -14,7 +14,8 @@ Checks, after https://learn.microsoft.com/en-us/entra/identity-platform/access-t
 through its OpenID configuration), `iss`, `aud`, `exp` and `nbf` (all four required). Keys
 are cached for a day and fetched again when a token names an unknown `kid` (Entra rolls its
 keys), at most once a minute, so tokens with made-up `kid`s cannot make this server hammer
-the authority.
+the authority. Requests that arrive during a fetch wait for it rather than start another;
+day-old keys are fetched again in the background while a known `kid` keeps being answered.
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ class EntraVerifier:
             session.trust_env = False  # REQUESTS_CA_BUNDLE must not override verify
         self.session = session
         self._keys: dict[str, Any] = {}
-        self._fetched_at = -float("inf")
+        self._fetched_at = -float("inf")  # when the keys we hold were fetched
+        self._attempted_at = -float("inf")  # when a fetch last began: one a minute at most
+        self._inflight: threading.Event | None = None  # a fetch under way
         self._lock = threading.Lock()
 
     def verify(self, token: str) -> Principal:
@@ -102,18 +105,68 @@ class EntraVerifier:
             raise BadCredentials("The access token is not valid.") from None
         return Principal(None, PRINCIPAL_NAME, False, "entra", float(claims["exp"]))
 
+    @property
+    def refreshing(self) -> bool:
+        """A fetch of the keys is under way."""
+        return self._inflight is not None
+
     def _key(self, kid: str) -> Any:
-        with self._lock:
-            age = time.monotonic() - self._fetched_at
-            if kid in self._keys and age < KEYS_MAX_AGE_SECONDS:
-                return self._keys[kid]
-            if age >= REFRESH_MIN_INTERVAL_SECONDS:
-                self._fetched_at = time.monotonic()  # a failure waits its turn too
-                self._keys = self._fetch()
-            elif not self._keys:
-                # The last fetch failed: the token is not at fault, so it is not counted.
-                raise Unverifiable("The tenant's signing keys are not available.")
-            return self._keys.get(kid)
+        """The key `kid` names, or None. A known key is answered at once, even a day old:
+        the keys are then fetched again in the background, and no request waits on Entra.
+        An unknown `kid` waits for a fetch (at most one a minute, shared by every request
+        that asks meanwhile)."""
+        waited = False
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                may_fetch = now - self._attempted_at >= REFRESH_MIN_INTERVAL_SECONDS
+                known = self._keys.get(kid)
+                if known is not None:
+                    aged = now - self._fetched_at >= KEYS_MAX_AGE_SECONDS
+                    if aged and may_fetch and self._inflight is None:
+                        threading.Thread(
+                            target=self._refresh,
+                            args=(self._begin_fetch(),),
+                            daemon=True,
+                            name="entra-keys",
+                        ).start()
+                    return known
+                inflight = self._inflight
+                if waited or (inflight is None and not may_fetch):
+                    if not self._keys:
+                        # The last fetch failed: the token is not at fault, not counted.
+                        raise Unverifiable("The tenant's signing keys are not available.")
+                    return None
+                mine = None
+                if inflight is None:
+                    mine = inflight = self._begin_fetch()
+            if mine is not None:
+                self._refresh(mine)
+            else:
+                inflight.wait(2 * self.timeout + 1)  # discovery, then the keys
+            waited = True
+
+    def _begin_fetch(self) -> threading.Event:
+        """Under the lock: mark a fetch under way (a failure waits its turn too)."""
+        self._attempted_at = time.monotonic()
+        self._inflight = threading.Event()
+        return self._inflight
+
+    def _refresh(self, done: threading.Event) -> None:
+        """Fetch the keys; on a failure keep those we had (a request after a minute tries
+        again)."""
+        started = time.monotonic()
+        keys: dict[str, Any] = {}
+        try:
+            keys = self._fetch()
+        except Unverifiable:
+            pass
+        finally:
+            with self._lock:
+                if keys:
+                    self._keys, self._fetched_at = keys, started
+                self._inflight = None
+            done.set()
 
     def _fetch(self) -> dict[str, Any]:
         try:
@@ -134,8 +187,6 @@ class EntraVerifier:
                 keys[str(jwk["kid"])] = jwt.PyJWK(jwk, algorithm="RS256").key
         except (requests.RequestException, ValueError, KeyError, TypeError, jwt.PyJWKError) as exc:
             log.warning("Entra signing keys could not be fetched: %s", type(exc).__name__)
-            if self._keys:
-                return self._keys  # keep the keys we had
             raise Unverifiable("The tenant's signing keys are not available.") from None
         log.info("Entra signing keys fetched: %d key(s)", len(keys))
         return keys

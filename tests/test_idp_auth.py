@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -425,9 +426,79 @@ def test_keys_are_fetched_again_for_an_unknown_kid_at_most_once_a_minute(
     assert _key_fetches(graph_emulator) == 1
     # Entra rolls its keys: once the minute is over, a token with the new kid is accepted.
     graph_emulator.control("POST", "signing-keys/rotate")
-    entra_verifier._fetched_at -= entra.REFRESH_MIN_INTERVAL_SECONDS
+    entra_verifier._attempted_at -= entra.REFRESH_MIN_INTERVAL_SECONDS
     assert _get(client, f"Bearer {_entra_token(graph_emulator)}").status_code == 200
     assert _key_fetches(graph_emulator) == 2
+
+
+def test_day_old_keys_serve_at_once_while_they_are_fetched_again(
+    client: FlaskClient, graph_emulator: RunningEmulator, entra_verifier: entra.EntraVerifier
+) -> None:
+    """A day on, a known key still answers at once: the keys are fetched again in the
+    background, so a slow (here held) Entra delays no request; held fetches keep the keys."""
+
+    def fresh() -> str:  # a new token each time: a verified one is remembered until it expires
+        return f"Bearer {_entra_token(graph_emulator)}"
+
+    assert _get(client, fresh()).status_code == 200
+    keys_path = next(
+        e["path"] for e in graph_emulator.request_log() if e["path"].endswith("/discovery/keys")
+    )
+    graph_emulator.fault(kind="timeout", seconds=4, method="GET", path=keys_path)
+    entra_verifier._fetched_at -= entra.KEYS_MAX_AGE_SECONDS  # a day later
+    entra_verifier._attempted_at -= entra.KEYS_MAX_AGE_SECONDS
+    assert _get(client, fresh()).status_code == 200
+    # Answered while the emulator still holds the fetch (it logs a request when it ends).
+    assert entra_verifier.refreshing and _key_fetches(graph_emulator) == 1
+    for _ in range(3):
+        assert _get(client, fresh()).status_code == 200
+    deadline = time.monotonic() + 30
+    while entra_verifier.refreshing and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not entra_verifier.refreshing and _key_fetches(graph_emulator) == 2  # one: held
+    assert _get(client, fresh()).status_code == 200  # the keys kept
+    assert _key_fetches(graph_emulator) == 2  # and no second try within the minute
+
+
+def test_requests_during_the_first_fetch_share_it(graph_emulator: RunningEmulator) -> None:
+    """No keys yet: every token that arrives while they are fetched waits for that one fetch
+    (discovery, then the keys: two GETs), and is then verified."""
+    import concurrent.futures
+    import threading
+
+    import requests
+
+    class HeldSession(requests.Session):
+        def __init__(self) -> None:
+            super().__init__()
+            self.trust_env = False
+            self.release = threading.Event()
+            self.gets = 0
+
+        def get(self, url: str | bytes, **kw: Any) -> requests.Response:
+            self.gets += 1
+            self.release.wait(10)
+            return super().get(url, **kw)
+
+    session = HeldSession()
+    verifier = entra.EntraVerifier(
+        graph_emulator.tenant_id,
+        graph_emulator.authority_host,
+        graph_emulator.ca_bundle,
+        10,
+        session=session,
+    )
+    tokens = [_entra_token(graph_emulator) for _ in range(4)]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(verifier.verify, t) for t in tokens]
+        deadline = time.monotonic() + 10
+        while not verifier.refreshing and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert verifier.refreshing and not any(f.done() for f in futures)
+        session.release.set()
+        principals = [f.result(timeout=30) for f in futures]
+    assert {p.name for p in principals} == {entra.PRINCIPAL_NAME}
+    assert session.gets == 2
 
 
 def test_unreachable_keys_refuse_the_jwt_without_counting_it(
