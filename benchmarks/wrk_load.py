@@ -69,6 +69,9 @@ class Result:
     p50_ms: float
     p99_ms: float
     cpu_ms: float  # the server's CPU per request, all its processes
+    # The busiest HTTP worker's share of the HTTP workers' CPU (ours only): about 0.5 when
+    # wrk's connections fell evenly on two workers, 1.0 when all landed on one.
+    busiest: float | None = None
 
     @property
     def rps(self) -> float:
@@ -207,8 +210,10 @@ def run_wrk(
         f"{url.scheme}://{url.netloc}",
     ]
     before = process_tree_cpu(server.process.pid)
+    workers_before = http_worker_cpu(server.process.pid)
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     after = process_tree_cpu(server.process.pid)
+    workers_after = http_worker_cpu(server.process.pid)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         sys.exit(f"wrk failed on {scenario}:\n{done.stdout}\n{done.stderr}")
@@ -231,7 +236,45 @@ def run_wrk(
         figures["p50_us"] / 1000,
         figures["p99_us"] / 1000,
         cpu,
+        busiest_share(workers_before, workers_after),
     )
+
+
+def http_worker_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds so far of each HTTP worker under `pid`: the granian processes whose
+    parent is granian too (its workers). Empty for a server that has none (the peer)."""
+    clock = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float, str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read().decode(errors="replace")
+        except OSError:
+            continue
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / clock, command)
+
+    def under(p: int) -> bool:
+        while p in stats:
+            if p == pid:
+                return True
+            p = stats[p][0]
+        return False
+
+    return {
+        p: cpu
+        for p, (ppid, cpu, command) in stats.items()
+        if "granian" in command and "granian" in stats.get(ppid, (0, 0.0, ""))[2] and under(p)
+    }
+
+
+def busiest_share(before: dict[int, float], after: dict[int, float]) -> float | None:
+    used = [after[p] - before.get(p, 0.0) for p in after]
+    total = sum(used)
+    return max(used) / total if len(used) > 1 and total > 0 else None
 
 
 def measure(server: Server, args: argparse.Namespace, work: Path) -> list[Result]:
@@ -250,8 +293,10 @@ def measure(server: Server, args: argparse.Namespace, work: Path) -> list[Result
 
 
 def print_table(ours: list[Result], peer: list[Result] | None) -> None:
-    header = "| scenario | scim-server req/s | p50 / p99 ms | CPU ms/req | errors |"
-    rule = "|---|---:|---:|---:|---:|"
+    header = (
+        "| scenario | scim-server req/s | p50 / p99 ms | CPU ms/req | busiest worker | errors |"
+    )
+    rule = "|---|---:|---:|---:|---:|---:|"
     if peer:
         header += " scim2-server req/s | p50 / p99 ms | CPU ms/req | errors | ratio | target |"
         rule += "---:|---:|---:|---:|---:|---:|"
@@ -261,7 +306,7 @@ def print_table(ours: list[Result], peer: list[Result] | None) -> None:
     for r in ours:
         row = (
             f"| {r.scenario} | {r.rps:.1f} | {r.p50_ms:.1f} / {r.p99_ms:.1f} | {r.cpu_ms:.2f} "
-            f"| {r.errors} |"
+            f"| {_share(r)} | {r.errors} |"
         )
         other = theirs.get(r.scenario)
         if other is not None:
@@ -295,18 +340,27 @@ def checkout_version(checkout: Path) -> str:
     return done.stdout.strip()[:80] or "not a git checkout"
 
 
+def _share(r: Result) -> str:
+    return f"{r.busiest * 100:.0f}%" if r.busiest is not None else "—"
+
+
+def _run_figure(r: Result) -> str:
+    """A run's req/s, with the busiest HTTP worker's share of their CPU: 1230@52%."""
+    return f"{r.rps:.0f}" + (f"@{_share(r)}" if r.busiest is not None else "")
+
+
 def print_change(runs: list[list[Result]], base_runs: list[list[Result]]) -> None:
     """This tree against the baseline, per scenario: the medians, the change, every run."""
     print(
         "| scenario | this tree req/s | CPU ms/req | baseline req/s | CPU ms/req | change |"
-        " runs (this tree / baseline) |"
+        " runs (this tree / baseline): req/s@busiest HTTP worker's CPU share |"
     )
     print("|---|---:|---:|---:|---:|---:|---|")
     medians = zip(median_results(runs), median_results(base_runs), strict=True)
     for k, (ours, base) in enumerate(medians):
         change = (ours.rps / base.rps - 1) * 100 if base.rps else math.nan
-        each = " ".join(f"{run[k].rps:.0f}" for run in runs)
-        each_base = " ".join(f"{run[k].rps:.0f}" for run in base_runs)
+        each = " ".join(_run_figure(run[k]) for run in runs)
+        each_base = " ".join(_run_figure(run[k]) for run in base_runs)
         print(
             f"| {ours.scenario} | {ours.rps:.1f} | {ours.cpu_ms:.2f} | {base.rps:.1f} "
             f"| {base.cpu_ms:.2f} | {change:+.1f}% | {each} / {each_base} |"
