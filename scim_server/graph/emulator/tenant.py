@@ -231,10 +231,18 @@ class TenantChanges:
             objects=data.get("objects", []),
             deleted=data.get("deleted", []),
             gone=[],
-            changes=[(int(s), str(i)) for s, i in data.get("changes", [])],
-            group_changes=[(int(s), str(i)) for s, i in data.get("group_changes", [])],
-            member_changes=[(int(s), str(g), str(m)) for s, g, m in data.get("member_changes", [])],
+            **_change_logs(data),
         )
+
+
+def _change_logs(data: dict[str, Any]) -> dict[str, Any]:
+    """The three change logs of a tenant in the shape of `Tenant.to_dict`, typed (JSON gives
+    lists for tuples)."""
+    return {
+        "changes": [(int(s), str(i)) for s, i in data["changes"]],
+        "group_changes": [(int(s), str(i)) for s, i in data.get("group_changes", [])],
+        "member_changes": [(int(s), str(g), str(m)) for s, g, m in data.get("member_changes", [])],
+    }
 
 
 class Tenant:
@@ -720,11 +728,10 @@ class Tenant:
         for obj in self.objects.values():
             self._index(obj)
         self.deleted = {o["id"]: Obj(**o) for o in data["deleted"]}
-        self.changes = [(int(s), str(i)) for s, i in data["changes"]]
-        self.group_changes = [(int(s), str(i)) for s, i in data.get("group_changes", [])]
-        self.member_changes = [
-            (int(s), str(g), str(m)) for s, g, m in data.get("member_changes", [])
-        ]
+        logs = _change_logs(data)
+        self.changes = logs["changes"]
+        self.group_changes = logs["group_changes"]
+        self.member_changes = logs["member_changes"]
         self.seq = int(data["seq"])
         self._dirty.clear()
         self._saved_logs = self._log_lengths()
