@@ -315,16 +315,22 @@ class Stats:
         return ms(self.server_cpu) / self.done
 
 
-def process_tree_cpu(pid: int) -> float | None:
-    """CPU seconds (user + system) used so far by `pid` and its descendants, from Linux's
-    /proc; None when `pid` cannot be read. Reaped children count through their parent's
-    cutime/cstime, so a worker that exits between two readings is not lost."""
-    parents: dict[int, int] = {}
-    times: dict[int, int] = {}
+@dataclass(frozen=True)
+class ProcStat:
+    """One process, from /proc/PID/stat: its parent, and its CPU in clock ticks."""
+
+    ppid: int
+    own: int  # utime + stime
+    reaped: int  # cutime + cstime: its children that have exited
+
+
+def proc_stats() -> dict[int, ProcStat]:
+    """Every process Linux's /proc lists now (empty when it cannot be read)."""
+    stats: dict[int, ProcStat] = {}
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return None
+        return stats
     for entry in entries:
         if not entry.isdigit():
             continue
@@ -334,17 +340,35 @@ def process_tree_cpu(pid: int) -> float | None:
         except OSError:
             continue
         # After the command: state ppid ... utime(11) stime(12) cutime(13) cstime(14).
-        parents[int(entry)] = int(fields[1])
-        times[int(entry)] = sum(int(f) for f in fields[11:15])
-    if pid not in times:
-        return None
+        stats[int(entry)] = ProcStat(
+            int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+        )
+    return stats
+
+
+def process_tree(pid: int, stats: dict[int, ProcStat]) -> set[int]:
+    """`pid` and its descendants among `stats` (empty when `pid` is not there)."""
+    if pid not in stats:
+        return set()
     tree, frontier = {pid}, [pid]
     while frontier:
         parent = frontier.pop()
-        children = [child for child, ppid in parents.items() if ppid == parent]
+        children = [child for child, s in stats.items() if s.ppid == parent]
         tree.update(children)
         frontier.extend(children)
-    return sum(times[p] for p in tree) / os.sysconf("SC_CLK_TCK")
+    return tree
+
+
+def process_tree_cpu(pid: int, stats: dict[int, ProcStat] | None = None) -> float | None:
+    """CPU seconds (user + system) used so far by `pid` and its descendants, from Linux's
+    /proc (or `stats`, a proc_stats() reading); None when `pid` cannot be read. Reaped
+    children count through their parent's cutime/cstime, so a worker that exits between two
+    readings is not lost."""
+    stats = proc_stats() if stats is None else stats
+    tree = process_tree(pid, stats)
+    if not tree:
+        return None
+    return sum(stats[p].own + stats[p].reaped for p in tree) / os.sysconf("SC_CLK_TCK")
 
 
 # An operation takes the request index and returns (latency in seconds, error or None).

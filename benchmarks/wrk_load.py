@@ -50,7 +50,10 @@ from scim_load import (  # noqa: E402  (a sibling script, not a package)
     Client,
     Names,
     Pool,
+    ProcStat,
     create_user_op,
+    proc_stats,
+    process_tree,
     process_tree_cpu,
     run_parallel,
 )
@@ -209,11 +212,12 @@ def run_wrk(
         str(HERE / "wrk" / f"{scenario}.lua"),
         f"{url.scheme}://{url.netloc}",
     ]
-    before = process_tree_cpu(server.process.pid)
-    workers_before = http_worker_cpu(server.process.pid)
+    pid = server.process.pid
+    stats = proc_stats()
+    before, workers_before = process_tree_cpu(pid, stats), http_worker_cpu(pid, stats)
     done = subprocess.run(command, env=env, capture_output=True, text=True)
-    after = process_tree_cpu(server.process.pid)
-    workers_after = http_worker_cpu(server.process.pid)
+    stats = proc_stats()
+    after, workers_after = process_tree_cpu(pid, stats), http_worker_cpu(pid, stats)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         sys.exit(f"wrk failed on {scenario}:\n{done.stdout}\n{done.stderr}")
@@ -240,34 +244,22 @@ def run_wrk(
     )
 
 
-def http_worker_cpu(pid: int) -> dict[int, float]:
+def http_worker_cpu(pid: int, stats: dict[int, ProcStat]) -> dict[int, float]:
     """CPU seconds so far of each HTTP worker under `pid`: the granian processes whose
     parent is granian too (its workers). Empty for a server that has none (the peer)."""
-    clock = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float, str]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    tree = process_tree(pid, stats)
+    commands: dict[int, str] = {}
+    for p in tree:
         try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                command = cmdline.read().decode(errors="replace")
+            with open(f"/proc/{p}/cmdline", "rb") as cmdline:
+                commands[p] = cmdline.read().decode(errors="replace")
         except OSError:
-            continue
-        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / clock, command)
-
-    def under(p: int) -> bool:
-        while p in stats:
-            if p == pid:
-                return True
-            p = stats[p][0]
-        return False
-
+            commands[p] = ""
+    clock = os.sysconf("SC_CLK_TCK")
     return {
-        p: cpu
-        for p, (ppid, cpu, command) in stats.items()
-        if "granian" in command and "granian" in stats.get(ppid, (0, 0.0, ""))[2] and under(p)
+        p: stats[p].own / clock
+        for p in tree
+        if "granian" in commands[p] and "granian" in commands.get(stats[p].ppid, "")
     }
 
 
